@@ -1,0 +1,50 @@
+import createError from '@fastify/error'
+
+/** A plugin, route or target option is wrong; the message names the option path, what was expected and what came. */
+export const FST_STICKY_OPTION_INVALID = createError<[string]>(
+  'FST_STICKY_OPTION_INVALID', 'Invalid fastify-sticky option: %s', 500, TypeError)
+
+/** A route's `config.targetGroup` names no registered target group. */
+export const FST_STICKY_TARGET_GROUP_UNKNOWN = createError<[string, string]>(
+  'FST_STICKY_TARGET_GROUP_UNKNOWN', "Route %s: config.targetGroup names no target group, received '%s'", 500, TypeError)
+
+/** `register()` was given a target id that the group already has. */
+export const FST_STICKY_TARGET_DUPLICATE = createError<[string, string]>(
+  'FST_STICKY_TARGET_DUPLICATE', "Target group '%s' already has a target with id '%s'", 500, TypeError)
+
+/** `reply.forward()` was called on a route that is not bound to a target group. */
+export const FST_STICKY_ROUTE_UNBOUND = createError<[string]>(
+  'FST_STICKY_ROUTE_UNBOUND', 'reply.forward() called on route %s, which has no config.targetGroup', 500)
+
+/** The target group has no registered target (ALB: 503). */
+export const FST_STICKY_TARGET_GROUP_UNAVAILABLE = createError<[string]>(
+  'FST_STICKY_TARGET_GROUP_UNAVAILABLE', "Target group '%s' has no registered target", 503)
+
+/**
+ * Request-time errors below become the JSON body of the gateway's reply, so their messages
+ * name no target id or address.
+ */
+
+/** The target refused, reset or closed the connection before a response (ALB: 502). */
+export const FST_STICKY_TARGET_CONNECTION_FAILED = createError(
+  'FST_STICKY_TARGET_CONNECTION_FAILED', 'The target refused, reset or closed the connection', 502)
+
+/** The target's response could not be parsed: bad status line, bad or oversized headers (ALB: 502). */
+export const FST_STICKY_TARGET_RESPONSE_INVALID = createError(
+  'FST_STICKY_TARGET_RESPONSE_INVALID', 'The target sent a malformed response', 502)
+
+/** No connection to the target within the connect timeout (ALB: 504). */
+export const FST_STICKY_TARGET_CONNECT_TIMEOUT = createError<[number]>(
+  'FST_STICKY_TARGET_CONNECT_TIMEOUT', 'The target accepted no connection within %dms', 504)
+
+/** The target sent no response within the idle timeout (ALB: 504). */
+export const FST_STICKY_TARGET_TIMEOUT = createError<[number]>(
+  'FST_STICKY_TARGET_TIMEOUT', 'The target sent no response within %dms', 504)
+
+/** The request's X-Forwarded-For carries more than 30 addresses (ALB: 463). */
+export const FST_STICKY_FORWARDED_FOR_TOO_LONG = createError<[number]>(
+  'FST_STICKY_FORWARDED_FOR_TOO_LONG', 'X-Forwarded-For carries more than %d addresses', 463)
+
+/** The request cannot be forwarded as it is (undici refused its headers or body framing). */
+export const FST_STICKY_REQUEST_INVALID = createError(
+  'FST_STICKY_REQUEST_INVALID', 'The request cannot be forwarded as sent', 400)

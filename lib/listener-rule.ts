@@ -1,0 +1,73 @@
+import { COOKIE_PURPOSE_LB, type CookieCodec } from './cookie-codec.js'
+import { FST_STICKY_TARGET_GROUP_UNKNOWN } from './errors.js'
+import { resolveStickiness, type ResolvedStickiness } from './options.js'
+import { decideAffinity } from './stickiness/affinity.js'
+import { LbCookieWriter, readLbCookies } from './stickiness/lb-cookie.js'
+import type { Target } from './target.js'
+import type { TargetGroup } from './target-group.js'
+import type { AffinityDecision, StickyRouteConfig } from './types.js'
+
+/** What every listener rule shares: built once per plugin instance. */
+export interface RuleContext {
+  readonly groups: ReadonlyMap<string, TargetGroup>
+  readonly codec: CookieCodec
+  readonly writer: LbCookieWriter
+  readonly now: () => number
+}
+
+/**
+ * A route's binding to a target group, resolved once when the route is added: the group, the
+ * route's stickiness (the group's, or the route's override), and how to decide and re-pin.
+ */
+export class ListenerRule {
+  readonly group: TargetGroup
+  readonly stickiness: ResolvedStickiness | null
+  readonly #context: RuleContext
+
+  constructor (group: TargetGroup, stickiness: ResolvedStickiness | null, context: RuleContext) {
+    this.group = group
+    this.stickiness = stickiness
+    this.#context = context
+  }
+
+  /** The affinity of a request carrying this Cookie header. */
+  decide (cookieHeader: string | undefined): AffinityDecision {
+    const context = this.#context
+    return decideAffinity({
+      group: this.group,
+      stickiness: this.stickiness,
+      cookies: this.stickiness === null ? [] : readLbCookies(cookieHeader),
+      codec: context.codec,
+      nowSeconds: Math.floor(context.now() / 1000)
+    })
+  }
+
+  /**
+   * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to `target`, with the window
+   * starting now (ALB resets it on every request); null when the route is not sticky.
+   */
+  setCookies (target: Target): [string, string] | null {
+    const stickiness = this.stickiness
+    if (stickiness === null) return null
+    const context = this.#context
+    const nowMs = context.now()
+    const nowSeconds = Math.floor(nowMs / 1000)
+    const value = context.codec.seal(COOKIE_PURPOSE_LB, {
+      group: this.group.name,
+      targetId: target.id,
+      stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
+      issuedAtSeconds: nowSeconds
+    })
+    return context.writer.setCookies(value, nowMs)
+  }
+}
+
+/** Resolves a route's `config` into its listener rule; null when the route is not bound. */
+export function resolveListenerRule (config: StickyRouteConfig | undefined, route: string, context: RuleContext): ListenerRule | null {
+  const name = config?.targetGroup
+  if (name === undefined) return null
+  const group = typeof name === 'string' ? context.groups.get(name) : undefined
+  if (group === undefined) throw new FST_STICKY_TARGET_GROUP_UNKNOWN(route, String(name))
+  const stickiness = resolveStickiness(config?.stickiness, group.stickiness, `route ${route}: config.stickiness`)
+  return new ListenerRule(group, stickiness, context)
+}

@@ -1,0 +1,246 @@
+import { randomBytes } from 'node:crypto'
+import { FST_STICKY_OPTION_INVALID } from './errors.js'
+import type { Algorithm, FastifyStickyOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
+
+export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
+export const MAX_COOKIE_DURATION_SECONDS = 604_800
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
+export const MAX_IDLE_TIMEOUT_MS = 4_000_000
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+export const MAX_CONNECT_TIMEOUT_MS = 600_000
+export const DEFAULT_CONNECTIONS_PER_TARGET = 128
+export const MAX_CONNECTIONS_PER_TARGET = 65_536
+export const DEFAULT_TARGET_WEIGHT = 1
+export const MAX_TARGET_WEIGHT = 1000
+export const KEY_BYTES = 32
+
+const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
+const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
+const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
+const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
+const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'now']
+const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness']
+const TARGET_KEYS = ['id', 'url', 'weight']
+const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds']
+
+/** Stickiness after defaults: null means the route or group is not sticky. */
+export interface ResolvedStickiness {
+  readonly type: 'lb_cookie'
+  readonly durationSeconds: number
+}
+
+export interface ResolvedTarget {
+  readonly id: string
+  readonly origin: string
+  readonly weight: number
+}
+
+export interface ResolvedTargetGroup {
+  readonly name: string
+  readonly algorithm: Algorithm
+  readonly stickiness: ResolvedStickiness | null
+  readonly targets: readonly ResolvedTarget[]
+}
+
+export interface ResolvedOptions {
+  readonly keys: readonly Buffer[]
+  /** True when no keys were given and a random one was made for this process. */
+  readonly keysGenerated: boolean
+  readonly targetGroups: readonly ResolvedTargetGroup[]
+  readonly idleTimeoutMs: number
+  readonly connectTimeoutMs: number
+  readonly redispatch: boolean
+  readonly xForwardedFor: 'append' | 'preserve' | 'remove'
+  readonly connectionsPerTarget: number
+  readonly now: () => number
+}
+
+/** Checks the plugin's options once and returns them frozen, with every default filled in. */
+export function resolveOptions (raw: unknown): ResolvedOptions {
+  const options = requireObject(raw, 'options') as Partial<FastifyStickyOptions>
+  refuseUnknownKeys(options, PLUGIN_KEYS, '')
+
+  const rawGroups = options.targetGroups
+  if (!Array.isArray(rawGroups) || rawGroups.length === 0) {
+    invalid('targetGroups', 'a non-empty array of target groups', rawGroups)
+  }
+  const seen = new Map<string, number>()
+  const targetGroups = rawGroups.map((group, i) => {
+    const resolved = resolveTargetGroup(group, `targetGroups[${i}]`)
+    const first = seen.get(resolved.name)
+    if (first !== undefined) {
+      invalid(`targetGroups[${i}].name`, `unique (targetGroups[${first}] has it too)`, resolved.name)
+    }
+    seen.set(resolved.name, i)
+    return resolved
+  })
+
+  const keys = resolveKeys(options.keys)
+  return Object.freeze({
+    keys: keys ?? [randomBytes(KEY_BYTES)],
+    keysGenerated: keys === undefined,
+    targetGroups: Object.freeze(targetGroups),
+    idleTimeoutMs: optionalInteger(options.idleTimeoutMs, 'idleTimeoutMs', 1, MAX_IDLE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS),
+    connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS),
+    redispatch: optionalBoolean(options.redispatch, 'redispatch', true),
+    xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
+    connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
+    now: resolveNow(options.now)
+  })
+}
+
+function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
+  const group = requireObject(raw, path) as Partial<TargetGroupOptions>
+  refuseUnknownKeys(group, GROUP_KEYS, `${path}.`)
+  const name = requireName(group.name, `${path}.name`)
+  const algorithm = optionalChoice(group.algorithm, `${path}.algorithm`, ALGORITHMS, 'round_robin')
+
+  const rawTargets = group.targets ?? []
+  if (!Array.isArray(rawTargets)) invalid(`${path}.targets`, 'an array of targets', rawTargets)
+  const ids = new Map<string, number>()
+  const targets = rawTargets.map((target, i) => {
+    const resolved = resolveTarget(target, `${path}.targets[${i}]`)
+    const first = ids.get(resolved.id)
+    if (first !== undefined) {
+      invalid(`${path}.targets[${i}].id`, `unique within the group (targets[${first}] has it too)`, resolved.id)
+    }
+    ids.set(resolved.id, i)
+    return resolved
+  })
+
+  const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`)
+  // ALB refuses stickiness on weighted_random target groups.
+  if (stickiness !== null && algorithm === 'weighted_random') {
+    invalid(`${path}.stickiness`, 'false when algorithm is weighted_random (ALB does not combine them)', group.stickiness ?? 'the default lb_cookie stickiness')
+  }
+  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets) })
+}
+
+/** Checks one target's options; used at registration and by `TargetGroup#register` at run time. */
+export function resolveTarget (raw: unknown, path: string): ResolvedTarget {
+  const target = requireObject(raw, path) as Partial<TargetOptions>
+  refuseUnknownKeys(target, TARGET_KEYS, `${path}.`)
+  const id = requireName(target.id, `${path}.id`)
+  const origin = requireOrigin(target.url, `${path}.url`)
+  const weight = optionalInteger(target.weight, `${path}.weight`, 1, MAX_TARGET_WEIGHT, DEFAULT_TARGET_WEIGHT)
+  return Object.freeze({ id, origin, weight })
+}
+
+/**
+ * Resolves stickiness options over `base`: for a group, `base` is the default; for a route's
+ * override, it is the group's stickiness, so `{ durationSeconds: 3600 }` changes only the window.
+ */
+export function resolveStickiness (raw: StickinessOptions | undefined, base: ResolvedStickiness | null, path: string): ResolvedStickiness | null {
+  if (raw === undefined) return base
+  if (raw === false) return null
+  const stickiness = requireObject(raw, path, 'false or an object') as Exclude<StickinessOptions, false>
+  refuseUnknownKeys(stickiness, STICKINESS_KEYS, `${path}.`)
+  if (optionalBoolean(stickiness.enabled, `${path}.enabled`, true) === false) return null
+  const type = optionalChoice(stickiness.type, `${path}.type`, ['lb_cookie'] as const, base?.type ?? 'lb_cookie')
+  const durationSeconds = optionalInteger(stickiness.durationSeconds, `${path}.durationSeconds`, 1,
+    MAX_COOKIE_DURATION_SECONDS, base?.durationSeconds ?? DEFAULT_LB_COOKIE_DURATION_SECONDS)
+  return Object.freeze({ type, durationSeconds })
+}
+
+function defaultStickiness (): ResolvedStickiness {
+  return { type: 'lb_cookie', durationSeconds: DEFAULT_LB_COOKIE_DURATION_SECONDS }
+}
+
+function resolveKeys (raw: unknown): Buffer[] | undefined {
+  if (raw === undefined) return undefined
+  if (!Array.isArray(raw) || raw.length === 0) invalid('keys', `a non-empty array of ${KEY_BYTES}-byte keys`, raw)
+  return raw.map((key, i) => {
+    const bytes = decodeKey(key)
+    if (bytes === null) {
+      invalid(`keys[${i}]`, `${KEY_BYTES} bytes: a Buffer, ${KEY_BYTES * 2} hex characters, or base64 or base64url of ${KEY_BYTES} bytes`, key, true)
+    }
+    return bytes
+  })
+}
+
+function decodeKey (key: unknown): Buffer | null {
+  if (Buffer.isBuffer(key)) return key.length === KEY_BYTES ? Buffer.from(key) : null
+  if (typeof key !== 'string') return null
+  if (/^[0-9a-fA-F]{64}$/.test(key)) return Buffer.from(key, 'hex')
+  if (/^[A-Za-z0-9+/_-]{43}={0,1}$/.test(key)) {
+    const bytes = Buffer.from(key.replace(/\+/g, '-').replace(/\//g, '_'), 'base64url')
+    if (bytes.length === KEY_BYTES) return bytes
+  }
+  return null
+}
+
+function resolveNow (raw: unknown): () => number {
+  if (raw === undefined) return Date.now
+  if (typeof raw !== 'function') invalid('now', 'a function returning milliseconds since the epoch', raw)
+  return raw as () => number
+}
+
+function requireObject (raw: unknown, path: string, expected = 'an object'): Record<string, unknown> {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) invalid(path, expected, raw)
+  return raw as Record<string, unknown>
+}
+
+function refuseUnknownKeys (object: object, known: readonly string[], prefix: string): void {
+  for (const key of Object.keys(object)) {
+    if (!known.includes(key)) {
+      throw new FST_STICKY_OPTION_INVALID(`${prefix}${key} is not an option (known: ${known.join(', ')})`)
+    }
+  }
+}
+
+function requireName (raw: unknown, path: string): string {
+  if (typeof raw !== 'string' || !NAME_PATTERN.test(raw)) invalid(path, NAME_EXPECTED, raw)
+  return raw
+}
+
+function requireOrigin (raw: unknown, path: string): string {
+  const expected = 'an http: or https: origin such as http://127.0.0.1:3001 (no path, query or credentials)'
+  if (typeof raw !== 'string') invalid(path, expected, raw)
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    invalid(path, expected, raw)
+  }
+  const plain = (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' &&
+    url.password === '' && url.pathname === '/' && url.search === '' && url.hash === '' && !raw.endsWith('?')
+  if (!plain) invalid(path, expected, raw)
+  return url.origin
+}
+
+function optionalInteger (raw: unknown, path: string, min: number, max: number, fallback: number): number {
+  if (raw === undefined) return fallback
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min || raw > max) {
+    invalid(path, `an integer from ${min} to ${max}`, raw)
+  }
+  return raw
+}
+
+function optionalBoolean (raw: unknown, path: string, fallback: boolean): boolean {
+  if (raw === undefined) return fallback
+  if (typeof raw !== 'boolean') invalid(path, 'a boolean', raw)
+  return raw
+}
+
+function optionalChoice<T extends string> (raw: unknown, path: string, choices: readonly T[], fallback: T): T {
+  if (raw === undefined) return fallback
+  if (!choices.includes(raw as T)) invalid(path, `one of ${choices.join(', ')}`, raw)
+  return raw as T
+}
+
+/** Throws FST_STICKY_OPTION_INVALID; `secret` values (keys) are described by size, never shown. */
+export function invalid (path: string, expected: string, received: unknown, secret = false): never {
+  throw new FST_STICKY_OPTION_INVALID(`${path} must be ${expected}, received ${describeValue(received, secret)}`)
+}
+
+function describeValue (value: unknown, secret: boolean): string {
+  if (Buffer.isBuffer(value)) return `a Buffer of ${value.length} bytes`
+  if (typeof value === 'string') {
+    if (secret) return `a string of ${value.length} characters`
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value)
+  }
+  if (Array.isArray(value)) return `an array of ${value.length}`
+  if (typeof value === 'function') return 'a function'
+  if (value !== null && typeof value === 'object') return 'an object'
+  return String(value)
+}

@@ -1,0 +1,56 @@
+import { COOKIE_PURPOSE_LB, type CookieCodec } from '../cookie-codec.js'
+import type { ResolvedStickiness } from '../options.js'
+import type { Target } from '../target.js'
+import type { TargetGroup } from '../target-group.js'
+import type { AffinityDecision, ReassignReason } from '../types.js'
+
+/** Everything the decision depends on; nothing else is read. */
+export interface AffinityInput {
+  readonly group: TargetGroup
+  /** The route's stickiness (the group's unless overridden); null when not sticky. */
+  readonly stickiness: ResolvedStickiness | null
+  /** Candidate cookie values in the order to try them (see `readLbCookies`). */
+  readonly cookies: readonly string[]
+  readonly codec: CookieCodec
+  readonly nowSeconds: number
+}
+
+/**
+ * Decides which target serves a request, ALB's way: a cookie that opens, belongs to this group,
+ * is inside its window and names a registered target is a `hit`; any other cookie is
+ * `reassigned` with the reason of the first one tried; no cookie is `new`. Pure: no I/O, no clock.
+ */
+export function decideAffinity (input: AffinityInput): AffinityDecision {
+  const { group, stickiness } = input
+  if (stickiness === null || input.cookies.length === 0) return choose(group, stickiness, null)
+
+  let reason: ReassignReason | null = null
+  for (const value of input.cookies) {
+    const verdict = judge(input, value)
+    if (typeof verdict !== 'string') {
+      return { outcome: 'hit', targetGroup: group.name, target: verdict, stickiness: stickiness.type, decidedBy: stickiness.type }
+    }
+    reason ??= verdict
+  }
+  return choose(group, stickiness, reason)
+}
+
+/** A new pick by the group's algorithm: `new`, or `reassigned` with `reason`; `unavailable` when no target is registered. */
+export function choose (group: TargetGroup, stickiness: ResolvedStickiness | null, reason: ReassignReason | null, except?: Target): AffinityDecision {
+  const target = group.pick(except)
+  const type = stickiness === null ? 'none' : stickiness.type
+  if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: type }
+  if (reason === null) return { outcome: 'new', targetGroup: group.name, target, stickiness: type, decidedBy: group.algorithm }
+  return { outcome: 'reassigned', reason, targetGroup: group.name, target, stickiness: type, decidedBy: group.algorithm }
+}
+
+function judge (input: AffinityInput, value: string): Target | ReassignReason {
+  const opened = input.codec.open(COOKIE_PURPOSE_LB, value)
+  if (opened === null) return 'undecodable'
+  const { payload } = opened
+  if (payload.group !== input.group.name) return 'group-mismatch'
+  if (payload.stickyUntilSeconds < input.nowSeconds) return 'expired'
+  const target = input.group.get(payload.targetId)
+  if (target !== undefined) return target
+  return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
+}

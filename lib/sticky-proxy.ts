@@ -1,0 +1,47 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { invalid } from './options.js'
+import type { StickinessOptions } from './types.js'
+
+/** Options of `stickyProxy`, registered with Fastify's `prefix` like @fastify/http-proxy. */
+export interface StickyProxyOptions {
+  /** Path prefix to mount, from Fastify's register options. */
+  prefix?: string
+  /** The target group that serves every path under the prefix. */
+  targetGroup: string
+  /** Overrides the group's stickiness under this prefix (e.g. `false` for `/static`). */
+  stickiness?: StickinessOptions
+  /** Replaces the prefix on the way to the target, as @fastify/http-proxy does. Default `''` (the prefix is removed). */
+  rewritePrefix?: string
+}
+
+/**
+ * Mounts a whole prefix onto a target group in one call:
+ * `app.register(stickyProxy, { prefix: '/cart', targetGroup: 'carts' })`. Every method and
+ * path under the prefix is forwarded, bodies stream through unparsed. Register the
+ * fastify-sticky plugin first.
+ */
+export async function stickyProxy (instance: FastifyInstance, options: StickyProxyOptions): Promise<void> {
+  if (typeof options?.targetGroup !== 'string') invalid('stickyProxy targetGroup', 'the name of a target group', options?.targetGroup)
+  const rewritePrefix = options.rewritePrefix ?? ''
+  if (typeof rewritePrefix !== 'string' || (rewritePrefix !== '' && !rewritePrefix.startsWith('/'))) {
+    invalid('stickyProxy rewritePrefix', "'' or a path starting with /", rewritePrefix)
+  }
+  if (!instance.hasReplyDecorator('forward')) {
+    invalid('stickyProxy', 'registered after the fastify-sticky plugin', 'no reply.forward decorator')
+  }
+
+  // Bodies are streamed to the target as they came, never parsed here.
+  instance.removeAllContentTypeParsers()
+  instance.addContentTypeParser('*', (_request, _payload, done) => done(null))
+
+  const prefixLength = instance.prefix.length
+  const config = { targetGroup: options.targetGroup, stickiness: options.stickiness }
+  function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
+    const url = request.raw.url ?? '/'
+    let rest = url.slice(prefixLength)
+    if (rest === '' || rest[0] === '?') rest = `/${rest}`
+    return reply.forward(rewritePrefix === '' ? rest : `${rewritePrefix}${rest === '/' ? '' : rest}`.replace(/^$/, '/'))
+  }
+  instance.all('/', { config }, forwardPrefix)
+  instance.all('/*', { config }, forwardPrefix)
+}

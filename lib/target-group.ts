@@ -1,0 +1,106 @@
+import { createBalancer, type Balancer } from './balancer/balancer.js'
+import { FST_STICKY_TARGET_DUPLICATE } from './errors.js'
+import { resolveTarget, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
+import { Target, type PoolSettings } from './target.js'
+import type { Algorithm, TargetOptions, TargetRef } from './types.js'
+
+/** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
+const REMEMBERED_DEREGISTRATIONS = 1024
+
+/**
+ * A named set of targets sharing algorithm and stickiness. Targets can be registered and
+ * deregistered while the gateway serves: a deregistered target takes no new request, its
+ * in-flight requests finish, then its pool closes.
+ */
+export class TargetGroup {
+  readonly name: string
+  readonly algorithm: Algorithm
+  /** The group's stickiness; routes may override it. Null when not sticky. */
+  readonly stickiness: ResolvedStickiness | null
+  readonly #settings: PoolSettings
+  readonly #balancer: Balancer
+  readonly #targets = new Map<string, Target>()
+  readonly #deregistered = new Set<string>()
+  /** Replaced, never mutated, on every change: balancers cache by its identity. */
+  #routable: readonly Target[] = []
+  #closing: Promise<void> | null = null
+
+  constructor (resolved: ResolvedTargetGroup, settings: PoolSettings) {
+    this.name = resolved.name
+    this.algorithm = resolved.algorithm
+    this.stickiness = resolved.stickiness
+    this.#settings = settings
+    this.#balancer = createBalancer(resolved.algorithm)
+    for (const target of resolved.targets) this.#targets.set(target.id, new Target(target, settings))
+    this.#update()
+  }
+
+  /** The registered targets, in registration order. */
+  get targets (): readonly TargetRef[] {
+    return this.#routable
+  }
+
+  /** The registered target with this id, if any. */
+  get (id: string): Target | undefined {
+    return this.#targets.get(id)
+  }
+
+  /** Targets that may take new requests. */
+  get routable (): readonly Target[] {
+    return this.#routable
+  }
+
+  /** True when `id` named a target of this group that was deregistered. */
+  wasDeregistered (id: string): boolean {
+    return this.#deregistered.has(id)
+  }
+
+  /** Picks a target for a new or reassigned client; `except` is left out (it just failed). */
+  pick (except?: Target): Target | undefined {
+    if (except === undefined) return this.#balancer.pick(this.#routable)
+    const others = this.#routable.filter((target) => target !== except)
+    return others.length === 0 ? undefined : this.#balancer.pick(others)
+  }
+
+  /**
+   * Adds a target at run time; it takes new clients at once. Throws FST_STICKY_OPTION_INVALID
+   * for bad options and FST_STICKY_TARGET_DUPLICATE for an id the group already has.
+   */
+  register (options: TargetOptions): TargetRef {
+    const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
+    if (this.#targets.has(resolved.id)) throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
+    const target = new Target(resolved, this.#settings)
+    this.#targets.set(target.id, target)
+    this.#deregistered.delete(target.id)
+    this.#update()
+    return target
+  }
+
+  /**
+   * Takes a target out at once: no new request goes to it, and clients pinned to it are
+   * reassigned with a new cookie. Resolves when its in-flight requests have finished and its
+   * pool is closed; false when the group had no target with this id.
+   */
+  async deregister (id: string): Promise<boolean> {
+    const target = this.#targets.get(id)
+    if (target === undefined) return false
+    this.#targets.delete(id)
+    this.#deregistered.add(id)
+    if (this.#deregistered.size > REMEMBERED_DEREGISTRATIONS) {
+      this.#deregistered.delete(this.#deregistered.values().next().value as string)
+    }
+    this.#update()
+    await target.close()
+    return true
+  }
+
+  /** Closes every target's pool (the plugin calls this when the app closes). */
+  close (): Promise<void> {
+    this.#closing ??= Promise.all([...this.#targets.values()].map((target) => target.close())).then(() => {})
+    return this.#closing
+  }
+
+  #update (): void {
+    this.#routable = Object.freeze([...this.#targets.values()])
+  }
+}

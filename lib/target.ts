@@ -1,0 +1,69 @@
+import { Pool } from 'undici'
+import type { ResolvedTarget } from './options.js'
+import type { TargetRef } from './types.js'
+
+/** Larger response headers are a malformed response (502), as at ALB. */
+export const MAX_RESPONSE_HEADER_BYTES = 32_768
+
+/** How the plugin's undici pools are built; the same for every target. */
+export interface PoolSettings {
+  readonly connections: number
+  readonly connectTimeoutMs: number
+  readonly idleTimeoutMs: number
+}
+
+/**
+ * One upstream origin of a target group, with the undici Pool the plugin owns for it. Only
+ * `id` and `origin` show when a target is logged or serialized: the pool stays private.
+ */
+export class Target implements TargetRef {
+  readonly id: string
+  readonly origin: string
+  readonly weight: number
+  readonly #pool: Pool
+  #outstanding = 0
+
+  constructor (resolved: ResolvedTarget, settings: PoolSettings) {
+    this.id = resolved.id
+    this.origin = resolved.origin
+    this.weight = resolved.weight
+    this.#pool = new Pool(resolved.origin, {
+      connections: settings.connections,
+      pipelining: 1,
+      connectTimeout: settings.connectTimeoutMs,
+      // ALB's idle timeout: no response byte for this long, before or between body chunks → 504 / abort.
+      headersTimeout: settings.idleTimeoutMs,
+      bodyTimeout: settings.idleTimeoutMs,
+      // ALB answers 502 past 32 KB of response headers.
+      maxHeaderSize: MAX_RESPONSE_HEADER_BYTES
+    })
+  }
+
+  /** The target's own undici Pool. */
+  get pool (): Pool {
+    return this.#pool
+  }
+
+  /** Requests sent to this target whose response has not ended yet. */
+  get outstanding (): number {
+    return this.#outstanding
+  }
+
+  /** Counts a request as sent; call `settle()` once when its response ends or fails. */
+  begin (): void {
+    this.#outstanding++
+  }
+
+  settle (): void {
+    this.#outstanding--
+  }
+
+  /** Lets in-flight requests finish, then closes every connection. */
+  async close (): Promise<void> {
+    if (!this.#pool.closed && !this.#pool.destroyed) await this.#pool.close()
+  }
+
+  toJSON (): TargetRef {
+    return { id: this.id, origin: this.origin }
+  }
+}

@@ -1,0 +1,157 @@
+import type { TargetGroup } from './target-group.js'
+
+/** How a target group picks a target for a client that is not (or no longer) pinned. */
+export type Algorithm = 'round_robin' | 'least_outstanding_requests' | 'weighted_random'
+
+/** What a stickiness type is called on the wire and in `request.affinity`; `none` when the route is not sticky. */
+export type StickinessType = 'lb_cookie' | 'none'
+
+/** Duration-based stickiness with ALB's `AWSALB` + `AWSALBCORS` cookies. */
+export interface LbCookieStickinessOptions {
+  /** Only `lb_cookie` for now. Default `lb_cookie`. */
+  type?: 'lb_cookie'
+  /** Default true; `false` turns stickiness off, like `stickiness: false`. */
+  enabled?: boolean
+  /** The stickiness window, reset on every request: 1 to 604800 s. Default 86400 (one day). */
+  durationSeconds?: number
+}
+
+/** A target group's or a route's stickiness: an object, or `false` for none. */
+export type StickinessOptions = LbCookieStickinessOptions | false
+
+/** One upstream origin of a target group. */
+export interface TargetOptions {
+  /** Stable name, written (sealed) into cookies: 1 to 64 of `A-Z a-z 0-9 . _ : -`. Never an address. */
+  id: string
+  /** The target's origin, `http://host:port` or `https://host:port`; no path. */
+  url: string
+  /** Share of new sessions relative to the group's other targets: integer 1 to 1000. Default 1. */
+  weight?: number
+}
+
+/** A named set of targets sharing algorithm and stickiness. */
+export interface TargetGroupOptions {
+  /** Unique name, bound into its cookies: 1 to 64 of `A-Z a-z 0-9 . _ : -`. */
+  name: string
+  /** Initial targets; more can be registered at run time. Default none. */
+  targets?: TargetOptions[]
+  /** Default `round_robin`. */
+  algorithm?: Algorithm
+  /** Default `{ type: 'lb_cookie', durationSeconds: 86400 }`; `false` for none. */
+  stickiness?: StickinessOptions
+}
+
+/**
+ * Options of the fastify-sticky plugin, checked once at registration.
+ *
+ * @example
+ * await app.register(fastifySticky, {
+ *   keys: [process.env.STICKY_KEY!],
+ *   targetGroups: [{
+ *     name: 'carts',
+ *     targets: [{ id: 'cart-a', url: 'http://127.0.0.1:3001' }, { id: 'cart-b', url: 'http://127.0.0.1:3002' }],
+ *     stickiness: { type: 'lb_cookie', durationSeconds: 3600 }
+ *   }]
+ * })
+ */
+export interface FastifyStickyOptions {
+  /** Key ring of 32-byte keys (Buffer, 64 hex characters or base64/base64url); the first seals, every one opens. Default: one random key per process, with a warning. */
+  keys?: Array<string | Buffer>
+  /** The target groups; names are unique. */
+  targetGroups: TargetGroupOptions[]
+  /** No response byte from the target within this time → 504: 1 to 4000000 ms. Default 60000 (ALB's idle timeout). */
+  idleTimeoutMs?: number
+  /** No connection to the target within this time → 504: 1 to 600000 ms. Default 10000 (ALB's). */
+  connectTimeoutMs?: number
+  /** When the chosen target refuses the connection, send the request once to another target and re-pin. Default true; false gives ALB's plain 502. */
+  redispatch?: boolean
+  /** ALB's X-Forwarded-For processing: `append` the client address (default), `preserve` the header as it came, or `remove` it. */
+  xForwardedFor?: 'append' | 'preserve' | 'remove'
+  /** Most connections the gateway opens to one target: 1 to 65536. Default 128. */
+  connectionsPerTarget?: number
+  /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
+  now?: () => number
+}
+
+/** A route's binding to a target group, given as `config` in Fastify's route options. */
+export interface StickyRouteConfig {
+  /** Name of the target group that serves this route. */
+  targetGroup?: string
+  /** Overrides the group's stickiness on this route: `false`, or fields to change (e.g. `{ durationSeconds: 3600 }`). */
+  stickiness?: StickinessOptions
+}
+
+/** Why a client's cookie did not keep it on its target. */
+export type ReassignReason =
+  | 'undecodable'
+  | 'expired'
+  | 'group-mismatch'
+  | 'target-unknown'
+  | 'target-deregistered'
+  | 'target-unreachable'
+
+/** The target chosen for a request, as handlers see it. */
+export interface TargetRef {
+  /** The target's stable id. */
+  readonly id: string
+  /** The target's origin, e.g. `http://127.0.0.1:3001`. */
+  readonly origin: string
+}
+
+interface AffinityBase {
+  /** Name of the target group the route is bound to. */
+  readonly targetGroup: string
+  /** The route's stickiness type (`none` when the route is not sticky). */
+  readonly stickiness: StickinessType
+}
+
+/** The request's cookie named a routable target of this group within its window. */
+export interface AffinityHit extends AffinityBase {
+  readonly outcome: 'hit'
+  readonly target: TargetRef
+  /** What decided: the cookie. */
+  readonly decidedBy: 'lb_cookie'
+}
+
+/** No stickiness cookie came (or the route is not sticky): the algorithm chose. */
+export interface AffinityNew extends AffinityBase {
+  readonly outcome: 'new'
+  readonly target: TargetRef
+  readonly decidedBy: Algorithm
+}
+
+/** A cookie came but could not be honoured: the algorithm chose again, and a new cookie is written. */
+export interface AffinityReassigned extends AffinityBase {
+  readonly outcome: 'reassigned'
+  readonly reason: ReassignReason
+  readonly target: TargetRef
+  readonly decidedBy: Algorithm
+}
+
+/** The group has no registered target: the gateway answers 503. */
+export interface AffinityUnavailable extends AffinityBase {
+  readonly outcome: 'unavailable'
+  readonly target: null
+}
+
+/** The affinity decision for one request on a bound route, discriminated by `outcome`. */
+export type AffinityDecision = AffinityHit | AffinityNew | AffinityReassigned | AffinityUnavailable
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The affinity decision on a route bound to a target group; null elsewhere. */
+    affinity: AffinityDecision | null
+  }
+  interface FastifyReply {
+    /**
+     * Proxies the request to `request.affinity.target` through the plugin's pools and sends
+     * the target's response. `path` (path and query) replaces the request's own on the target.
+     */
+    forward (path?: string): FastifyReply
+  }
+  interface FastifyInstance {
+    /** The plugin's target groups by name; register and deregister targets here at run time. */
+    targetGroups: ReadonlyMap<string, TargetGroup>
+  }
+  interface FastifyContextConfig extends StickyRouteConfig {}
+}

@@ -1,0 +1,145 @@
+import { once } from 'node:events'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fastifySticky, { type FastifyStickyOptions } from '../lib/index.js'
+
+/** What a test target answers: who it is and what it saw. */
+export interface Echo {
+  target: string
+  method: string
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
+
+export interface TestTarget {
+  id: string
+  url: string
+  server: Server
+  hits: number
+  /** Stops listening and drops every connection: requests to it are then refused. */
+  stop (): Promise<void>
+  /** Listens again on the same port. */
+  start (): Promise<void>
+}
+
+interface Tap {
+  teardown (fn: () => unknown): void
+}
+
+/**
+ * Starts `count` real HTTP servers on 127.0.0.1, ids `t0`, `t1`, …. Each echoes what it got as
+ * JSON with `x-served-by: <id>`. Paths: `/status/<code>` answers that code, `/hang` never
+ * answers, `/sleep/<ms>` answers after that long, `/big-headers` sends 40 KB of headers.
+ */
+export async function startTargets (t: Tap, count: number, prefix = 't'): Promise<TestTarget[]> {
+  const targets: TestTarget[] = []
+  for (let i = 0; i < count; i++) targets.push(await startTarget(`${prefix}${i}`))
+  t.teardown(() => Promise.all(targets.map((target) => target.stop())))
+  return targets
+}
+
+async function startTarget (id: string): Promise<TestTarget> {
+  const hanging = new Set<ServerResponse>()
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    target.hits++
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      const url = req.url ?? '/'
+      if (url === '/hang') {
+        hanging.add(res)
+        res.on('close', () => hanging.delete(res))
+        return
+      }
+      const sleep = /^\/sleep\/(\d+)/.exec(url)
+      const status = /^\/status\/(\d+)/.exec(url)
+      const echo: Echo = { target: id, method: req.method ?? '', url, headers: req.headers, body: Buffer.concat(chunks).toString() }
+      const send = () => {
+        if (url === '/big-headers') res.setHeader('x-big', 'x'.repeat(40_000))
+        res.setHeader('x-served-by', id)
+        res.setHeader('content-type', 'application/json')
+        if (url.startsWith('/set-cookie')) res.setHeader('set-cookie', ['app=1; Path=/', 'other=2; Path=/'])
+        res.statusCode = status === null ? 200 : Number(status[1])
+        res.end(JSON.stringify(echo))
+      }
+      if (sleep === null) send()
+      else setTimeout(send, Number(sleep[1]))
+    })
+  }
+  let server = createServer(handler)
+  server.keepAliveTimeout = 30_000
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as AddressInfo).port
+  const target: TestTarget = {
+    id,
+    url: `http://127.0.0.1:${port}`,
+    get server () { return server },
+    hits: 0,
+    async stop () {
+      if (!server.listening) return
+      for (const res of hanging) res.destroy()
+      const closed = once(server, 'close')
+      server.close()
+      server.closeAllConnections()
+      await closed
+    },
+    async start () {
+      if (server.listening) return
+      server = createServer(handler)
+      server.keepAliveTimeout = 30_000
+      server.listen(port, '127.0.0.1')
+      await once(server, 'listening')
+    }
+  }
+  return target
+}
+
+/** A 32-byte key as 64 hex characters, fixed so tests are repeatable. */
+export const TEST_KEY = 'a1'.repeat(32)
+export const OTHER_KEY = 'b2'.repeat(32)
+
+/** A real Fastify with the plugin registered; closed by the test's teardown. */
+export async function buildGateway (t: Tap, options: FastifyStickyOptions, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify(serverOptions)
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], ...options })
+  return app
+}
+
+/** A browser's cookie jar, reduced to what the tests need: name → value, from Set-Cookie lines. */
+export class CookieJar {
+  readonly cookies = new Map<string, string>()
+
+  /** Stores every cookie of a response's `set-cookie` header. */
+  store (setCookie: string | string[] | undefined): void {
+    if (setCookie === undefined) return
+    for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
+      const pair = line.split(';')[0]
+      const at = pair.indexOf('=')
+      this.cookies.set(pair.slice(0, at).trim(), pair.slice(at + 1).trim())
+    }
+  }
+
+  /** The request headers a browser would send: `{ cookie }`, or none when the jar is empty. */
+  headers (): Record<string, string> {
+    if (this.cookies.size === 0) return {}
+    return { cookie: [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ') }
+  }
+}
+
+/** Parses a response body as the test targets' echo. */
+export function echoOf (res: { body: string }): Echo {
+  return JSON.parse(res.body) as Echo
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes. */
+export async function waitFor (check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
