@@ -111,7 +111,7 @@ function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
   const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`)
   // ALB refuses stickiness on weighted_random target groups.
   if (stickiness !== null && algorithm === 'weighted_random') {
-    invalid(`${path}.stickiness`, 'false when algorithm is weighted_random (ALB does not combine them)', group.stickiness ?? 'the default lb_cookie stickiness')
+    throw new FST_STICKY_OPTION_INVALID(`${path}.stickiness must be false when algorithm is weighted_random (ALB does not combine them), received ${group.stickiness === undefined ? 'undefined (the default: lb_cookie stickiness)' : describeValue(group.stickiness, false)}`)
   }
   return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets) })
 }

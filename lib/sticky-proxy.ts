@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { invalid } from './options.js'
+import { originFormOf } from './proxy.js'
 import type { StickinessOptions } from './types.js'
 
 /** Options of `stickyProxy`, registered with Fastify's `prefix` like @fastify/http-proxy. */
@@ -21,7 +22,6 @@ export interface StickyProxyOptions {
  * fastify-sticky plugin first.
  */
 export async function stickyProxy (instance: FastifyInstance, options: StickyProxyOptions): Promise<void> {
-  if (typeof options?.targetGroup !== 'string') invalid('stickyProxy targetGroup', 'the name of a target group', options?.targetGroup)
   const rewritePrefix = options.rewritePrefix ?? ''
   if (typeof rewritePrefix !== 'string' || (rewritePrefix !== '' && !rewritePrefix.startsWith('/'))) {
     invalid('stickyProxy rewritePrefix', "'' or a path starting with /", rewritePrefix)
@@ -29,18 +29,22 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
   if (!instance.hasReplyDecorator('forward')) {
     invalid('stickyProxy', 'registered after the fastify-sticky plugin', 'no reply.forward decorator')
   }
+  const groups = instance.targetGroups
+  if (typeof options.targetGroup !== 'string' || !groups.has(options.targetGroup)) {
+    invalid('stickyProxy targetGroup', `the name of a target group (${[...groups.keys()].join(', ')})`, options.targetGroup)
+  }
 
   // Bodies are streamed to the target as they came, never parsed here.
   instance.removeAllContentTypeParsers()
   instance.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
-  const prefixLength = instance.prefix.length
+  const prefix = instance.prefix
   const config = { targetGroup: options.targetGroup, stickiness: options.stickiness }
+  // As @fastify/http-proxy: the prefix is replaced by rewritePrefix ('/p/a?q' → '/a?q', '/p' → '/').
   function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
-    const url = request.raw.url ?? '/'
-    let rest = url.slice(prefixLength)
-    if (rest === '' || rest[0] === '?') rest = `/${rest}`
-    return reply.forward(rewritePrefix === '' ? rest : `${rewritePrefix}${rest === '/' ? '' : rest}`.replace(/^$/, '/'))
+    const url = originFormOf(request.raw.url ?? '/')
+    const path = rewritePrefix + (url.startsWith(prefix) ? url.slice(prefix.length) : url)
+    return reply.forward(path === '' || path[0] === '?' ? `/${path}` : path)
   }
   instance.all('/', { config }, forwardPrefix)
   instance.all('/*', { config }, forwardPrefix)

@@ -1,0 +1,115 @@
+import { test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
+import { readLbCookies } from '../lib/stickiness/lb-cookie.js'
+import { buildGateway, CookieJar, echoOf, startTargets, TEST_KEY, type TestTarget } from './setup.js'
+
+const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
+
+async function gateway (t: Parameters<typeof startTargets>[0], targets: TestTarget[], extra: { now?: () => number, durationSeconds?: number } = {}): Promise<FastifyInstance> {
+  const app = await buildGateway(t, {
+    now: extra.now,
+    targetGroups: [{
+      name: 'carts',
+      targets: targets.map(({ id, url }) => ({ id, url })),
+      stickiness: { type: 'lb_cookie', durationSeconds: extra.durationSeconds ?? 86400 }
+    }]
+  })
+  app.all('/*', { config: { targetGroup: 'carts' } }, (_request, reply) => reply.forward())
+  app.addHook('onSend', async (request, reply) => {
+    const affinity = request.affinity
+    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+  })
+  return app
+}
+
+test('a client with a cookie jar stays on one target over 100 requests', async (t) => {
+  const targets = await startTargets(t, 3)
+  const app = await gateway(t, targets)
+  const jar = new CookieJar()
+  const seen: string[] = []
+  const outcomes = new Set<string>()
+  for (let i = 0; i < 100; i++) {
+    const res = await app.inject({ url: `/cart?i=${i}`, headers: jar.headers() })
+    jar.store(res.headers['set-cookie'])
+    seen.push(echoOf(res).target)
+    if (i > 0) outcomes.add(String(res.headers['x-affinity']))
+  }
+  t.equal(new Set(seen).size, 1, `one target answered all 100, got ${[...new Set(seen)].join(',')}`)
+  t.same([...outcomes], ['hit'], 'every request after the first is a hit')
+  const served = targets.map((target) => target.hits)
+  t.same(served.filter((hits) => hits > 0), [100], `the other targets got nothing: ${served.join(',')}`)
+})
+
+test('cookies follow ALB’s wire format: Expires now + 7 days, Path=/, the CORS twin, one value', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await gateway(t, targets)
+  const res = await app.inject({ url: '/' })
+  const lines = res.headers['set-cookie'] as string[]
+  t.equal(lines.length, 2, `two Set-Cookie lines: ${JSON.stringify(lines)}`)
+  const lb = /^AWSALB=([A-Za-z0-9_-]+); Expires=([^;]+); Path=\/$/.exec(lines[0])
+  const cors = /^AWSALBCORS=([A-Za-z0-9_-]+); Expires=([^;]+); Path=\/; SameSite=None; Secure$/.exec(lines[1])
+  t.ok(lb, `AWSALB line in ALB's format: ${lines[0]}`)
+  t.ok(cors, `AWSALBCORS line in ALB's format: ${lines[1]}`)
+  if (lb === null || cors === null) return
+  t.equal(lb[1], cors[1], 'the same value in both')
+  t.equal(lb[2], cors[2], 'the same Expires in both')
+  const expires = new Date(lb[2])
+  t.equal(expires.toUTCString(), lb[2], 'Expires is written as Date#toUTCString()')
+  const drift = Math.abs(expires.getTime() - (Date.now() + 7 * 86400_000))
+  t.ok(drift <= 2000, `Expires within 2 s of now + 7 days, off by ${drift} ms`)
+  for (const line of lines) t.notMatch(line, /Domain|Max-Age|HttpOnly|%/i, `no Domain, Max-Age, HttpOnly or URL-encoding: ${line}`)
+  const opened = codec.open(COOKIE_PURPOSE_LB, lb[1])
+  t.equal(opened?.payload.group, 'carts', 'bound to its target group')
+  t.equal(opened?.payload.targetId, echoOf(res).target, 'names the target that answered, by id')
+  t.notMatch(Buffer.from(lb[1], 'base64url').toString('latin1'), /127\.0\.0\.1|t0|t1/, 'no address or id in clear')
+})
+
+test('every response re-seals: the stickiness window slides, and is enforced inside the value', async (t) => {
+  const targets = await startTargets(t, 3)
+  let now = Date.parse('2026-11-21T12:00:00Z')
+  const app = await gateway(t, targets, { now: () => now, durationSeconds: 60 })
+  const jar = new CookieJar()
+  const first = await app.inject({ url: '/' })
+  jar.store(first.headers['set-cookie'])
+  const pinned = echoOf(first).target
+  const values = new Set([jar.cookies.get('AWSALB')])
+  for (const step of [50, 50, 50]) {
+    now += step * 1000
+    const res = await app.inject({ url: '/', headers: jar.headers() })
+    jar.store(res.headers['set-cookie'])
+    values.add(jar.cookies.get('AWSALB'))
+    t.equal(res.headers['x-affinity'], 'hit', `still a hit ${step} s after the last request (150 s after the first)`)
+    t.equal(echoOf(res).target, pinned, 'on the same target')
+  }
+  t.equal(values.size, 4, 'a new value on every response')
+  now += 62_000
+  const stale = await app.inject({ url: '/', headers: jar.headers() })
+  t.equal(stale.headers['x-affinity'], 'reassigned;expired', 'idle longer than the 60 s window: expired, though the browser still sends the cookie')
+  t.equal(stale.statusCode, 200)
+  jar.store(stale.headers['set-cookie'])
+  const fresh = codec.open(COOKIE_PURPOSE_LB, jar.cookies.get('AWSALB') ?? '')
+  t.equal(fresh?.payload.stickyUntilSeconds, Math.floor(now / 1000) + 60, 'the new cookie carries a window from now')
+})
+
+test('AWSALBCORS alone (a cross-site request) keeps the client on its target', async (t) => {
+  const targets = await startTargets(t, 3)
+  const app = await gateway(t, targets)
+  const first = await app.inject({ url: '/' })
+  const jar = new CookieJar()
+  jar.store(first.headers['set-cookie'])
+  const res = await app.inject({ url: '/', headers: { cookie: `AWSALBCORS=${jar.cookies.get('AWSALBCORS')}` } })
+  t.equal(res.headers['x-affinity'], 'hit')
+  t.equal(echoOf(res).target, echoOf(first).target)
+})
+
+test('readLbCookies reads AWSALB values first, then AWSALBCORS, in header order, without repeats', async (t) => {
+  t.same(readLbCookies(undefined), [])
+  t.same(readLbCookies('a=1; b=2'), [])
+  t.same(readLbCookies('AWSALBCORS=c; x=AWSALB=no; AWSALB=a; AWSALBAPP-0=app; AWSALB=b; AWSALB=a'), ['a', 'b', 'c'])
+  t.same(readLbCookies('AWSALB=v; AWSALBCORS=v'), ['v'], 'the usual pair opens once')
+  t.same(readLbCookies('AWSALB="q"'), ['q'], 'RFC 6265 quoted value')
+  t.same(readLbCookies('AWSALB=; AWSALB'), [], 'empty or valueless names are no cookie')
+  t.same(readLbCookies('myAWSALB=x;AWSALB=y'), ['y'], 'only whole names count')
+  t.equal(readLbCookies(Array.from({ length: 50 }, (_, i) => `AWSALB=v${i}`).join('; ')).length, 4, 'at most 4 candidates are tried')
+})

@@ -1,0 +1,133 @@
+import { test } from 'tap'
+import Fastify from 'fastify'
+import fastifySticky, { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
+import { resolveOptions } from '../lib/options.js'
+import { TEST_KEY } from './setup.js'
+
+const target = { id: 'a', url: 'http://127.0.0.1:3001' }
+const group = { name: 'g', targets: [target] }
+
+/** Each bad input, with the exact message it must produce. */
+const cases: Array<[string, unknown, string]> = [
+  ['options not an object', 'x', 'options must be an object, received "x"'],
+  ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
+  ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, xForwardedFor, connectionsPerTarget, now)'],
+  ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
+  ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
+  ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
+  ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthCheck: {} }] }, 'targetGroups[0].healthCheck is not an option (known: name, targets, algorithm, stickiness)'],
+  ['targets not an array', { targetGroups: [{ name: 'g', targets: {} }] }, 'targetGroups[0].targets must be an array of targets, received an object'],
+  ['target id missing', { targetGroups: [{ name: 'g', targets: [{ url: 'http://127.0.0.1:1' }] }] }, 'targetGroups[0].targets[0].id must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
+  ['duplicate target id', { targetGroups: [{ name: 'g', targets: [target, target] }] }, 'targetGroups[0].targets[1].id must be unique within the group (targets[0] has it too), received "a"'],
+  ['target url not http', { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: 'ftp://127.0.0.1' }] }] }, 'targetGroups[0].targets[0].url must be an http: or https: origin such as http://127.0.0.1:3001 (no path, query or credentials), received "ftp://127.0.0.1"'],
+  ['target url with a path', { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: 'http://127.0.0.1:1/app' }] }] }, 'targetGroups[0].targets[0].url must be an http: or https: origin such as http://127.0.0.1:3001 (no path, query or credentials), received "http://127.0.0.1:1/app"'],
+  ['target url not a URL', { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: 'localhost:3001' }] }] }, 'targetGroups[0].targets[0].url must be an http: or https: origin such as http://127.0.0.1:3001 (no path, query or credentials), received "localhost:3001"'],
+  ['target weight zero', { targetGroups: [{ name: 'g', targets: [{ ...target, weight: 0 }] }] }, 'targetGroups[0].targets[0].weight must be an integer from 1 to 1000, received 0'],
+  ['target weight fraction', { targetGroups: [{ name: 'g', targets: [{ ...target, weight: 1.5 }] }] }, 'targetGroups[0].targets[0].weight must be an integer from 1 to 1000, received 1.5'],
+  ['unknown target option', { targetGroups: [{ name: 'g', targets: [{ ...target, port: 1 }] }] }, 'targetGroups[0].targets[0].port is not an option (known: id, url, weight)'],
+  ['unknown algorithm', { targetGroups: [{ name: 'g', algorithm: 'random' }] }, 'targetGroups[0].algorithm must be one of round_robin, least_outstanding_requests, weighted_random, received "random"'],
+  ['stickiness true', { targetGroups: [{ name: 'g', stickiness: true }] }, 'targetGroups[0].stickiness must be false or an object, received true'],
+  ['stickiness type unknown', { targetGroups: [{ name: 'g', stickiness: { type: 'source_ip' } }] }, 'targetGroups[0].stickiness.type must be one of lb_cookie, received "source_ip"'],
+  ['stickiness enabled not boolean', { targetGroups: [{ name: 'g', stickiness: { enabled: 'yes' } }] }, 'targetGroups[0].stickiness.enabled must be a boolean, received "yes"'],
+  ['duration zero', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: 0 } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received 0'],
+  ['duration over 7 days', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: 604801 } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received 604801'],
+  ['duration as a string', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: '3600' } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received "3600"'],
+  ['unknown stickiness option', { targetGroups: [{ name: 'g', stickiness: { cookieName: 'X' } }] }, 'targetGroups[0].stickiness.cookieName is not an option (known: type, enabled, durationSeconds)'],
+  ['weighted_random with default stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random' }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received undefined (the default: lb_cookie stickiness)'],
+  ['weighted_random with stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random', stickiness: { durationSeconds: 60 } }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received an object'],
+  ['keys not an array', { targetGroups: [group], keys: TEST_KEY }, 'keys must be a non-empty array of 32-byte keys, received "' + TEST_KEY + '"'],
+  ['keys empty', { targetGroups: [group], keys: [] }, 'keys must be a non-empty array of 32-byte keys, received an array of 0'],
+  ['key too short (value never shown)', { targetGroups: [group], keys: [TEST_KEY, 'secret-but-short'] }, 'keys[1] must be 32 bytes: a Buffer, 64 hex characters, or base64 or base64url of 32 bytes, received a string of 16 characters'],
+  ['key Buffer of 16 bytes', { targetGroups: [group], keys: [Buffer.alloc(16)] }, 'keys[0] must be 32 bytes: a Buffer, 64 hex characters, or base64 or base64url of 32 bytes, received a Buffer of 16 bytes'],
+  ['idleTimeoutMs zero', { targetGroups: [group], idleTimeoutMs: 0 }, 'idleTimeoutMs must be an integer from 1 to 4000000, received 0'],
+  ['connectTimeoutMs too large', { targetGroups: [group], connectTimeoutMs: 600001 }, 'connectTimeoutMs must be an integer from 1 to 600000, received 600001'],
+  ['redispatch not boolean', { targetGroups: [group], redispatch: 'no' }, 'redispatch must be a boolean, received "no"'],
+  ['xForwardedFor unknown', { targetGroups: [group], xForwardedFor: 'replace' }, 'xForwardedFor must be one of append, preserve, remove, received "replace"'],
+  ['connectionsPerTarget zero', { targetGroups: [group], connectionsPerTarget: 0 }, 'connectionsPerTarget must be an integer from 1 to 65536, received 0'],
+  ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5']
+]
+
+test('every option mistake throws FST_STICKY_OPTION_INVALID with its exact message', async (t) => {
+  for (const [what, raw, message] of cases) {
+    t.throws(() => resolveOptions(raw), { code: 'FST_STICKY_OPTION_INVALID', message: `Invalid fastify-sticky option: ${message}` }, what)
+  }
+})
+
+test('a mistake fails the registration of the plugin itself', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [{ name: 'g', stickiness: { durationSeconds: -1 } }] })
+  await t.rejects(async () => await app.ready(), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    statusCode: 500,
+    message: 'Invalid fastify-sticky option: targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received -1'
+  })
+})
+
+test('defaults are ALB’s, and accepted keys come in every documented form', async (t) => {
+  const resolved = resolveOptions({ targetGroups: [{ name: 'g', targets: [target] }] })
+  t.same(resolved.targetGroups[0], {
+    name: 'g',
+    algorithm: 'round_robin',
+    stickiness: { type: 'lb_cookie', durationSeconds: 86400 },
+    targets: [{ id: 'a', origin: 'http://127.0.0.1:3001', weight: 1 }]
+  })
+  t.equal(resolved.idleTimeoutMs, 60000)
+  t.equal(resolved.connectTimeoutMs, 10000)
+  t.equal(resolved.redispatch, true)
+  t.equal(resolved.xForwardedFor, 'append')
+  t.equal(resolved.connectionsPerTarget, 128)
+  t.equal(resolved.keysGenerated, true, 'no keys: a random one is made')
+  t.equal(resolved.keys[0].length, 32)
+  t.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.targetGroups[0]), 'resolved options are frozen')
+
+  const key = Buffer.alloc(32, 7)
+  const forms = [key, key.toString('hex'), key.toString('base64'), key.toString('base64url')]
+  const ring = resolveOptions({ targetGroups: [group], keys: forms }).keys
+  t.ok(ring.every((k) => k.equals(key)), 'Buffer, hex, base64 and base64url name the same key')
+
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', stickiness: false }] }).targetGroups[0].stickiness, null, 'stickiness: false')
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', stickiness: { enabled: false } }] }).targetGroups[0].stickiness, null, 'enabled: false')
+  t.same(resolveOptions({ targetGroups: [{ name: 'g', algorithm: 'weighted_random', stickiness: false }] }).targetGroups[0].algorithm, 'weighted_random')
+})
+
+test('route config mistakes fail when the route is added, naming the route', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] } satisfies FastifyStickyOptions)
+  t.throws(() => app.get('/nope', { config: { targetGroup: 'missing' } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_TARGET_GROUP_UNKNOWN',
+    message: "Route GET /nope: config.targetGroup names no target group, received 'missing'"
+  })
+  t.throws(() => app.get('/short', { config: { targetGroup: 'g', stickiness: { durationSeconds: 0 } } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: 'Invalid fastify-sticky option: route GET /short: config.stickiness.durationSeconds must be an integer from 1 to 604800, received 0'
+  })
+})
+
+test('stickyProxy options are checked at registration', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] })
+  app.register(stickyProxy, { prefix: '/p', targetGroup: 'missing' })
+  await t.rejects(async () => await app.ready(), { code: 'FST_STICKY_OPTION_INVALID', message: 'Invalid fastify-sticky option: stickyProxy targetGroup must be the name of a target group (g), received "missing"' })
+
+  const bare = Fastify()
+  t.teardown(() => bare.close())
+  bare.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
+  await t.rejects(async () => await bare.ready(), { code: 'FST_STICKY_OPTION_INVALID', message: 'Invalid fastify-sticky option: stickyProxy must be registered after the fastify-sticky plugin, received "no reply.forward decorator"' })
+})
+
+test('registering a target at run time checks it like the options', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] })
+  const g = app.targetGroups.get('g')!
+  t.throws(() => g.register({ id: 'b', url: 'http://127.0.0.1:1/x' }), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: "Invalid fastify-sticky option: targetGroups.get('g').register(target).url must be an http: or https: origin such as http://127.0.0.1:3001 (no path, query or credentials), received \"http://127.0.0.1:1/x\""
+  })
+  t.throws(() => g.register({ id: 'a', url: 'http://127.0.0.1:2' }), { code: 'FST_STICKY_TARGET_DUPLICATE', message: "Target group 'g' already has a target with id 'a'" })
+})
