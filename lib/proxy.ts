@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
@@ -40,16 +41,27 @@ const HOP_BY_HOP_RESPONSE = new Set([
 
 type Body = string | Buffer | NodeJS.ReadableStream | undefined
 
-/** One forwarded request; held only until its response starts. */
-interface Exchange {
-  readonly request: FastifyRequest
-  readonly reply: FastifyReply
-  readonly rule: ListenerRule
-  readonly path: string
-  readonly headers: Record<string, string | string[]>
-  readonly body: Body
+/**
+ * One forwarded request. It is also the undici request's abort signal (undici takes an
+ * EventEmitter that emits `abort`): when the client goes away, the target's request is ended
+ * too, instead of holding a pooled connection until the idle timeout.
+ */
+class Exchange extends EventEmitter {
   target: Target
-  redispatched: boolean
+  redispatched = false
+
+  constructor (
+    readonly request: FastifyRequest,
+    readonly reply: FastifyReply,
+    readonly rule: ListenerRule,
+    readonly path: string,
+    readonly headers: Record<string, string | string[]>,
+    readonly body: Body,
+    target: Target
+  ) {
+    super()
+    this.target = target
+  }
 }
 
 /**
@@ -73,16 +85,12 @@ export class Proxy {
     if (affinity.target === null) return reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
     const headers = this.#requestHeaders(request)
     if (headers === null) return reply.send(new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES))
-    const exchange: Exchange = {
-      request,
-      reply,
-      rule,
-      path: path === undefined ? originFormOf(request.raw.url ?? '/') : originFormOf(path),
-      headers,
-      body: requestBody(request, headers),
-      target: affinity.target as Target,
-      redispatched: false
-    }
+    const exchange = new Exchange(request, reply, rule, originFormOf(path ?? request.raw.url ?? '/'), headers,
+      requestBody(request, headers), affinity.target as Target)
+    const res = reply.raw
+    res.once('close', () => {
+      if (!res.writableFinished) exchange.emit('abort')
+    })
     this.#send(exchange)
     return reply
   }
@@ -94,7 +102,8 @@ export class Proxy {
       path: exchange.path,
       method: exchange.request.method as Dispatcher.HttpMethod,
       headers: exchange.headers,
-      body: exchange.body as Dispatcher.DispatchOptions['body']
+      body: exchange.body as Dispatcher.DispatchOptions['body'],
+      signal: exchange
     }, (err, data) => {
       if (err !== null) {
         target.settle()
