@@ -6,6 +6,7 @@ import { resolveOptions } from './options.js'
 import { Proxy } from './proxy.js'
 import { LbCookieWriter } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
+import type { Target } from './target.js'
 import type { FastifyStickyOptions } from './types.js'
 
 /** Where a request keeps its route's listener rule, for `reply.forward()`. */
@@ -32,8 +33,27 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kListenerRule, null)
+  // Routes added before this plugin finished registering (a missing `await`) were not seen by
+  // onRoute: bind them on their first forward, so they work, and say how to bind them earlier.
+  const lateRules = new WeakMap<object, ListenerRule | null>()
+  function bindLate (request: FastifyRequest, reply: FastifyReply): ListenerRule | null {
+    const config = request.routeOptions.config
+    let rule = lateRules.get(config)
+    if (rule === undefined) {
+      const route = `${request.method} ${request.routeOptions.url ?? ''}`
+      rule = resolveListenerRule(config, route, context)
+      lateRules.set(config, rule)
+      if (rule !== null) {
+        request.log.warn(`fastify-sticky: route ${route} was added before the plugin finished registering, so request.affinity is only set when reply.forward() runs; await app.register(fastifySticky, …) before adding routes`)
+      }
+    }
+    if (rule !== null) applyAffinity(rule, request, reply)
+    return rule
+  }
+
   fastify.decorateReply('forward', function forward (this: FastifyReply, path?: string) {
-    return proxy.forward(this, (this.request as RequestWithRule)[kListenerRule], path)
+    const request = this.request as RequestWithRule
+    return proxy.forward(this, request[kListenerRule] ?? bindLate(request, this), path)
   })
 
   // Listener rules are resolved once per route, here; the request path only runs the hook.
@@ -54,14 +74,19 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
 /** The route-level onRequest hook that decides `request.affinity` and writes fresh cookies. */
 function createAffinityHook (rule: ListenerRule): onRequestHookHandler {
   return function decideAffinity (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
-    const affinity = rule.decide(request.headers.cookie)
-    request.affinity = affinity
-    ;(request as RequestWithRule)[kListenerRule] = rule
-    if (affinity.target !== null) {
-      const cookies = rule.setCookies(affinity.target as never)
-      if (cookies !== null) reply.header('set-cookie', cookies)
-    }
+    applyAffinity(rule, request, reply)
     done()
+  }
+}
+
+/** Decides the request's affinity and writes the cookies that pin the client to its target. */
+function applyAffinity (rule: ListenerRule, request: FastifyRequest, reply: FastifyReply): void {
+  const affinity = rule.decide(request.headers.cookie)
+  request.affinity = affinity
+  ;(request as RequestWithRule)[kListenerRule] = rule
+  if (affinity.target !== null) {
+    const cookies = rule.setCookies(affinity.target as Target)
+    if (cookies !== null) reply.header('set-cookie', cookies)
   }
 }
 

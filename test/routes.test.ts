@@ -122,3 +122,22 @@ test('HEAD requests on a GET route are forwarded and sticky too', async (t) => {
   t.equal(res.body, '', 'no body')
   t.ok(windowOf(res.headers['set-cookie']), 'a cookie is written')
 })
+
+test('a route added before the plugin finished registering is bound on its first forward', async (t) => {
+  const targets = await startTargets(t, 3)
+  const warnings: string[] = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(JSON.parse(line).msg) } } } })
+  t.teardown(() => app.close())
+  app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [{ name: 'shop', targets: targets.map(({ id, url }) => ({ id, url })) }] })
+  app.get('/cart', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward()) // no await above
+  const jar = new CookieJar()
+  const seen = new Set<string>()
+  for (let i = 0; i < 5; i++) {
+    const res = await app.inject({ url: '/cart', headers: jar.headers() })
+    t.equal(res.statusCode, 200, `request ${i} forwarded`)
+    jar.store(res.headers['set-cookie'])
+    seen.add(echoOf(res).target)
+  }
+  t.equal(seen.size, 1, `sticky all the same: ${[...seen].join(',')}`)
+  t.equal(warnings.filter((msg) => msg.includes('route GET /cart was added before the plugin finished registering')).length, 1, `one warning for the route: ${JSON.stringify(warnings)}`)
+})
