@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Readable } from 'node:stream'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import {
   FST_STICKY_FORWARDED_FOR_TOO_LONG,
@@ -16,6 +17,7 @@ import type { ListenerRule } from './listener-rule.js'
 import { choose } from './stickiness/affinity.js'
 import { LB_CORS_COOKIE, LB_COOKIE } from './stickiness/lb-cookie.js'
 import type { Target } from './target.js'
+import type { AffinityDecision } from './types.js'
 
 /** The proxy's share of the resolved options. */
 export interface ProxySettings {
@@ -39,7 +41,12 @@ const HOP_BY_HOP_RESPONSE = new Set([
   'proxy-authenticate'
 ])
 
-type Body = string | Buffer | NodeJS.ReadableStream | undefined
+type Body = string | Buffer | Readable | UnreadBody | undefined
+
+/** Errors after which nothing reached the target, so the request may go to another one. */
+const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+
+type ResponseBody = Dispatcher.ResponseData['body']
 
 /**
  * One forwarded request. It is also the undici request's abort signal (undici takes an
@@ -49,6 +56,12 @@ type Body = string | Buffer | NodeJS.ReadableStream | undefined
 class Exchange extends EventEmitter {
   target: Target
   redispatched = false
+  /** The client closed its connection before the response was complete. */
+  clientGone = false
+  /** The target's response body, once its headers came. */
+  response: ResponseBody | null = null
+  /** The target whose outstanding count this exchange holds, until its response ends. */
+  #counted: Target | null = null
 
   constructor (
     readonly request: FastifyRequest,
@@ -62,13 +75,40 @@ class Exchange extends EventEmitter {
     super()
     this.target = target
   }
+
+  /** Counts the request as outstanding on `target` (and no longer on a previous one). */
+  begin (target: Target): void {
+    this.settle()
+    this.target = target
+    target.begin()
+    this.#counted = target
+  }
+
+  /** Ends the outstanding count; safe to call more than once. */
+  settle (): void {
+    if (this.#counted !== null) {
+      this.#counted.settle()
+      this.#counted = null
+    }
+  }
+
+  /** The client's connection closed: abort what is still running. */
+  onClientClose (finished: boolean): void {
+    if (!finished) {
+      this.clientGone = true
+      this.emit('abort')
+      this.response?.destroy()
+    }
+    this.settle()
+  }
 }
 
 /**
  * Sends requests of bound routes to their affinity's target through that target's own undici
  * pool, and maps failures to ALB's status codes. The target's own responses, 4xx and 5xx
- * included, pass through untouched; nothing is retried except a refused connection, once, on
- * another target (HAProxy's redispatch), because then nothing was sent.
+ * included, pass through untouched; nothing is retried except a request that never reached
+ * its target (refused connection, or a pool closed by deregistration), once, on another target
+ * (HAProxy's redispatch).
  */
 export class Proxy {
   readonly #settings: ProxySettings
@@ -80,24 +120,32 @@ export class Proxy {
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
   forward (reply: FastifyReply, rule: ListenerRule | null, path: string | undefined): FastifyReply {
     const request = reply.request
-    const affinity = request.affinity
-    if (rule === null || affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
+    const res = reply.raw
+    // An async handler may forward after the client left: there is nobody to answer.
+    if (res.destroyed) return reply
+    if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
+    let affinity = request.affinity
+    // Deregistered after the decision (e.g. while an async handler awaited): decide again.
+    if (affinity.target !== null && rule.group.get(affinity.target.id) !== affinity.target) {
+      affinity = choose(rule.group, rule.stickiness, 'target-deregistered')
+      repin(reply, rule, affinity)
+    }
     if (affinity.target === null) return reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
     const headers = this.#requestHeaders(request)
-    if (headers === null) return reply.send(new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES))
+    if (headers === null) {
+      // 463 has no reason phrase for Fastify's error handler to add: write the body here.
+      const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
+      return reply.code(463).send({ statusCode: 463, code: err.code, error: 'X-Forwarded-For Too Long', message: err.message })
+    }
     const exchange = new Exchange(request, reply, rule, originFormOf(path ?? request.raw.url ?? '/'), headers,
-      requestBody(request, headers), affinity.target as Target)
-    const res = reply.raw
-    res.once('close', () => {
-      if (!res.writableFinished) exchange.emit('abort')
-    })
-    this.#send(exchange)
+      requestBody(request, headers, this.#settings.redispatch), affinity.target as Target)
+    res.once('close', () => exchange.onClientClose(res.writableFinished))
+    this.#send(exchange, exchange.target)
     return reply
   }
 
-  #send (exchange: Exchange): void {
-    const target = exchange.target
-    target.begin()
+  #send (exchange: Exchange, target: Target): void {
+    exchange.begin(target)
     target.pool.request({
       path: exchange.path,
       method: exchange.request.method as Dispatcher.HttpMethod,
@@ -105,39 +153,91 @@ export class Proxy {
       body: exchange.body as Dispatcher.DispatchOptions['body'],
       signal: exchange
     }, (err, data) => {
-      if (err !== null) {
-        target.settle()
-        this.#fail(exchange, err)
-      } else {
-        data.body.once('close', () => target.settle())
-        respond(exchange, data)
-      }
+      if (err !== null) this.#fail(exchange, err)
+      else this.#respond(exchange, data)
     })
   }
 
   #fail (exchange: Exchange, err: Error & { code?: string }): void {
+    exchange.settle()
     const { request, reply, rule, target } = exchange
     // The client is gone: nobody to answer, nothing to log as a target failure.
-    if (reply.sent || request.raw.destroyed) return
-    const code = err.code ?? 'UNKNOWN'
-    if (code === 'ECONNREFUSED' && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
+    if (exchange.clientGone || reply.sent) return
+    const code = errorCodeOf(err)
+    if (NOTHING_SENT.has(code) && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
       const decision = choose(rule.group, rule.stickiness, 'target-unreachable', target)
       if (decision.target !== null) {
-        request.log.info({ targetGroup: rule.group.name, target: target.id, to: decision.target.id, code }, 'fastify-sticky: target refused the connection, redispatching')
-        request.affinity = decision
-        replaceStickyCookies(reply, rule.setCookies(decision.target as Target))
-        exchange.target = decision.target as Target
+        request.log.info({ targetGroup: rule.group.name, target: target.id, to: decision.target.id, code }, 'fastify-sticky: target did not take the request, redispatching')
+        repin(reply, rule, decision)
         exchange.redispatched = true
-        this.#send(exchange)
+        this.#send(exchange, decision.target as Target)
         return
       }
     }
-    // Only the error code is logged: undici's messages carry the target's address.
-    request.log.warn({ targetGroup: rule.group.name, target: target.id, code }, 'fastify-sticky: target request failed')
+    this.#logFailure(exchange, code)
     reply.send(this.#gatewayError(code))
   }
 
-  #gatewayError (code: string): Error {
+  #respond (exchange: Exchange, data: Dispatcher.ResponseData): void {
+    const { reply } = exchange
+    const body = data.body
+    if (exchange.clientGone || reply.sent) {
+      exchange.settle()
+      body.destroy()
+      return
+    }
+    exchange.response = body
+    body.once('close', () => exchange.settle())
+    const status = data.statusCode
+    // Fastify refuses codes outside 100-599, and 1xx is no final answer: a malformed response.
+    if (status < 200 || status > 599) {
+      body.destroy()
+      this.#logFailure(exchange, 'INVALID_STATUS')
+      reply.send(new FST_STICKY_TARGET_RESPONSE_INVALID())
+      return
+    }
+
+    // Fastify appends the target's Set-Cookie lines to the array it holds: keep a copy of ours.
+    const current = reply.getHeader('set-cookie')
+    const ownCookies = Array.isArray(current) ? [...current] : current
+    const copied: string[] = []
+    const headers = data.headers as IncomingHttpHeaders
+    const connection = headers.connection
+    const listed = connection === undefined ? null : connectionTokens(connection)
+    for (const name in headers) {
+      if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
+      const value = headers[name]
+      if (value === undefined) continue
+      reply.header(name, value)
+      copied.push(name)
+    }
+
+    // undici ends a failing body with destroy(err); Fastify then answers with that error if no
+    // header went out yet, or closes the connection. Map the error first, so the client gets
+    // ALB's 502/504 without the target's headers, and nothing logged carries the address.
+    const destroy = body.destroy
+    body.destroy = (err?: Error) => {
+      if (err !== undefined && err !== null && !isGatewayError(err)) {
+        const code = errorCodeOf(err)
+        this.#logFailure(exchange, code)
+        if (!reply.raw.headersSent) {
+          for (const name of copied) reply.removeHeader(name)
+          if (ownCookies !== undefined) reply.header('set-cookie', ownCookies)
+        }
+        err = this.#gatewayError(code)
+      }
+      return destroy.call(body, err)
+    }
+    reply.code(status)
+    reply.send(body)
+  }
+
+  #logFailure (exchange: Exchange, code: string): void {
+    // Only the error code is logged: undici's messages and errors carry the target's address.
+    exchange.request.log.warn({ targetGroup: exchange.rule.group.name, target: exchange.target.id, code }, 'fastify-sticky: target request failed')
+  }
+
+  #gatewayError (code: string): FastifyError {
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':
       case 'ETIMEDOUT':
@@ -187,24 +287,6 @@ export class Proxy {
   }
 }
 
-function respond (exchange: Exchange, data: Dispatcher.ResponseData): void {
-  const { reply, request } = exchange
-  if (reply.sent || request.raw.destroyed) {
-    data.body.destroy()
-    return
-  }
-  reply.code(data.statusCode)
-  const headers = data.headers as IncomingHttpHeaders
-  const connection = headers.connection
-  const listed = connection === undefined ? null : connectionTokens(connection)
-  for (const name in headers) {
-    if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
-    const value = headers[name]
-    if (value !== undefined) reply.header(name, value)
-  }
-  reply.send(data.body)
-}
-
 /** The request target in origin-form: absolute-form (`GET http://other/x`) keeps only path and query, so it can never pick the origin. */
 export function originFormOf (url: string): string {
   if (url.charCodeAt(0) === 47 /* / */) return url
@@ -216,7 +298,7 @@ export function originFormOf (url: string): string {
   }
 }
 
-function requestBody (request: FastifyRequest, headers: Record<string, string | string[]>): Body {
+function requestBody (request: FastifyRequest, headers: Record<string, string | string[]>, replayable: boolean): Body {
   const parsed = request.body
   if (parsed !== undefined) {
     // A content-type parser of the user's route already read the body: send what it made of it.
@@ -227,13 +309,37 @@ function requestBody (request: FastifyRequest, headers: Record<string, string | 
   const raw = request.raw
   const length = raw.headers['content-length']
   if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined) return undefined
-  return raw
+  return replayable ? new UnreadBody(raw) : raw
+}
+
+/**
+ * The client's body stream, handed to undici as an async iterable. undici destroys a stream
+ * body when the connection fails, but only starts an iterable once connected: so after a
+ * refused connection the client's stream is untouched and can go to another target.
+ */
+class UnreadBody implements AsyncIterable<Buffer> {
+  started = false
+
+  constructor (readonly stream: Readable) {}
+
+  [Symbol.asyncIterator] (): AsyncIterator<Buffer> {
+    this.started = true
+    // Leave the client's stream to Fastify when undici stops early.
+    return this.stream.iterator({ destroyOnReturn: false })
+  }
+}
+
+/** undici's error code; its parser errors sometimes come without one. */
+function errorCodeOf (err: Error & { code?: string }): string {
+  return err.code ?? (err.name === 'HTTPParserError' ? 'HPE_INVALID' : 'UNKNOWN')
+}
+
+function isGatewayError (err: Error & { code?: unknown }): boolean {
+  return typeof err.code === 'string' && err.code.startsWith('FST_STICKY_')
 }
 
 function isReplayable (body: Body): boolean {
-  if (body === undefined || typeof body === 'string' || Buffer.isBuffer(body)) return true
-  const stream = body as NodeJS.ReadableStream & { readableDidRead?: boolean, destroyed?: boolean }
-  return stream.readableDidRead === false && stream.destroyed !== true
+  return body === undefined || typeof body === 'string' || Buffer.isBuffer(body) || (body instanceof UnreadBody && !body.started)
 }
 
 function connectionTokens (value: string | string[]): Set<string> {
@@ -247,6 +353,12 @@ function countAddresses (value: string | string[]): number {
   let count = 1
   for (let i = text.indexOf(','); i !== -1; i = text.indexOf(',', i + 1)) count++
   return count
+}
+
+/** Sets a new decision on the request and swaps the reply's stickiness cookies for ones that pin it. */
+function repin (reply: FastifyReply, rule: ListenerRule, decision: AffinityDecision): void {
+  reply.request.affinity = decision
+  replaceStickyCookies(reply, decision.target === null ? null : rule.setCookies(decision.target as Target))
 }
 
 /** Swaps this plugin's stickiness cookies on the reply for `lines`, keeping every other Set-Cookie. */

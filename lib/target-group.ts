@@ -6,6 +6,8 @@ import type { Algorithm, TargetOptions, TargetRef } from './types.js'
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
 const REMEMBERED_DEREGISTRATIONS = 1024
+/** How often `pick(except)` asks the balancer before filtering `except` out. */
+const REPICK_ATTEMPTS = 4
 
 /**
  * A named set of targets sharing algorithm and stickiness. Targets can be registered and
@@ -57,8 +59,15 @@ export class TargetGroup {
 
   /** Picks a target for a new or reassigned client; `except` is left out (it just failed). */
   pick (except?: Target): Target | undefined {
-    if (except === undefined) return this.#balancer.pick(this.#routable)
-    const others = this.#routable.filter((target) => target !== except)
+    const routable = this.#routable
+    if (except === undefined) return this.#balancer.pick(routable)
+    // Ask the balancer again rather than hand it a new array, which would make it rebuild what
+    // it caches per list; only a balancer that keeps returning `except` gets the shorter list.
+    for (let attempt = 0; attempt < REPICK_ATTEMPTS; attempt++) {
+      const target = this.#balancer.pick(routable)
+      if (target !== except) return target
+    }
+    const others = routable.filter((target) => target !== except)
     return others.length === 0 ? undefined : this.#balancer.pick(others)
   }
 
