@@ -8,8 +8,9 @@ import { buildGateway, CookieJar, echoOf, OTHER_KEY, startTargets, TEST_KEY, typ
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 const NOW = Date.parse('2026-11-21T12:00:00Z')
 
-function seal (group: string, targetId: string, stickyUntilSeconds = NOW / 1000 + 3600, sealer = codec): string {
-  return sealer.seal(COOKIE_PURPOSE_LB, { group, targetId, stickyUntilSeconds, issuedAtSeconds: NOW / 1000 })
+/** A cookie as a response at `issuedAtSeconds` would have sealed it, for a one-day window. */
+function seal (group: string, targetId: string, issuedAtSeconds = NOW / 1000, sealer = codec): string {
+  return sealer.seal(COOKIE_PURPOSE_LB, { group, targetId, stickyUntilSeconds: issuedAtSeconds + 86400, issuedAtSeconds })
 }
 
 /** A gateway with groups `carts` (the test targets) and `other`, a clock at NOW, and the decision in `x-affinity`. */
@@ -40,11 +41,11 @@ test('a bad cookie is reassigned with its reason and a fresh cookie, never an er
     ['truncated', `AWSALB=${good.slice(0, 40)}`, 'reassigned;undecodable'],
     ['sealed with a foreign key', `AWSALB=${seal('carts', 't1', undefined, new CookieCodec([Buffer.from(OTHER_KEY, 'hex')]))}`, 'reassigned;undecodable'],
     ['of another target group', `AWSALB=${seal('other', 't1')}`, 'reassigned;group-mismatch'],
-    ['expired', `AWSALB=${seal('carts', 't1', NOW / 1000 - 1)}`, 'reassigned;expired'],
+    ['expired (idle 1 s past the one-day window)', `AWSALB=${seal('carts', 't1', NOW / 1000 - 86401)}`, 'reassigned;expired'],
     ['naming a target the group never had', `AWSALB=${seal('carts', 'zz')}`, 'reassigned;target-unknown'],
     ['oversized (8 KB)', `AWSALB=${'A'.repeat(8192)}`, 'reassigned;undecodable'],
     ['garbage with odd bytes', 'AWSALB=%00%ff"<script>', 'reassigned;undecodable'],
-    ['duplicated, both expired', `AWSALB=${seal('carts', 't1', NOW / 1000 - 5)}; AWSALB=${seal('carts', 't2', NOW / 1000 - 5)}`, 'reassigned;expired'],
+    ['duplicated, both expired', `AWSALB=${seal('carts', 't1', NOW / 1000 - 90000)}; AWSALB=${seal('carts', 't2', NOW / 1000 - 90000)}`, 'reassigned;expired'],
     ['duplicated, a forged one first', `AWSALB=${tampered}; AWSALB=${good}`, 'hit'],
     ['AWSALB forged, AWSALBCORS valid', `AWSALB=${tampered}; AWSALBCORS=${good}`, 'hit'],
     ['empty', 'AWSALB=', 'new']
@@ -81,7 +82,7 @@ test('decideAffinity is pure: the same inputs give the same decision', async (t)
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000 })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000 }
-  const cookie = seal('carts', 'b', NOW / 1000 + 10)
+  const cookie = seal('carts', 'b', NOW / 1000 - 50) // the group's window is 60 s: it ends at NOW + 10 s
   t.match(decideAffinity({ ...input, cookies: [cookie] }), { outcome: 'hit', targetGroup: 'carts', target: { id: 'b' }, stickiness: 'lb_cookie', decidedBy: 'lb_cookie' })
   t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 + 10 }), { outcome: 'hit' }, 'the last second of the window is inside it')
   t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 + 11 }), { outcome: 'reassigned', reason: 'expired', decidedBy: 'round_robin' })

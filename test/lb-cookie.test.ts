@@ -112,4 +112,5 @@ test('readLbCookies reads AWSALB values first, then AWSALBCORS, in header order,
   t.same(readLbCookies('AWSALB=; AWSALB'), [], 'empty or valueless names are no cookie')
   t.same(readLbCookies('myAWSALB=x;AWSALB=y'), ['y'], 'only whole names count')
   t.equal(readLbCookies(Array.from({ length: 50 }, (_, i) => `AWSALB=v${i}`).join('; ')).length, 4, 'at most 4 candidates are tried')
+  t.same(readLbCookies('AWSALBCORS=c1; AWSALBCORS=c2; AWSALBCORS=c3; AWSALBCORS=c4; AWSALB=a'), ['a', 'c1', 'c2', 'c3'], 'AWSALBCORS values listed first do not push AWSALB out')
 })

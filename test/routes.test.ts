@@ -141,3 +141,27 @@ test('a route added before the plugin finished registering is bound on its first
   t.equal(seen.size, 1, `sticky all the same: ${[...seen].join(',')}`)
   t.equal(warnings.filter((msg) => msg.includes('route GET /cart was added before the plugin finished registering')).length, 1, `one warning for the route: ${JSON.stringify(warnings)}`)
 })
+
+test('each route holds a client for its own window since the last response, whichever route wrote the cookie', async (t) => {
+  const targets = await startTargets(t, 3)
+  let now = Date.parse('2026-11-21T12:00:00Z')
+  const app = await buildGateway(t, { now: () => now, targetGroups: [{ name: 'shop', targets: targets.map(({ id, url }) => ({ id, url })) }] })
+  app.get('/api/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
+  app.get('/cart/*', { config: { targetGroup: 'shop', stickiness: { durationSeconds: 60 } } }, (_request, reply) => reply.forward())
+  app.addHook('onSend', async (request, reply) => {
+    const affinity = request.affinity
+    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+  })
+  const jar = new CookieJar()
+  jar.store((await app.inject({ url: '/api/a' })).headers['set-cookie'])
+  now += 30_000
+  const cart = await app.inject({ url: '/cart/a', headers: jar.headers() })
+  t.equal(cart.headers['x-affinity'], 'hit', '30 s idle: inside the cart’s 60 s window')
+  jar.store(cart.headers['set-cookie'])
+  now += 61_000
+  const api = await app.inject({ url: '/api/a', headers: jar.headers() })
+  t.equal(api.headers['x-affinity'], 'hit', '61 s idle on /api: inside its day')
+  jar.store(api.headers['set-cookie'])
+  now += 61_000
+  t.equal((await app.inject({ url: '/cart/a', headers: jar.headers() })).headers['x-affinity'], 'reassigned;expired', '61 s idle on /cart: past its 60 s window, though the cookie’s day is not over')
+})

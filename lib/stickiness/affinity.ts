@@ -49,7 +49,9 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   if (opened === null) return 'undecodable'
   const { payload } = opened
   if (payload.group !== input.group.name) return 'group-mismatch'
-  if (payload.stickyUntilSeconds < input.nowSeconds) return 'expired'
+  // Each route holds a client for its own window since the last response (which sealed
+  // issuedAt), whichever route wrote the cookie: /cart for an hour, /api for a day.
+  if (payload.issuedAtSeconds + (input.stickiness as ResolvedStickiness).durationSeconds < input.nowSeconds) return 'expired'
   const target = input.group.get(payload.targetId)
   if (target !== undefined) return target
   return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'

@@ -41,11 +41,11 @@ export function readLbCookies (header: string | undefined): readonly string[] {
     let end = header.indexOf(';', valueAt)
     if (end === -1) end = header.length
     const value = unquote(header.slice(valueAt, end).trim())
-    if (value !== '' && !list.includes(value) && lb.length + cors.length < MAX_LB_COOKIE_CANDIDATES) list.push(value)
+    if (value !== '' && !list.includes(value) && list.length < MAX_LB_COOKIE_CANDIDATES) list.push(value)
     at = header.indexOf(LB_COOKIE, end)
   }
   for (const value of cors) if (!lb.includes(value)) lb.push(value)
-  return lb
+  return lb.length > MAX_LB_COOKIE_CANDIDATES ? lb.slice(0, MAX_LB_COOKIE_CANDIDATES) : lb
 }
 
 function unquote (value: string): string {
