@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+
+export const SESSION_COOKIE = 'shop_session'
+
+const MAX_BODY_BYTES = 4096
+const MAX_NAME_LENGTH = 60
+// Every request without a known session makes one; the oldest go first so memory stays bounded.
+const MAX_SESSIONS = 10_000
+
+/**
+ * Starts one demo cart service on an ephemeral port of 127.0.0.1. It keeps carts in its own
+ * memory, keyed by a session id it sets as the `shop_session` cookie, and names itself in
+ * `x-served-by` on every response:
+ *
+ * - `GET /cart` → `{ servedBy, sessionKnown, items: [{ name, quantity }] }`
+ * - `POST /cart/items` with JSON `{ name }` → adds one of `name`, answers the cart
+ * - `DELETE /cart/items` → empties the cart, answers it
+ *
+ * `stop()` closes the server and every connection, so connections are refused, and forgets
+ * every cart, like a killed process; `start()` listens again on the same port.
+ */
+export async function startBackend (id) {
+  let carts = new Map()
+  let server = null
+  let port = 0
+  // start() and stop() run one at a time, in the order they were called.
+  let queue = Promise.resolve()
+
+  function serialized (fn) {
+    const run = queue.then(fn)
+    queue = run.catch(() => {})
+    return run
+  }
+
+  function handle (req, res) {
+    res.setHeader('x-served-by', id)
+    const path = (req.url ?? '/').split('?')[0]
+    if (path === '/cart' && req.method === 'GET') return answerCart(req, res)
+    if (path === '/cart/items' && req.method === 'DELETE') {
+      const session = sessionOf(req, res)
+      session.items.clear()
+      return answerCart(req, res, session)
+    }
+    if (path === '/cart/items' && req.method === 'POST') return addItem(req, res)
+    sendJson(res, 404, { error: 'Not Found', message: `${req.method} ${path} is not a route of ${id}`, servedBy: id })
+  }
+
+  /** The request's session; a new one (and its cookie) when the cookie names none of this process. */
+  function sessionOf (req, res) {
+    const sessionId = readCookie(req.headers.cookie, SESSION_COOKIE)
+    const known = sessionId === undefined ? undefined : carts.get(sessionId)
+    if (known !== undefined) return { known: true, items: known }
+    if (carts.size >= MAX_SESSIONS) carts.delete(carts.keys().next().value)
+    const fresh = randomUUID()
+    const items = new Map()
+    carts.set(fresh, items)
+    res.setHeader('set-cookie', `${SESSION_COOKIE}=${fresh}; Path=/; HttpOnly; SameSite=Lax`)
+    return { known: false, items }
+  }
+
+  function answerCart (req, res, session = sessionOf(req, res)) {
+    const items = [...session.items].map(([name, quantity]) => ({ name, quantity }))
+    sendJson(res, 200, { servedBy: id, sessionKnown: session.known, items })
+  }
+
+  function addItem (req, res) {
+    const chunks = []
+    let size = 0
+    req.on('data', (chunk) => {
+      size += chunk.length
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (size > MAX_BODY_BYTES) return sendJson(res, 413, { error: 'Payload Too Large', message: `at most ${MAX_BODY_BYTES} bytes`, servedBy: id })
+      let name
+      try {
+        name = JSON.parse(Buffer.concat(chunks).toString('utf8')).name
+      } catch {}
+      if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_NAME_LENGTH) {
+        return sendJson(res, 400, { error: 'Bad Request', message: `send JSON { "name": "<1 to ${MAX_NAME_LENGTH} characters>" }`, servedBy: id })
+      }
+      const session = sessionOf(req, res)
+      name = name.trim()
+      session.items.set(name, (session.items.get(name) ?? 0) + 1)
+      answerCart(req, res, session)
+    })
+  }
+
+  const backend = {
+    id,
+    get url () { return `http://127.0.0.1:${port}` },
+    get running () { return server !== null },
+    start: () => serialized(async () => {
+      if (server !== null) return
+      const next = createServer(handle)
+      next.listen(port, '127.0.0.1')
+      // Rejects with the 'error' (e.g. EADDRINUSE) if the port could not be had again.
+      await once(next, 'listening')
+      port = next.address().port
+      server = next
+    }),
+    stop: () => serialized(async () => {
+      if (server === null) return
+      const closing = server
+      server = null
+      carts = new Map()
+      const closed = once(closing, 'close')
+      closing.close()
+      closing.closeAllConnections()
+      await closed
+    })
+  }
+  await backend.start()
+  return backend
+}
+
+function readCookie (header, name) {
+  if (header === undefined) return undefined
+  for (const pair of header.split(';')) {
+    const at = pair.indexOf('=')
+    if (at !== -1 && pair.slice(0, at).trim() === name) return pair.slice(at + 1).trim()
+  }
+  return undefined
+}
+
+function sendJson (res, status, body) {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}

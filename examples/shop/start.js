@@ -1,0 +1,117 @@
+import { realpathSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import Fastify from 'fastify'
+import fastifySticky, { stickyProxy } from 'fastify-sticky'
+import { startBackend } from './backend.js'
+
+// A fixed key so that the demo's cookies survive a restart of the example. It is public:
+// a real deployment sets its own secret keys (e.g. from the environment) and never commits them.
+export const DEMO_KEY = '5f1c0a7e9b3d42c8a6e1f07d2b9c4e38d7a15b6c0e2f9483a1d6b7c5e8f02a4d'
+export const BACKEND_IDS = ['cart-a', 'cart-b', 'cart-c']
+
+const PAGE = new URL('./index.html', import.meta.url)
+// The page needs nothing from elsewhere and talks only to this gateway; the policy keeps it so.
+const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'"
+
+/**
+ * Starts the three demo cart backends and the sticky gateway in front of them, listening on
+ * `host:port` (0 for an ephemeral port). Resolves to `{ url, gateway, backends, close() }`.
+ */
+export async function startShop ({ port = 3000, host = '127.0.0.1', logger } = {}) {
+  const backends = []
+  const gateway = Fastify({ logger: logger ?? false })
+  let closing = null
+  const close = () => {
+    closing ??= gateway.close().then(() => Promise.all(backends.map((backend) => backend.stop()))).then(() => {})
+    return closing
+  }
+
+  try {
+    for (const id of BACKEND_IDS) backends.push(await startBackend(id))
+    const page = await readFile(PAGE)
+
+    await gateway.register(fastifySticky, {
+      keys: [DEMO_KEY],
+      targetGroups: [{
+        name: 'carts',
+        targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
+        stickiness: { type: 'lb_cookie', durationSeconds: 3600 }
+      }]
+    })
+
+    // Shows the page (and anyone with curl) what the gateway decided for each proxied request.
+    gateway.addHook('onSend', async (request, reply, payload) => {
+      const affinity = request.affinity
+      if (affinity !== null) {
+        reply.header('x-sticky-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+      }
+      return payload
+    })
+
+    await gateway.register(stickyProxy, { prefix: '/cart', targetGroup: 'carts', rewritePrefix: '/cart' })
+
+    gateway.get('/', (request, reply) => {
+      reply
+        .header('content-security-policy', PAGE_POLICY)
+        .header('cache-control', 'no-store')
+        .type('text/html; charset=utf-8')
+        .send(page)
+    })
+
+    // Demo controls, so the page can kill and revive backends: never expose such routes in a real gateway.
+    const describe = (backend) => ({ id: backend.id, state: backend.running ? 'running' : 'stopped' })
+    const find = (request, reply) => {
+      const backend = backends.find((candidate) => candidate.id === request.params.id)
+      if (backend === undefined) reply.code(404).send({ error: 'Not Found', message: `no backend '${request.params.id}'` })
+      return backend
+    }
+    gateway.get('/demo/backends', async () => backends.map(describe))
+    gateway.post('/demo/backends/:id/stop', async (request, reply) => {
+      const backend = find(request, reply)
+      if (backend === undefined) return reply
+      await backend.stop()
+      return describe(backend)
+    })
+    gateway.post('/demo/backends/:id/start', async (request, reply) => {
+      const backend = find(request, reply)
+      if (backend === undefined) return reply
+      await backend.start()
+      return describe(backend)
+    })
+
+    await gateway.listen({ port, host })
+  } catch (err) {
+    await close()
+    throw err
+  }
+
+  const { port: actualPort } = gateway.server.address()
+  return { url: `http://${urlHost(host)}:${actualPort}/`, gateway, backends, close }
+}
+
+/** How a browser on this machine reaches `host`. */
+function urlHost (host) {
+  if (host === '127.0.0.1' || host === '::1' || host === '0.0.0.0' || host === '::' || host === 'localhost') return 'localhost'
+  return host.includes(':') ? `[${host}]` : host
+}
+
+async function main () {
+  const shop = await startShop({ port: Number(process.env.PORT ?? 3000) })
+  console.log(`fastify-sticky shop example: ${shop.url}`)
+  // `once`: a second Ctrl-C while closing gets Node's default, an immediate exit.
+  const shutdown = () => {
+    shop.close().then(() => process.exit(0), (err) => {
+      console.error(err)
+      process.exit(1)
+    })
+  }
+  process.once('SIGINT', shutdown)
+  process.once('SIGTERM', shutdown)
+}
+
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === import.meta.filename) {
+  main().catch((err) => {
+    console.error(err)
+    process.exit(1)
+  })
+}
