@@ -120,7 +120,10 @@ export interface AffinityNew extends AffinityBase {
   readonly decidedBy: Algorithm
 }
 
-/** A cookie came but could not be honoured: the algorithm chose again, and a new cookie is written. */
+/**
+ * The client could not stay where it was: its cookie could not be honoured, or the chosen target
+ * refused the connection (`target-unreachable`). The algorithm chose again; a new cookie is written.
+ */
 export interface AffinityReassigned extends AffinityBase {
   readonly outcome: 'reassigned'
   readonly reason: ReassignReason
