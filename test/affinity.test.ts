@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
 import { decideAffinity } from '../lib/stickiness/affinity.js'
 import { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, OTHER_KEY, startTargets, TEST_KEY, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, OTHER_KEY, startTargets, TEST_KEY, type TestTarget } from './setup.js'
 
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 const NOW = Date.parse('2026-11-21T12:00:00Z')
@@ -23,10 +23,7 @@ async function gateway (t: Parameters<typeof startTargets>[0], targets: TestTarg
     ]
   })
   app.get('/cart', { config: { targetGroup: 'carts' } }, (_request, reply) => reply.forward())
-  app.addHook('onSend', async (request, reply) => {
-    const affinity = request.affinity
-    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-  })
+  exposeAffinity(app)
   return app
 }
 

@@ -1,18 +1,10 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { test } from 'tap'
-import type { FastifyInstance } from 'fastify'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { buildGateway, CookieJar, echoOf, startTargets, TEST_KEY, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY, waitFor } from './setup.js'
 
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
-
-function exposeAffinity (app: FastifyInstance): void {
-  app.addHook('onSend', async (request, reply) => {
-    const affinity = request.affinity
-    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-  })
-}
 
 function pinnedTarget (jar: CookieJar): string | undefined {
   return codec.open(COOKIE_PURPOSE_LB, jar.cookies.get('AWSALB') ?? '')?.payload.targetId

@@ -2,7 +2,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
 import { readLbCookies } from '../lib/stickiness/lb-cookie.js'
-import { buildGateway, CookieJar, echoOf, startTargets, TEST_KEY, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY, type TestTarget } from './setup.js'
 
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 
@@ -16,10 +16,7 @@ async function gateway (t: Parameters<typeof startTargets>[0], targets: TestTarg
     }]
   })
   app.all('/*', { config: { targetGroup: 'carts' } }, (_request, reply) => reply.forward())
-  app.addHook('onSend', async (request, reply) => {
-    const affinity = request.affinity
-    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-  })
+  exposeAffinity(app)
   return app
 }
 

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import fastifyCookie from '@fastify/cookie'
 import fastifySticky, { stickyProxy, type AffinityDecision } from '../lib/index.js'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { buildGateway, CookieJar, echoOf, startTargets, TEST_KEY } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY } from './setup.js'
 
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 
@@ -148,10 +148,7 @@ test('each route holds a client for its own window since the last response, whic
   const app = await buildGateway(t, { now: () => now, targetGroups: [{ name: 'shop', targets: targets.map(({ id, url }) => ({ id, url })) }] })
   app.get('/api/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
   app.get('/cart/*', { config: { targetGroup: 'shop', stickiness: { durationSeconds: 60 } } }, (_request, reply) => reply.forward())
-  app.addHook('onSend', async (request, reply) => {
-    const affinity = request.affinity
-    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-  })
+  exposeAffinity(app)
   const jar = new CookieJar()
   jar.store((await app.inject({ url: '/api/a' })).headers['set-cookie'])
   now += 30_000

@@ -143,3 +143,11 @@ export async function waitFor (check: () => boolean | Promise<boolean>, timeoutM
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
+
+/** Copies each bound request's decision into an `x-affinity` header: `hit`, `new`, `reassigned;<reason>`, `unavailable`. */
+export function exposeAffinity (app: FastifyInstance): void {
+  app.addHook('onSend', async (request, reply) => {
+    const affinity = request.affinity
+    if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+  })
+}

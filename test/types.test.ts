@@ -1,0 +1,51 @@
+import { test } from 'tap'
+import Fastify from 'fastify'
+import fastifySticky, { stickyProxy, type AffinityDecision, type FastifyStickyOptions, type TargetRef } from '../lib/index.js'
+
+// Compile-time checks: `npm test` type-checks this file (tsc --noEmit) before tap runs it.
+function narrowing (affinity: AffinityDecision): string {
+  switch (affinity.outcome) {
+    case 'hit': return affinity.target.id + affinity.decidedBy
+    case 'new': return affinity.target.origin + affinity.decidedBy
+    case 'reassigned': return affinity.reason + affinity.target.id
+    case 'unavailable': {
+      const none: null = affinity.target
+      // @ts-expect-error only `reassigned` carries a reason
+      return String(none) + affinity.reason
+    }
+  }
+}
+
+const options: FastifyStickyOptions = {
+  keys: ['a1'.repeat(32)],
+  targetGroups: [{
+    name: 'shop',
+    targets: [{ id: 'a', url: 'http://127.0.0.1:1', weight: 2 }],
+    algorithm: 'least_outstanding_requests',
+    stickiness: { type: 'lb_cookie', durationSeconds: 60 }
+  }]
+}
+
+// @ts-expect-error targetGroups is required
+const missing: FastifyStickyOptions = { keys: [] }
+// @ts-expect-error algorithms are ALB's names
+const wrong: FastifyStickyOptions = { targetGroups: [{ name: 'x', algorithm: 'random' }] }
+
+test('the Fastify augmentation types request.affinity, reply.forward, app.targetGroups and route config', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, options)
+  await app.register(stickyProxy, { prefix: '/p', targetGroup: 'shop', stickiness: false, rewritePrefix: '/q' })
+  app.get('/x', { config: { targetGroup: 'shop', stickiness: { durationSeconds: 10 } } }, async (request, reply) => {
+    const affinity: AffinityDecision | null = request.affinity
+    if (affinity !== null && affinity.outcome !== 'unavailable') {
+      const target: TargetRef = affinity.target
+      reply.header('x-target', target.id)
+    }
+    return reply.forward('/y')
+  })
+  const targets: readonly TargetRef[] = app.targetGroups.get('shop')!.targets
+  t.same(targets.map((target) => target.id), ['a'])
+  t.equal(typeof narrowing, 'function')
+  t.ok(missing !== undefined && wrong !== undefined)
+})
