@@ -131,3 +131,15 @@ test('registering a target at run time checks it like the options', async (t) =>
   })
   t.throws(() => g.register({ id: 'a', url: 'http://127.0.0.1:2' }), { code: 'FST_STICKY_TARGET_DUPLICATE', message: "Target group 'g' already has a target with id 'a'" })
 })
+
+test('without keys, a random key is used and a warning says what that costs', async (t) => {
+  const lines: Array<{ level: number, msg: string }> = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { targetGroups: [group] })
+  t.match(lines, [{ level: 40, msg: /no keys given.*will not survive a restart or be shared between gateway instances/ }])
+  const withKeys = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+  t.teardown(() => withKeys.close())
+  await withKeys.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] })
+  t.equal(lines.length, 1, 'no warning when keys are given')
+})
