@@ -50,6 +50,7 @@ test('weighted_random follows the weights within a few percent', async (t) => {
 test('least_outstanding_requests sends new clients away from a busy target, and shares idle ones', async (t) => {
   const targets = await startTargets(t, 3)
   t.same(await countNewClients(t, targets, 'least_outstanding_requests', [1, 1, 1], 90), { t0: 30, t1: 30, t2: 30 }, 'idle targets share new clients evenly')
+  t.same(await countNewClients(t, targets, 'least_outstanding_requests', [1, 2, 3], 600), { t0: 100, t1: 200, t2: 300 }, 'and by weight')
 
   const app = await buildGateway(t, {
     targetGroups: [{ name: 'g', algorithm: 'least_outstanding_requests', targets: targets.map(({ id, url }) => ({ id, url })) }]
