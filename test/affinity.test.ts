@@ -44,6 +44,8 @@ test('a bad cookie is reassigned with its reason and a fresh cookie, never an er
     ['garbage with odd bytes', 'AWSALB=%00%ff"<script>', 'reassigned;undecodable'],
     ['duplicated, both expired', `AWSALB=${seal('carts', 't1', NOW / 1000 - 90000)}; AWSALB=${seal('carts', 't2', NOW / 1000 - 90000)}`, 'reassigned;expired'],
     ['duplicated, a forged one first', `AWSALB=${tampered}; AWSALB=${good}`, 'hit'],
+    ['two bad ones: the reason of the first, forged', `AWSALB=${tampered}; AWSALB=${seal('other', 't1')}`, 'reassigned;undecodable'],
+    ['two bad ones: the reason of the first, another group’s', `AWSALB=${seal('other', 't1')}; AWSALB=${tampered}`, 'reassigned;group-mismatch'],
     ['AWSALB forged, AWSALBCORS valid', `AWSALB=${tampered}; AWSALBCORS=${good}`, 'hit'],
     ['empty', 'AWSALB=', 'new']
   ]

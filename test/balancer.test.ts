@@ -2,7 +2,7 @@ import { request as httpRequest } from 'node:http'
 import { test } from 'tap'
 import type { AddressInfo } from 'node:net'
 import type { Algorithm } from '../lib/types.js'
-import { buildGateway, echoOf, startTargets, type TestTarget } from './setup.js'
+import { buildGateway, echoOf, startTargets, waitFor, type TestTarget } from './setup.js'
 
 async function countNewClients (t: Parameters<typeof startTargets>[0], targets: TestTarget[], algorithm: Algorithm, weights: number[], clients: number): Promise<Record<string, number>> {
   const app = await buildGateway(t, {
@@ -88,4 +88,17 @@ test('least_outstanding_requests sends new clients away from a busy target, and 
     picks.add(echoOf(res).target)
   }
   t.notOk(picks.has(`t${busiest}`), `new clients avoid the busiest target t${busiest}: got ${[...picks].join(',')}`)
+})
+
+test('least_outstanding_requests weighs requests in flight: a weight-3 target carries three for one', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await buildGateway(t, {
+    targetGroups: [{ name: 'g', algorithm: 'least_outstanding_requests', targets: [{ id: 'light', url: targets[0].url, weight: 1 }, { id: 'heavy', url: targets[1].url, weight: 3 }] }]
+  })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const held = Array.from({ length: 8 }, () => app.inject({ url: '/hold' }))
+  await waitFor(() => targets[0].hits + targets[1].hits === 8, 3000, 'eight requests to be held')
+  t.same([targets[0].hits, targets[1].hits], [2, 6], `in flight: light 2, heavy 6 (1:3), got ${targets[0].hits}:${targets[1].hits}`)
+  targets.forEach((target) => target.release())
+  await Promise.all(held)
 })

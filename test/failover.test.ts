@@ -38,15 +38,16 @@ test('a request in flight on a deregistered target finishes; the pool closes aft
   const targets = await startTargets(t, 1)
   const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'only', url: targets[0].url }] }] })
   app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
-  const inFlight = app.inject({ url: '/sleep/150' })
+  const inFlight = app.inject({ url: '/hold' })
   const group = app.targetGroups.get('g')!
-  await waitFor(() => group.get('only')?.outstanding === 1, 2000, 'the request to reach the target')
+  await waitFor(() => targets[0].hits === 1, 2000, 'the request to reach the target')
   let deregistered = false
   const deregistering = group.deregister('only').then(() => { deregistered = true })
   const after = await app.inject({ url: '/' })
   t.equal(after.statusCode, 503, 'no registered target left: 503')
   t.equal(after.json().code, 'FST_STICKY_TARGET_GROUP_UNAVAILABLE')
   t.notOk(deregistered, 'deregistration waits for the request in flight')
+  targets[0].release()
   const res = await inFlight
   t.equal(res.statusCode, 200, 'the request in flight finished')
   await deregistering

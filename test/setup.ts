@@ -18,6 +18,10 @@ export interface TestTarget {
   url: string
   server: Server
   hits: number
+  /** Requests whose connection the gateway closed before this target answered. */
+  abandoned: number
+  /** Answers every request held on `/hold` (200). */
+  release (): void
   /** Stops listening and drops every connection: requests to it are then refused. */
   stop (): Promise<void>
   /** Listens again on the same port. */
@@ -31,7 +35,8 @@ interface Tap {
 /**
  * Starts `count` real HTTP servers on 127.0.0.1, ids `t0`, `t1`, …. Each echoes what it got as
  * JSON with `x-served-by: <id>`. Paths: `/status/<code>` answers that code, `/hang` never
- * answers, `/sleep/<ms>` answers after that long, `/big-headers` sends 40 KB of headers.
+ * answers, `/hold` answers when the test calls `release()`, `/sleep/<ms>` answers after that
+ * long, `/big-headers` sends 40 KB of headers.
  */
 export async function startTargets (t: Tap, count: number, prefix = 't'): Promise<TestTarget[]> {
   const targets: TestTarget[] = []
@@ -42,8 +47,10 @@ export async function startTargets (t: Tap, count: number, prefix = 't'): Promis
 
 async function startTarget (id: string): Promise<TestTarget> {
   const hanging = new Set<ServerResponse>()
+  const held = new Set<() => void>()
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     target.hits++
+    res.on('close', () => { if (!res.writableFinished) target.abandoned++ })
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => {
@@ -64,8 +71,14 @@ async function startTarget (id: string): Promise<TestTarget> {
         res.statusCode = status === null ? 200 : Number(status[1])
         res.end(JSON.stringify(echo))
       }
-      if (sleep === null) send()
-      else setTimeout(send, Number(sleep[1]))
+      if (url === '/hold') {
+        held.add(send)
+        res.on('close', () => held.delete(send))
+      } else if (sleep === null) {
+        send()
+      } else {
+        setTimeout(send, Number(sleep[1]))
+      }
     })
   }
   let server = createServer(handler)
@@ -78,6 +91,11 @@ async function startTarget (id: string): Promise<TestTarget> {
     url: `http://127.0.0.1:${port}`,
     get server () { return server },
     hits: 0,
+    abandoned: 0,
+    release () {
+      for (const send of held) send()
+      held.clear()
+    },
     async stop () {
       if (!server.listening) return
       for (const res of hanging) res.destroy()

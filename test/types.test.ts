@@ -27,9 +27,9 @@ const options: FastifyStickyOptions = {
 }
 
 // @ts-expect-error targetGroups is required
-const missing: FastifyStickyOptions = { keys: [] }
+export const missing: FastifyStickyOptions = { keys: [] }
 // @ts-expect-error algorithms are ALB's names
-const wrong: FastifyStickyOptions = { targetGroups: [{ name: 'x', algorithm: 'random' }] }
+export const wrong: FastifyStickyOptions = { targetGroups: [{ name: 'x', algorithm: 'random' }] }
 
 test('the Fastify augmentation types request.affinity, reply.forward, app.targetGroups and route config', async (t) => {
   const app = Fastify()
@@ -46,6 +46,6 @@ test('the Fastify augmentation types request.affinity, reply.forward, app.target
   })
   const targets: readonly TargetRef[] = app.targetGroups.get('shop')!.targets
   t.same(targets.map((target) => target.id), ['a'])
-  t.equal(typeof narrowing, 'function')
-  t.ok(missing !== undefined && wrong !== undefined)
+  t.equal(narrowing({ outcome: 'reassigned', reason: 'expired', targetGroup: 'shop', target: targets[0], stickiness: 'lb_cookie', decidedBy: 'round_robin' }), 'expireda')
+  t.equal(narrowing({ outcome: 'hit', targetGroup: 'shop', target: targets[0], stickiness: 'lb_cookie', decidedBy: 'lb_cookie' }), 'alb_cookie')
 })
