@@ -6,7 +6,6 @@ import { resolveOptions } from './options.js'
 import { Proxy } from './proxy.js'
 import { LbCookieWriter } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
-import type { Target } from './target.js'
 import type { FastifyStickyOptions } from './types.js'
 
 /** Where a request keeps its route's listener rule, for `reply.forward()`. */
@@ -85,7 +84,7 @@ function applyAffinity (rule: ListenerRule, request: FastifyRequest, reply: Fast
   request.affinity = affinity
   ;(request as RequestWithRule)[kListenerRule] = rule
   if (affinity.target !== null) {
-    const cookies = rule.setCookies(affinity.target as Target)
+    const cookies = rule.setCookies(affinity.target.id)
     if (cookies !== null) reply.header('set-cookie', cookies)
   }
 }
@@ -100,6 +99,5 @@ export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
 export { CookieCodec, COOKIE_PURPOSE_LB, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup } from './target-group.js'
-export type { Target } from './target.js'
 export * from './errors.js'
 export * from './types.js'

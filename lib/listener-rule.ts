@@ -1,9 +1,8 @@
 import { COOKIE_PURPOSE_LB, type CookieCodec } from './cookie-codec.js'
 import { FST_STICKY_TARGET_GROUP_UNKNOWN } from './errors.js'
-import { resolveStickiness, type ResolvedStickiness } from './options.js'
+import { invalid, resolveStickiness, type ResolvedStickiness } from './options.js'
 import { decideAffinity } from './stickiness/affinity.js'
 import { LbCookieWriter, readLbCookies } from './stickiness/lb-cookie.js'
-import type { Target } from './target.js'
 import type { TargetGroup } from './target-group.js'
 import type { AffinityDecision, StickyRouteConfig } from './types.js'
 
@@ -43,10 +42,10 @@ export class ListenerRule {
   }
 
   /**
-   * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to `target`, with the window
+   * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to the target `targetId`, with the window
    * starting now (ALB resets it on every request); null when the route is not sticky.
    */
-  setCookies (target: Target): [string, string] | null {
+  setCookies (targetId: string): [string, string] | null {
     const stickiness = this.stickiness
     if (stickiness === null) return null
     const context = this.#context
@@ -54,7 +53,7 @@ export class ListenerRule {
     const nowSeconds = Math.floor(nowMs / 1000)
     const value = context.codec.seal(COOKIE_PURPOSE_LB, {
       group: this.group.name,
-      targetId: target.id,
+      targetId,
       stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
       issuedAtSeconds: nowSeconds
     })
@@ -68,6 +67,10 @@ export function resolveListenerRule (config: StickyRouteConfig | undefined, rout
   if (name === undefined) return null
   const group = typeof name === 'string' ? context.groups.get(name) : undefined
   if (group === undefined) throw new FST_STICKY_TARGET_GROUP_UNKNOWN(route, String(name))
-  const stickiness = resolveStickiness(config?.stickiness, group.stickiness, `route ${route}: config.stickiness`)
+  const path = `route ${route}: config.stickiness`
+  const stickiness = resolveStickiness(config?.stickiness, group.stickiness, path)
+  if (stickiness !== null && group.algorithm === 'weighted_random') {
+    invalid(path, `false: target group '${group.name}' uses weighted_random, which ALB does not combine with stickiness`, config?.stickiness)
+  }
   return new ListenerRule(group, stickiness, context)
 }

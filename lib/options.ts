@@ -148,7 +148,7 @@ function defaultStickiness (): ResolvedStickiness {
 
 function resolveKeys (raw: unknown): Buffer[] | undefined {
   if (raw === undefined) return undefined
-  if (!Array.isArray(raw) || raw.length === 0) invalid('keys', `a non-empty array of ${KEY_BYTES}-byte keys`, raw)
+  if (!Array.isArray(raw) || raw.length === 0) invalid('keys', `a non-empty array of ${KEY_BYTES}-byte keys`, raw, true)
   return raw.map((key, i) => {
     const bytes = decodeKey(key)
     if (bytes === null) {

@@ -125,20 +125,25 @@ export class Proxy {
     if (res.destroyed) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
     let affinity = request.affinity
+    let target = targetOf(rule, affinity)
     // Deregistered after the decision (e.g. while an async handler awaited): decide again.
-    if (affinity.target !== null && rule.group.get(affinity.target.id) !== affinity.target) {
+    if (target === undefined && affinity.target !== null) {
       affinity = choose(rule.group, rule.stickiness, 'target-deregistered')
       repin(reply, rule, affinity)
+      target = targetOf(rule, affinity)
     }
-    if (affinity.target === null) return reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
+    if (target === undefined) return reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
     const headers = this.#requestHeaders(request)
     if (headers === null) {
       // 463 has no reason phrase for Fastify's error handler to add: write the body here.
       const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
       return reply.code(463).send({ statusCode: 463, code: err.code, error: 'X-Forwarded-For Too Long', message: err.message })
     }
-    const exchange = new Exchange(request, reply, rule, originFormOf(path ?? request.raw.url ?? '/'), headers,
-      requestBody(request, headers, this.#settings.redispatch), affinity.target as Target)
+    const requestTarget = originFormOf(path ?? request.raw.url ?? '/')
+    // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
+    if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    const exchange = new Exchange(request, reply, rule, requestTarget, headers,
+      requestBody(request, headers, this.#settings.redispatch), target)
     res.once('close', () => exchange.onClientClose(res.writableFinished))
     this.#send(exchange, exchange.target)
     return reply
@@ -166,11 +171,12 @@ export class Proxy {
     const code = errorCodeOf(err)
     if (NOTHING_SENT.has(code) && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
       const decision = choose(rule.group, rule.stickiness, 'target-unreachable', target)
-      if (decision.target !== null) {
-        request.log.info({ targetGroup: rule.group.name, target: target.id, to: decision.target.id, code }, 'fastify-sticky: target did not take the request, redispatching')
+      const next = targetOf(rule, decision)
+      if (next !== undefined) {
+        request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code }, 'fastify-sticky: target did not take the request, redispatching')
         repin(reply, rule, decision)
         exchange.redispatched = true
-        this.#send(exchange, decision.target as Target)
+        this.#send(exchange, next)
         return
       }
     }
@@ -287,6 +293,25 @@ export class Proxy {
   }
 }
 
+/** Cheap test for what may start a dot segment: `/.`, `%2e`, or a separator a target may decode (`%2f`, `%5c`, `\\`). */
+const DOT_SEGMENT_HINT = /\/\.|%2e|%2f|%5c|\\/i
+
+/**
+ * True when the path (before `?`) has a `.` or `..` segment once `%2e`, `%2f`, `%5c` and `\\`
+ * are read as a lenient target would; a `;` ends a segment's name (`..;jsessionid`).
+ */
+export function hasDotSegment (target: string): boolean {
+  const query = target.indexOf('?')
+  const path = query === -1 ? target : target.slice(0, query)
+  if (!DOT_SEGMENT_HINT.test(path)) return false
+  const plain = path.replace(/%2e/gi, '.').replace(/%2f|%5c|\\/gi, '/')
+  for (const segment of plain.split('/')) {
+    const name = segment.split(';')[0]
+    if (name === '.' || name === '..') return true
+  }
+  return false
+}
+
 /** The request target in origin-form: absolute-form (`GET http://other/x`) keeps only path and query, so it can never pick the origin. */
 export function originFormOf (url: string): string {
   if (url.charCodeAt(0) === 47 /* / */) return url
@@ -298,11 +323,23 @@ export function originFormOf (url: string): string {
   }
 }
 
+const FORM = /^application\/x-www-form-urlencoded/i
+const JSON_TYPE = /^[^;]*[/+]json\s*(;|$)/i
+
 function requestBody (request: FastifyRequest, headers: Record<string, string | string[]>, replayable: boolean): Body {
   const parsed = request.body
   if (parsed !== undefined) {
-    // A content-type parser of the user's route already read the body: send what it made of it.
-    const body = typeof parsed === 'string' || Buffer.isBuffer(parsed) ? parsed : JSON.stringify(parsed)
+    // A content-type parser of the user's route already read the body: send what it made of it,
+    // in a format its content-type names (objects from a form parser go back as a form).
+    let body: string | Buffer
+    if (typeof parsed === 'string' || Buffer.isBuffer(parsed)) {
+      body = parsed
+    } else if (FORM.test(String(headers['content-type']))) {
+      body = new URLSearchParams(parsed as Record<string, string>).toString()
+    } else {
+      body = JSON.stringify(parsed)
+      if (!JSON_TYPE.test(String(headers['content-type']))) headers['content-type'] = 'application/json'
+    }
     headers['content-length'] = String(Buffer.byteLength(body))
     return body
   }
@@ -358,7 +395,12 @@ function countAddresses (value: string | string[]): number {
 /** Sets a new decision on the request and swaps the reply's stickiness cookies for ones that pin it. */
 function repin (reply: FastifyReply, rule: ListenerRule, decision: AffinityDecision): void {
   reply.request.affinity = decision
-  replaceStickyCookies(reply, decision.target === null ? null : rule.setCookies(decision.target as Target))
+  replaceStickyCookies(reply, decision.target === null ? null : rule.setCookies(decision.target.id))
+}
+
+/** The registered target, with its pool, that a decision names; undefined when it is gone. */
+function targetOf (rule: ListenerRule, decision: AffinityDecision): Target | undefined {
+  return decision.target === null ? undefined : rule.group.get(decision.target.id)
 }
 
 /** Swaps this plugin's stickiness cookies on the reply for `lines`, keeping every other Set-Cookie. */

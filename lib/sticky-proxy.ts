@@ -1,27 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { FST_STICKY_REQUEST_INVALID } from './errors.js'
 import { invalid } from './options.js'
 import { originFormOf } from './proxy.js'
 import type { StickinessOptions } from './types.js'
-
-/** Paths that may hold dot segments (`..`, `%2e%2e`) or backslashes, which targets may resolve. */
-const DOT_SEGMENT_HINT = /\.\.|%2e|%2f|%5c|\\/i
-
-/** True when `path`, with dot segments resolved as a target would, stays under `prefix`. */
-function isWithin (path: string, prefix: string): boolean {
-  // Resolve as the most lenient target would: %2e, %2f and %5c decoded, backslash as slash.
-  const query = path.indexOf('?')
-  const plain = (query === -1 ? path : path.slice(0, query))
-    .replace(/%2e/gi, '.').replace(/%2f/gi, '/').replace(/%5c/gi, '/').replace(/\\/g, '/')
-  let resolved: string
-  try {
-    resolved = new URL(plain, 'http://target.invalid').pathname
-  } catch {
-    return false
-  }
-  const base = prefix.endsWith('/') ? prefix : `${prefix}/`
-  return resolved === prefix || resolved.startsWith(base)
-}
 
 /** Options of `stickyProxy`, registered with Fastify's `prefix` like @fastify/http-proxy. */
 export interface StickyProxyOptions {
@@ -63,13 +43,8 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
   // As @fastify/http-proxy: the prefix is replaced by rewritePrefix ('/p/a?q' → '/a?q', '/p' → '/').
   function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
     const url = originFormOf(request.raw.url ?? '/')
-    let path = rewritePrefix + (url.startsWith(prefix) ? url.slice(prefix.length) : url)
-    if (path === '' || path[0] === '?') path = `/${path}`
-    // As @fastify/http-proxy: `/api/../admin` must not reach outside rewritePrefix on the target.
-    if (rewritePrefix !== '' && DOT_SEGMENT_HINT.test(path) && !isWithin(path, rewritePrefix)) {
-      return reply.send(new FST_STICKY_REQUEST_INVALID())
-    }
-    return reply.forward(path)
+    const path = rewritePrefix + (url.startsWith(prefix) ? url.slice(prefix.length) : url)
+    return reply.forward(path === '' || path[0] === '?' ? `/${path}` : path)
   }
   instance.all('/', { config }, forwardPrefix)
   instance.all('/*', { config }, forwardPrefix)

@@ -25,6 +25,7 @@ export class TargetGroup {
   readonly #deregistered = new Set<string>()
   /** Replaced, never mutated, on every change: balancers cache by its identity. */
   #routable: readonly Target[] = []
+  #refs: readonly TargetRef[] = []
   #closing: Promise<void> | null = null
 
   constructor (resolved: ResolvedTargetGroup, settings: PoolSettings) {
@@ -37,27 +38,39 @@ export class TargetGroup {
     this.#update()
   }
 
-  /** The registered targets, in registration order. */
+  /** The registered targets, in registration order: their ids and origins. */
   get targets (): readonly TargetRef[] {
-    return this.#routable
+    return this.#refs
   }
 
-  /** The registered target with this id, if any. */
+  /**
+   * The registered target with this id, if any, with its pool.
+   * @internal
+   */
   get (id: string): Target | undefined {
     return this.#targets.get(id)
   }
 
-  /** Targets that may take new requests. */
+  /**
+   * Targets that may take new requests.
+   * @internal
+   */
   get routable (): readonly Target[] {
     return this.#routable
   }
 
-  /** True when `id` named a target of this group that was deregistered. */
+  /**
+   * True when `id` named a target of this group that was deregistered.
+   * @internal
+   */
   wasDeregistered (id: string): boolean {
     return this.#deregistered.has(id)
   }
 
-  /** Picks a target for a new or reassigned client; `except` is left out (it just failed). */
+  /**
+   * Picks a target for a new or reassigned client; `except` is left out (it just failed).
+   * @internal
+   */
   pick (except?: Target): Target | undefined {
     const routable = this.#routable
     if (except === undefined) return this.#balancer.pick(routable)
@@ -82,7 +95,7 @@ export class TargetGroup {
     this.#targets.set(target.id, target)
     this.#deregistered.delete(target.id)
     this.#update()
-    return target
+    return target.ref
   }
 
   /**
@@ -111,5 +124,6 @@ export class TargetGroup {
 
   #update (): void {
     this.#routable = Object.freeze([...this.#targets.values()])
+    this.#refs = Object.freeze(this.#routable.map((target) => target.ref))
   }
 }

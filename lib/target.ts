@@ -20,6 +20,8 @@ export class Target implements TargetRef {
   readonly id: string
   readonly origin: string
   readonly weight: number
+  /** What handlers see of this target (`request.affinity.target`): its id and origin, frozen. */
+  readonly ref: TargetRef
   readonly #pool: Pool
   #outstanding = 0
 
@@ -27,6 +29,7 @@ export class Target implements TargetRef {
     this.id = resolved.id
     this.origin = resolved.origin
     this.weight = resolved.weight
+    this.ref = Object.freeze({ id: resolved.id, origin: resolved.origin })
     this.#pool = new Pool(resolved.origin, {
       connections: settings.connections,
       pipelining: 1,
@@ -64,6 +67,6 @@ export class Target implements TargetRef {
   }
 
   toJSON (): TargetRef {
-    return { id: this.id, origin: this.origin }
+    return this.ref
   }
 }

@@ -37,7 +37,7 @@ const cases: Array<[string, unknown, string]> = [
   ['unknown stickiness option', { targetGroups: [{ name: 'g', stickiness: { cookieName: 'X' } }] }, 'targetGroups[0].stickiness.cookieName is not an option (known: type, enabled, durationSeconds)'],
   ['weighted_random with default stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random' }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received undefined (the default: lb_cookie stickiness)'],
   ['weighted_random with stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random', stickiness: { durationSeconds: 60 } }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received an object'],
-  ['keys not an array', { targetGroups: [group], keys: TEST_KEY }, 'keys must be a non-empty array of 32-byte keys, received "' + TEST_KEY + '"'],
+  ['keys not an array (value never shown)', { targetGroups: [group], keys: TEST_KEY }, 'keys must be a non-empty array of 32-byte keys, received a string of 64 characters'],
   ['keys empty', { targetGroups: [group], keys: [] }, 'keys must be a non-empty array of 32-byte keys, received an array of 0'],
   ['key too short (value never shown)', { targetGroups: [group], keys: [TEST_KEY, 'secret-but-short'] }, 'keys[1] must be 32 bytes: a Buffer, 64 hex characters, or base64 or base64url of 32 bytes, received a string of 16 characters'],
   ['key Buffer of 16 bytes', { targetGroups: [group], keys: [Buffer.alloc(16)] }, 'keys[0] must be 32 bytes: a Buffer, 64 hex characters, or base64 or base64url of 32 bytes, received a Buffer of 16 bytes'],
@@ -96,10 +96,14 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
 test('route config mistakes fail when the route is added, naming the route', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
-  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] } satisfies FastifyStickyOptions)
+  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group, { name: 'random', algorithm: 'weighted_random', stickiness: false }] } satisfies FastifyStickyOptions)
   t.throws(() => app.get('/nope', { config: { targetGroup: 'missing' } }, (_req, reply) => reply.forward()), {
     code: 'FST_STICKY_TARGET_GROUP_UNKNOWN',
     message: "Route GET /nope: config.targetGroup names no target group, received 'missing'"
+  })
+  t.throws(() => app.get('/random', { config: { targetGroup: 'random', stickiness: { durationSeconds: 60 } } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: "Invalid fastify-sticky option: route GET /random: config.stickiness must be false: target group 'random' uses weighted_random, which ALB does not combine with stickiness, received an object"
   })
   t.throws(() => app.get('/short', { config: { targetGroup: 'g', stickiness: { durationSeconds: 0 } } }, (_req, reply) => reply.forward()), {
     code: 'FST_STICKY_OPTION_INVALID',

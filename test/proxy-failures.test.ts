@@ -63,30 +63,41 @@ test('a target that closes in the middle of its body: the client’s connection 
   t.notOk(logs.some((line) => line.includes('127.0.0.1:')), 'no log line shows the target’s address')
 })
 
+/** An address where nothing listens: connections to it are refused. */
+async function refusedUrl (): Promise<string> {
+  const server = createNetServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as AddressInfo).port
+  await new Promise((resolve) => server.close(resolve))
+  return `http://127.0.0.1:${port}`
+}
+
 test('no log line or error body shows a target address or a cookie value, whatever fails', async (t) => {
   const targets = await startTargets(t, 1)
-  const refused = await rawTarget(t, '')
-  const refusedPort = new URL(refused).port
   const garbage = await rawTarget(t, 'garbage\r\n\r\n')
   const closing = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n', true)
-  const { app, logs } = await loggedGateway(t, [targets[0].url, garbage, closing], { redispatch: false })
-  const jar = new CookieJar()
-  const bodies: string[] = []
-  for (let i = 0; i < 6; i++) {
-    const res = await app.inject({ url: i % 2 === 0 ? '/hang-not' : '/', headers: { cookie: 'AWSALB=forged-value-123' } })
+  const refused = await refusedUrl()
+  const urls = [targets[0].url, garbage, closing, refused]
+  const { app, logs } = await loggedGateway(t, urls, { redispatch: false })
+  const issued: string[] = []
+  const errors: string[] = []
+  for (let i = 0; i < 8; i++) {
+    const res = await app.inject({ url: '/', headers: { cookie: 'AWSALB=forged-value-123' } })
+    const jar = new CookieJar()
     jar.store(res.headers['set-cookie'])
-    bodies.push(res.body)
+    issued.push(jar.cookies.get('AWSALB') ?? '')
+    if (res.statusCode >= 500) errors.push(res.body)
   }
-  const group = app.targetGroups.get('g')!
-  await group.deregister('r0')
-  group.register({ id: 'gone', url: refused })
-  for (let i = 0; i < 3; i++) bodies.push((await app.inject({ url: '/', headers: jar.headers() })).body)
-  const secrets = [targets[0].url, garbage, closing, refused, '127.0.0.1:', `:${refusedPort}`, 'forged-value-123', jar.cookies.get('AWSALB') ?? 'none']
+  t.equal(errors.length, 6, `round robin reached each failing target twice: ${errors.length} errors`)
+  t.same([...new Set(errors.map((body) => JSON.parse(body).code))].sort(), ['FST_STICKY_TARGET_CONNECTION_FAILED', 'FST_STICKY_TARGET_RESPONSE_INVALID'])
+  // (Fastify's own request log shows the client's address, 127.0.0.1 here, without a port.)
+  const secrets = [...urls, ...urls.map((url) => `:${new URL(url).port}`), 'forged-value-123', ...issued]
   for (const secret of secrets) {
     t.notOk(logs.some((line) => line.includes(secret)), `no log line contains ${secret}`)
-    t.notOk(bodies.slice(1).some((body) => body.startsWith('{"statusCode"') && body.includes(secret)), `no error body contains ${secret}`)
+    t.notOk(errors.some((body) => body.includes(secret)), `no error body contains ${secret}`)
   }
-  t.ok(logs.some((line) => line.includes('fastify-sticky: target request failed')), 'failures are logged')
+  t.equal(logs.filter((line) => line.includes('fastify-sticky: target request failed')).length, 6, 'each failure is logged once')
 })
 
 test('the outstanding count returns to 0 when an onSend hook replaces the target’s body', async (t) => {
@@ -132,19 +143,20 @@ async function rawStatus (port: number, path: string): Promise<number> {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString())?.[1] ?? 0)
 }
 
-test('stickyProxy keeps dot segments from escaping rewritePrefix', async (t) => {
+test('a path with dot segments is refused, so a route cannot reach outside itself on the target', async (t) => {
   const targets = await startTargets(t, 1)
   const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.get('/cart/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
   await app.register(stickyProxy, { prefix: '/api', targetGroup: 'g', rewritePrefix: '/public' })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const port = (app.server.address() as AddressInfo).port
-  for (const path of ['/api/../admin', '/api/%2e%2e/admin', '/api/%2E%2E/admin', '/api/..%5cadmin', '/api/..%2fadmin', '/api/a/../../admin', '/api/..\\admin']) {
-    t.equal(await rawStatus(port, path), 400, `${path}: 400`)
+  const sneaky = ['/../admin', '/%2e%2e/admin', '/%2E%2E/admin', '/..%5cadmin', '/..%2fadmin', '/a/../../admin', '/..\\admin', '/..;/admin', '/./admin', '/x%2f..%2fadmin']
+  for (const prefix of ['/cart', '/api']) {
+    for (const path of sneaky) t.equal(await rawStatus(port, prefix + path), 400, `${prefix}${path}: 400`)
   }
   t.equal(targets[0].hits, 0, 'none of them reached the target')
-  const inside = await app.inject({ url: '/api/b?x=..' })
-  t.equal(inside.statusCode, 200, 'a query with dots is fine')
-  t.equal(await rawStatus(port, '/api/a/../b'), 200, 'dot segments that stay inside are forwarded')
+  t.equal(await rawStatus(port, '/cart/app.js?next=../x'), 200, 'dots in names and in the query are fine')
+  t.equal(await rawStatus(port, '/api/.well-known/x'), 200, 'and names that start with a dot')
   t.equal(targets[0].hits, 2, 'those reached the target')
 })
 
@@ -156,4 +168,101 @@ test('pick(except) never returns the failed target and keeps the rotation', asyn
   const picks = Array.from({ length: 60 }, () => group.pick(except)?.id)
   t.notOk(picks.includes('t2'), 'never the excluded target')
   t.same(new Set(picks), new Set(['t0', 't1']), `both others are picked: ${picks.join(',')}`)
+})
+
+test('a request that reached its target is never sent to another, even when the connection resets', async (t) => {
+  const targets = await startTargets(t, 1)
+  const resetting = await rawTarget(t, '', true)
+  const { app } = await loggedGateway(t, [resetting, targets[0].url])
+  for (let i = 0; i < 4; i++) {
+    const res = await app.inject({ url: '/' })
+    if (i % 2 === 0) t.equal(res.statusCode, 502, `request ${i}, to the resetting target: 502`)
+  }
+  t.equal(targets[0].hits, 2, `the healthy target got only its own two requests, not the reset ones: ${targets[0].hits}`)
+})
+
+test('a refused request is redispatched once, not again', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, {
+    targetGroups: [{ name: 'g', targets: [{ id: 'dead1', url: await refusedUrl() }, { id: 'dead2', url: await refusedUrl() }, { id: 'alive', url: targets[0].url }] }]
+  })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const statuses: number[] = []
+  for (let i = 0; i < 6; i++) statuses.push((await app.inject({ url: '/' })).statusCode)
+  t.ok(statuses.includes(502), `some requests met two refusing targets and got 502: ${statuses.join(',')}`)
+  t.ok(statuses.includes(200), `others reached the live target: ${statuses.join(',')}`)
+  t.equal(targets[0].hits, statuses.filter((status) => status === 200).length, 'each 200 is one request to the live target')
+})
+
+test('response headers up to 32 KB pass; larger ones are a 502 (ALB’s limit)', async (t) => {
+  const small = await rawTarget(t, `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(20_000)}\r\ncontent-length: 2\r\n\r\nok`)
+  const large = await rawTarget(t, `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(33_000)}\r\ncontent-length: 2\r\n\r\nok`)
+  const { app } = await loggedGateway(t, [small, large], { redispatch: false })
+  const first = await app.inject({ url: '/' })
+  t.equal(first.statusCode, 200, '20 KB of headers: passed through (undici’s own default stops at 16 KB)')
+  t.equal(String(first.headers['x-big']).length, 20_000)
+  const second = await app.inject({ url: '/' })
+  t.equal(second.statusCode, 502, '33 KB of headers: 502')
+  t.equal(second.json().code, 'FST_STICKY_TARGET_RESPONSE_INVALID')
+})
+
+test('a target that stalls in the middle of its body is cut off after the idle timeout', async (t) => {
+  const stalling = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nstart')
+  const logs: string[] = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(line) } } } })
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], idleTimeoutMs: 200, targetGroups: [{ name: 'g', targets: [{ id: 'slow', url: stalling }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const started = Date.now()
+  await t.rejects(app.inject({ url: '/' }), /destroyed/, 'the client’s response is closed, incomplete')
+  t.ok(Date.now() - started < 5000, `within the idle timeout and undici's timer tick: ${Date.now() - started} ms`)
+  await waitFor(() => logs.some((line) => line.includes('UND_ERR_BODY_TIMEOUT')), 2000, 'the body timeout to be logged')
+})
+
+test('a request undici refuses to send is a 400, not a crash', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward('/a b\u0000'))
+  const res = await app.inject({ url: '/' })
+  t.equal(res.statusCode, 400)
+  t.equal(res.json().code, 'FST_STICKY_REQUEST_INVALID')
+  t.equal(targets[0].hits, 0, 'nothing was sent')
+})
+
+test('every hop-by-hop response header is dropped, each on its own', async (t) => {
+  const hopByHop = ['keep-alive: timeout=5', 'proxy-connection: keep-alive', 'te: trailers', 'trailer: x-sum', 'upgrade: h2c', 'proxy-authenticate: Basic']
+  const url = await rawTarget(t, `HTTP/1.1 200 OK\r\n${hopByHop.join('\r\n')}\r\nx-kept: yes\r\ncontent-length: 2\r\n\r\nok`)
+  const { app } = await loggedGateway(t, [url])
+  const res = await app.inject({ url: '/' })
+  t.equal(res.headers['x-kept'], 'yes', 'an ordinary header passes')
+  for (const line of hopByHop) {
+    const name = line.split(':')[0]
+    t.equal(res.headers[name], undefined, `${name} is not forwarded`)
+  }
+})
+
+test('an HTTP2-Settings request header never reaches the target', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const res = await app.inject({ url: '/', headers: { 'http2-settings': 'AAMAAABkAAQAAP__', 'keep-alive': 'timeout=5' } })
+  t.equal(echoOf(res).headers['http2-settings'], undefined)
+  t.equal(echoOf(res).headers['keep-alive'], undefined, 'nor Keep-Alive, when Connection does not list it')
+})
+
+test('when the client goes away, the request to the target ends too', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const socket = connect((app.server.address() as AddressInfo).port, '127.0.0.1')
+  socket.on('error', () => {})
+  socket.write('GET /hang HTTP/1.1\r\nHost: gateway\r\n\r\n')
+  await waitFor(() => targets[0].hits === 1, 2000, 'the request to reach the target')
+  socket.destroy()
+  await waitFor(() => targets[0].abandoned === 1, 2000, 'the target’s request to be closed')
+  const target = app.targetGroups.get('g')!.get('a')!
+  await waitFor(() => target.outstanding === 0, 2000, 'the outstanding count to drop')
+  t.equal(targets[0].abandoned, 1, 'the target saw its request closed')
+  t.equal(target.outstanding, 0)
 })

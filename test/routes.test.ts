@@ -162,3 +162,25 @@ test('each route holds a client for its own window since the last response, whic
   now += 61_000
   t.equal((await app.inject({ url: '/cart/a', headers: jar.headers() })).headers['x-affinity'], 'reassigned;expired', '61 s idle on /cart: past its 60 s window, though the cookie’s day is not over')
 })
+
+test('a body your route parsed goes to the target in the format its content-type names', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'shop', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)))
+  })
+  app.addContentTypeParser('text/csv', { parseAs: 'string' }, (_request, body, done) => {
+    done(null, { rows: (body as string).split('\n') })
+  })
+  app.addContentTypeParser('application/vnd.api+json', { parseAs: 'string' }, app.getDefaultJsonParser('ignore', 'ignore'))
+  app.post('/in', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
+  const form = echoOf(await app.inject({ method: 'POST', url: '/in', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'a=1&b=two+words' }))
+  t.equal(form.body, 'a=1&b=two+words', 'a form stays a form')
+  t.equal(form.headers['content-type'], 'application/x-www-form-urlencoded')
+  const csv = echoOf(await app.inject({ method: 'POST', url: '/in', headers: { 'content-type': 'text/csv' }, payload: 'x\ny' }))
+  t.equal(csv.body, '{"rows":["x","y"]}', 'an object parsed from another type goes as JSON')
+  t.equal(csv.headers['content-type'], 'application/json', 'and says so')
+  t.equal(csv.headers['content-length'], String(csv.body.length))
+  const json = echoOf(await app.inject({ method: 'POST', url: '/in', headers: { 'content-type': 'application/vnd.api+json' }, payload: '{"a":1}' }))
+  t.equal(json.headers['content-type'], 'application/vnd.api+json', 'a JSON type is kept')
+})

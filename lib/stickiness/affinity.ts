@@ -28,7 +28,7 @@ export function decideAffinity (input: AffinityInput): AffinityDecision {
   for (const value of input.cookies) {
     const verdict = judge(input, value)
     if (typeof verdict !== 'string') {
-      return { outcome: 'hit', targetGroup: group.name, target: verdict, stickiness: stickiness.type, decidedBy: stickiness.type }
+      return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: stickiness.type, decidedBy: stickiness.type }
     }
     reason ??= verdict
   }
@@ -40,8 +40,8 @@ export function choose (group: TargetGroup, stickiness: ResolvedStickiness | nul
   const target = group.pick(except)
   const type = stickiness === null ? 'none' : stickiness.type
   if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: type }
-  if (reason === null) return { outcome: 'new', targetGroup: group.name, target, stickiness: type, decidedBy: group.algorithm }
-  return { outcome: 'reassigned', reason, targetGroup: group.name, target, stickiness: type, decidedBy: group.algorithm }
+  if (reason === null) return { outcome: 'new', targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
+  return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
 }
 
 function judge (input: AffinityInput, value: string): Target | ReassignReason {
