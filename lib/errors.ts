@@ -12,6 +12,10 @@ export const FST_STICKY_TARGET_GROUP_UNKNOWN = createError<[string, string]>(
 export const FST_STICKY_TARGET_DUPLICATE = createError<[string, string]>(
   'FST_STICKY_TARGET_DUPLICATE', "Target group '%s' already has a target with id '%s'", 500, TypeError)
 
+/** `register()` was called on a target group whose app has closed (its pools are gone). */
+export const FST_STICKY_TARGET_GROUP_CLOSED = createError<[string]>(
+  'FST_STICKY_TARGET_GROUP_CLOSED', "Target group '%s' is closed: its app has closed", 500)
+
 /** `reply.forward()` was called on a route that is not bound to a target group. */
 export const FST_STICKY_ROUTE_UNBOUND = createError<[string]>(
   'FST_STICKY_ROUTE_UNBOUND', 'reply.forward() called on route %s, which has no config.targetGroup', 500)

@@ -1,5 +1,5 @@
 import { createBalancer, type Balancer } from './balancer/balancer.js'
-import { FST_STICKY_TARGET_DUPLICATE } from './errors.js'
+import { FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
 import { resolveTarget, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import type { Algorithm, TargetOptions, TargetRef } from './types.js'
@@ -89,6 +89,7 @@ export class TargetGroup {
    * for bad options and FST_STICKY_TARGET_DUPLICATE for an id the group already has.
    */
   register (options: TargetOptions): TargetRef {
+    if (this.#closing !== null) throw new FST_STICKY_TARGET_GROUP_CLOSED(this.name)
     const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
     if (this.#targets.has(resolved.id)) throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
     const target = new Target(resolved, this.#settings)

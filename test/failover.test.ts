@@ -103,3 +103,12 @@ test('when the pinned target’s process is killed, its clients fail over with a
   t.equal(next.headers['x-affinity'], 'hit', 'and the client is sticky there')
   t.equal(echoOf(next).target, echoOf(moved).target)
 })
+
+test('after the app closed, register() refuses instead of opening a pool nobody would close', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [] }] })
+  const group = app.targetGroups.get('g')!
+  await app.close()
+  t.throws(() => group.register({ id: 'late', url: targets[0].url }), { code: 'FST_STICKY_TARGET_GROUP_CLOSED', message: "Target group 'g' is closed: its app has closed" })
+  t.same(group.targets, [], 'nothing was added')
+})
