@@ -32,6 +32,12 @@ const MIN_SEALED_BYTES = HEADER_BYTES + NONCE_BYTES + TIMES_BYTES + 2 + TAG_BYTE
 const MAX_SEALED_BYTES = MIN_SEALED_BYTES + 2 * MAX_NAME_BYTES
 /** A base64url string longer than this cannot be ours: refuse it before decoding. */
 const MAX_SEALED_CHARS = Math.ceil((MAX_SEALED_BYTES * 4) / 3)
+/**
+ * How many opened values are remembered. A gateway seals one value per target and second
+ * (see ListenerRule), so returning clients present few distinct values: this covers minutes of
+ * them for dozens of targets, in about 1 MB.
+ */
+export const OPENED_CACHE_SIZE = 4096
 
 interface RingKey {
   readonly id: number
@@ -47,6 +53,11 @@ export class CookieCodec {
   readonly #ring: readonly RingKey[]
   #nonces = Buffer.alloc(0)
   #nonceOffset = 0
+  /**
+   * Values this ring opened, oldest first. Opening is deterministic for a fixed ring, and only
+   * authenticated values get in, so a client can neither poison nor grow it past its bound.
+   */
+  readonly #opened = new Map<string, { readonly purpose: number, readonly opened: OpenedCookie }>()
 
   /** @param keys 32-byte AES-256 keys; the first one seals. */
   constructor (keys: readonly Buffer[]) {
@@ -81,6 +92,8 @@ export class CookieCodec {
    * ring sealed: wrong length, bad base64, unknown key, tampered bytes, other purpose.
    */
   open (purpose: number, value: string): OpenedCookie | null {
+    const cached = this.#opened.get(value)
+    if (cached !== undefined) return cached.purpose === purpose ? cached.opened : null
     if (value.length > MAX_SEALED_CHARS) return null
     const sealed = Buffer.from(value, 'base64url')
     if (sealed.length < MIN_SEALED_BYTES || sealed.length > MAX_SEALED_BYTES) return null
@@ -98,9 +111,24 @@ export class CookieCodec {
       if (plain === null) continue
       const payload = parsePlain(plain)
       if (payload === null) return null
-      return { payload, rotated: i !== 0 }
+      const opened: OpenedCookie = Object.freeze({ payload: Object.freeze(payload), rotated: i !== 0 })
+      this.#remember(value, purpose, opened)
+      return opened
     }
     return null
+  }
+
+  /**
+   * How many opened values are remembered now.
+   * @internal
+   */
+  get cachedCount (): number {
+    return this.#opened.size
+  }
+
+  #remember (value: string, purpose: number, opened: OpenedCookie): void {
+    if (this.#opened.size >= OPENED_CACHE_SIZE) this.#opened.delete(this.#opened.keys().next().value as string)
+    this.#opened.set(value, { purpose, opened })
   }
 
   #nextNonce (): Buffer {

@@ -80,11 +80,12 @@ function createAffinityHook (rule: ListenerRule): onRequestHookHandler {
 
 /** Decides the request's affinity and writes the cookies that pin the client to its target. */
 function applyAffinity (rule: ListenerRule, request: FastifyRequest, reply: FastifyReply): void {
-  const affinity = rule.decide(request.headers.cookie)
+  const nowMs = rule.now()
+  const affinity = rule.decide(request.headers.cookie, nowMs)
   request.affinity = affinity
   ;(request as RequestWithRule)[kListenerRule] = rule
   if (affinity.target !== null) {
-    const cookies = rule.setCookies(affinity.target.id)
+    const cookies = rule.setCookies(affinity.target.id, nowMs)
     if (cookies !== null) reply.header('set-cookie', cookies)
   }
 }

@@ -22,6 +22,9 @@ export class ListenerRule {
   readonly group: TargetGroup
   readonly stickiness: ResolvedStickiness | null
   readonly #context: RuleContext
+  /** Set-Cookie lines sealed this second, by target id: a sealed value depends on nothing else. */
+  readonly #sealed = new Map<string, readonly [string, string]>()
+  #sealedSecond = -1
 
   constructor (group: TargetGroup, stickiness: ResolvedStickiness | null, context: RuleContext) {
     this.group = group
@@ -29,35 +32,50 @@ export class ListenerRule {
     this.#context = context
   }
 
+  /** The plugin's clock, in milliseconds: read once per request and handed to `decide` and `setCookies`. */
+  now (): number {
+    return this.#context.now()
+  }
+
   /** The affinity of a request carrying this Cookie header. */
-  decide (cookieHeader: string | undefined): AffinityDecision {
-    const context = this.#context
+  decide (cookieHeader: string | undefined, nowMs = this.#context.now()): AffinityDecision {
     return decideAffinity({
       group: this.group,
       stickiness: this.stickiness,
       cookies: this.stickiness === null ? [] : readLbCookies(cookieHeader),
-      codec: context.codec,
-      nowSeconds: Math.floor(context.now() / 1000)
+      codec: this.#context.codec,
+      nowSeconds: Math.floor(nowMs / 1000)
     })
   }
 
   /**
    * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to the target `targetId`, with the window
-   * starting now (ALB resets it on every request); null when the route is not sticky.
+   * starting now (ALB resets it on every request); null when the route is not sticky. A new array
+   * each call (Fastify appends to the one it is given).
    */
-  setCookies (targetId: string): [string, string] | null {
+  setCookies (targetId: string, nowMs = this.#context.now()): [string, string] | null {
     const stickiness = this.stickiness
     if (stickiness === null) return null
     const context = this.#context
-    const nowMs = context.now()
     const nowSeconds = Math.floor(nowMs / 1000)
-    const value = context.codec.seal(COOKIE_PURPOSE_LB, {
-      group: this.group.name,
-      targetId,
-      stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
-      issuedAtSeconds: nowSeconds
-    })
-    return context.writer.setCookies(value, nowMs)
+    // The value holds group, target, key and whole seconds only: every client pinned to this
+    // target in this second gets the same one, sealed once (a fresh nonce each second).
+    if (nowSeconds !== this.#sealedSecond) {
+      this.#sealedSecond = nowSeconds
+      this.#sealed.clear()
+    }
+    let lines = this.#sealed.get(targetId)
+    if (lines === undefined) {
+      const value = context.codec.seal(COOKIE_PURPOSE_LB, {
+        group: this.group.name,
+        targetId,
+        stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
+        issuedAtSeconds: nowSeconds
+      })
+      lines = context.writer.setCookies(value, nowMs)
+      this.#sealed.set(targetId, lines)
+    }
+    return [lines[0], lines[1]]
   }
 }
 

@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { COOKIE_PURPOSE_LB, CookieCodec, type StickyPayload } from '../lib/cookie-codec.js'
+import { COOKIE_PURPOSE_LB, CookieCodec, OPENED_CACHE_SIZE, type StickyPayload } from '../lib/cookie-codec.js'
 
 const K1 = Buffer.alloc(32, 1)
 const K2 = Buffer.alloc(32, 2)
@@ -52,4 +52,27 @@ test('names of 64 characters round-trip; a ring needs a key', async (t) => {
   const long = { ...payload, group: 'g'.repeat(64), targetId: 't'.repeat(64) }
   t.same(codec.open(COOKIE_PURPOSE_LB, codec.seal(COOKIE_PURPOSE_LB, long))?.payload, long)
   t.throws(() => new CookieCodec([]), RangeError)
+})
+
+test('opened values are remembered: only authenticated ones, for their own purpose, never more than the bound', async (t) => {
+  const codec = new CookieCodec([K1])
+  const value = codec.seal(COOKIE_PURPOSE_LB, payload)
+  const first = codec.open(COOKIE_PURPOSE_LB, value)
+  t.equal(codec.cachedCount, 1, 'an opened value is remembered')
+  t.equal(codec.open(COOKIE_PURPOSE_LB, value), first, 'and handed out again without decrypting')
+  t.ok(Object.isFrozen(first) && Object.isFrozen(first?.payload), 'frozen: no caller can change what the next one gets')
+  t.equal(codec.open(COOKIE_PURPOSE_LB + 1, value), null, 'a remembered value still opens for its own purpose only')
+
+  const bytes = Buffer.from(value, 'base64url')
+  bytes[bytes.length - 1] ^= 0x01
+  for (const forged of [bytes.toString('base64url'), 'A'.repeat(62), '', value.slice(1)]) {
+    t.equal(codec.open(COOKIE_PURPOSE_LB, forged), null)
+  }
+  t.equal(codec.cachedCount, 1, 'values that fail to open are not remembered')
+
+  for (let i = 0; i < OPENED_CACHE_SIZE + 100; i++) {
+    codec.open(COOKIE_PURPOSE_LB, codec.seal(COOKIE_PURPOSE_LB, { ...payload, issuedAtSeconds: i }))
+  }
+  t.equal(codec.cachedCount, OPENED_CACHE_SIZE, `never more than ${OPENED_CACHE_SIZE} values`)
+  t.same(codec.open(COOKIE_PURPOSE_LB, value), { payload, rotated: false }, 'a value pushed out still opens')
 })

@@ -89,6 +89,46 @@ test('every response re-seals: the stickiness window slides, and is enforced ins
   t.equal(fresh?.payload.stickyUntilSeconds, Math.floor(now / 1000) + 60, 'the new cookie carries a window from now')
 })
 
+test('one value per target and second: sealed once, shared by the clients of that second, new the next', async (t) => {
+  const targets = await startTargets(t, 2)
+  let now = Date.parse('2026-11-21T12:00:00.100Z')
+  const app = await gateway(t, targets, { now: () => now })
+  const valueOf = (res: { headers: Record<string, unknown> }): string => {
+    const jar = new CookieJar()
+    jar.store(res.headers['set-cookie'] as string[])
+    return jar.cookies.get('AWSALB') ?? ''
+  }
+  const byTarget = new Map<string, Set<string>>()
+  for (let i = 0; i < 6; i++) {
+    now += 100
+    const res = await app.inject({ url: '/' })
+    const target = echoOf(res).target
+    if (!byTarget.has(target)) byTarget.set(target, new Set())
+    byTarget.get(target)?.add(valueOf(res))
+  }
+  t.equal(byTarget.size, 2, 'both targets took new clients')
+  for (const [target, values] of byTarget) t.equal(values.size, 1, `the clients pinned to ${target} within one second share one value`)
+  const [a, b] = [...byTarget.values()].map((values) => [...values][0])
+  t.not(a, b, 'each target has its own value')
+  t.equal(codec.open(COOKIE_PURPOSE_LB, a)?.payload.issuedAtSeconds, Math.floor(Date.parse('2026-11-21T12:00:00Z') / 1000))
+
+  now += 1000
+  const next = await app.inject({ url: '/' })
+  const value = valueOf(next)
+  t.notOk(a === value || b === value, 'the next second seals a new value')
+  t.equal(codec.open(COOKIE_PURPOSE_LB, value)?.payload.issuedAtSeconds, Math.floor(now / 1000), 'whose window starts then')
+})
+
+test("a target's own Set-Cookie lines stay on its response: the shared lines are never appended to", async (t) => {
+  const targets = await startTargets(t, 1)
+  const now = Date.parse('2026-11-21T12:00:00Z')
+  const app = await gateway(t, targets, { now: () => now })
+  const withApp = await app.inject({ url: '/set-cookie' })
+  t.same((withApp.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS', 'app', 'other'])
+  const plain = await app.inject({ url: '/' })
+  t.same((plain.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS'], 'the next response in the same second has ours only')
+})
+
 test('AWSALBCORS alone (a cross-site request) keeps the client on its target', async (t) => {
   const targets = await startTargets(t, 3)
   const app = await gateway(t, targets)

@@ -19,19 +19,21 @@ export function readLbCookies (header: string | undefined): readonly string[] {
   if (header === undefined) return NO_VALUES
   let at = header.indexOf(LB_COOKIE)
   if (at === -1) return NO_VALUES
-  const lb: string[] = []
-  const cors: string[] = []
+  // Allocated only when a value is found; one slice per value (this runs on every request).
+  let lb: string[] | null = null
+  let cors: string[] | null = null
   while (at !== -1) {
+    const next = at + LB_COOKIE.length
     let valueAt = -1
-    let list = lb
-    const before = at === 0 ? ';' : header[at - 1]
-    if (before === ';' || before === ' ' || before === '\t') {
-      const next = at + LB_COOKIE.length
-      if (header.charCodeAt(next) === 61 /* = */) {
+    let isCors = false
+    const before = at === 0 ? SEMICOLON : header.charCodeAt(at - 1)
+    if (before === SEMICOLON || before === SPACE || before === TAB) {
+      const after = header.charCodeAt(next)
+      if (after === EQUALS) {
         valueAt = next + 1
-      } else if (header.startsWith('CORS=', next)) {
+      } else if (after === C && header.startsWith('CORS=', next)) {
         valueAt = next + 5
-        list = cors
+        isCors = true
       }
     }
     if (valueAt === -1) {
@@ -40,17 +42,49 @@ export function readLbCookies (header: string | undefined): readonly string[] {
     }
     let end = header.indexOf(';', valueAt)
     if (end === -1) end = header.length
-    const value = unquote(header.slice(valueAt, end).trim())
-    if (value !== '' && !list.includes(value) && list.length < MAX_LB_COOKIE_CANDIDATES) list.push(value)
+    const value = valueBetween(header, valueAt, end)
+    if (value !== '') {
+      if (isCors) cors = addCandidate(cors, value)
+      else lb = addCandidate(lb, value)
+    }
     at = header.indexOf(LB_COOKIE, end)
   }
-  for (const value of cors) if (!lb.includes(value)) lb.push(value)
-  return lb.length > MAX_LB_COOKIE_CANDIDATES ? lb.slice(0, MAX_LB_COOKIE_CANDIDATES) : lb
+  if (cors !== null) {
+    if (lb === null) return cors
+    for (const value of cors) if (!lb.includes(value)) lb.push(value)
+    if (lb.length > MAX_LB_COOKIE_CANDIDATES) lb.length = MAX_LB_COOKIE_CANDIDATES
+  }
+  return lb ?? NO_VALUES
 }
 
-function unquote (value: string): string {
-  // RFC 6265 §4.1.1: a cookie-value may be wrapped in DQUOTEs.
-  return value.length >= 2 && value[0] === '"' && value[value.length - 1] === '"' ? value.slice(1, -1) : value
+const SEMICOLON = 59
+const SPACE = 32
+const TAB = 9
+const EQUALS = 61
+const C = 67
+const DQUOTE = 34
+
+function addCandidate (list: string[] | null, value: string): string[] {
+  if (list === null) return [value]
+  if (list.length < MAX_LB_COOKIE_CANDIDATES && !list.includes(value)) list.push(value)
+  return list
+}
+
+/** The cookie-value between `from` and `to`: spaces and tabs trimmed, and DQUOTEs around it (RFC 6265 §4.1.1). */
+function valueBetween (header: string, from: number, to: number): string {
+  let start = from
+  let end = to
+  while (start < end && isBlank(header.charCodeAt(start))) start++
+  while (end > start && isBlank(header.charCodeAt(end - 1))) end--
+  if (end - start >= 2 && header.charCodeAt(start) === DQUOTE && header.charCodeAt(end - 1) === DQUOTE) {
+    start++
+    end--
+  }
+  return header.slice(start, end)
+}
+
+function isBlank (code: number): boolean {
+  return code === SPACE || code === TAB
 }
 
 /**
