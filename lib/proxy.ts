@@ -1,6 +1,5 @@
-import { EventEmitter } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import {
@@ -30,6 +29,12 @@ export interface ProxySettings {
 /** ALB answers 463 when X-Forwarded-For carries more addresses than this. */
 export const MAX_FORWARDED_FOR_ADDRESSES = 30
 
+/**
+ * Responses with a Content-Type and a Content-Length up to this size are collected and sent in
+ * one write (no stream per response); larger, unsized or untyped ones stream through.
+ */
+export const BUFFERED_RESPONSE_BYTES = 65_536
+
 /** Request headers that belong to one connection (RFC 9110 §7.6.1) or that undici refuses. */
 const HOP_BY_HOP_REQUEST = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
@@ -46,24 +51,33 @@ type Body = string | Buffer | Readable | UnreadBody | undefined
 /** Errors after which nothing reached the target, so the request may go to another one. */
 const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
 
-type ResponseBody = Dispatcher.ResponseData['body']
+/** Where an exchange is: waiting for the target's headers, collecting a small body, streaming one, or finished. */
+type Phase = 'waiting' | 'buffering' | 'streaming' | 'done'
 
 /**
- * One forwarded request. It is also the undici request's abort signal (undici takes an
- * EventEmitter that emits `abort`): when the client goes away, the target's request is ended
- * too, instead of holding a pooled connection until the idle timeout.
+ * One forwarded request, and the undici dispatch handler of its request to the target: the
+ * target's response goes to the client without a stream per response when it is small.
+ * When the client goes away, the target's request is aborted too, instead of holding a pooled
+ * connection until the idle timeout.
  */
-class Exchange extends EventEmitter {
+class Exchange implements Dispatcher.DispatchHandler {
   target: Target
   redispatched = false
   /** The client closed its connection before the response was complete. */
   clientGone = false
-  /** The target's response body, once its headers came. */
-  response: ResponseBody | null = null
+  phase: Phase = 'waiting'
   /** The target whose outstanding count this exchange holds, until its response ends. */
   #counted: Target | null = null
+  #abort: ((err?: Error) => void) | null = null
+  #status = 0
+  #chunks: Buffer[] = []
+  #stream: ResponseStream | null = null
+  /** Header names copied from the target onto the reply, and the reply's own Set-Cookie before them. */
+  #copied: string[] = []
+  #ownCookies: string | number | string[] | undefined = undefined
 
   constructor (
+    readonly proxy: Proxy,
     readonly request: FastifyRequest,
     readonly reply: FastifyReply,
     readonly rule: ListenerRule,
@@ -72,7 +86,6 @@ class Exchange extends EventEmitter {
     readonly body: Body,
     target: Target
   ) {
-    super()
     this.target = target
   }
 
@@ -82,6 +95,8 @@ class Exchange extends EventEmitter {
     this.target = target
     target.begin()
     this.#counted = target
+    this.#abort = null
+    this.phase = 'waiting'
   }
 
   /** Ends the outstanding count; safe to call more than once. */
@@ -96,10 +111,157 @@ class Exchange extends EventEmitter {
   onClientClose (finished: boolean): void {
     if (!finished) {
       this.clientGone = true
-      this.emit('abort')
-      this.response?.destroy()
+      this.abortTarget()
+      this.#stream?.destroy()
     }
     this.settle()
+  }
+
+  /** Ends the target's request if it is still running; undici then reports it through onError. */
+  abortTarget (): void {
+    const abort = this.#abort
+    this.#abort = null
+    abort?.()
+  }
+
+  // undici's dispatch handler
+
+  onConnect (abort: (err?: Error) => void): void {
+    if (this.clientGone) abort()
+    else this.#abort = abort
+  }
+
+  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx interim responses (100 Continue, 103 Early Hints) are not passed on.
+    if (statusCode < 200) return true
+    const { reply } = this
+    if (this.clientGone || reply.sent) {
+      this.phase = 'done'
+      this.abortTarget()
+      return false
+    }
+    // Fastify refuses codes past 599: a malformed response.
+    if (statusCode > 599) {
+      this.phase = 'done'
+      this.abortTarget()
+      this.settle()
+      this.proxy.logFailure(this, 'INVALID_STATUS')
+      reply.send(new FST_STICKY_TARGET_RESPONSE_INVALID())
+      return false
+    }
+    this.#status = statusCode
+    const headers = this.#copyHeaders(rawHeaders)
+    const length = headers['content-length']
+    if (headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
+        statusCode !== 204 && statusCode !== 304 && Number(length) <= BUFFERED_RESPONSE_BYTES) {
+      this.phase = 'buffering'
+      return true
+    }
+    this.phase = 'streaming'
+    const stream = new ResponseStream(this, resume)
+    this.#stream = stream
+    reply.code(statusCode)
+    reply.send(stream)
+    return true
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.phase === 'buffering') {
+      this.#chunks.push(chunk)
+      return true
+    }
+    return this.#stream?.push(chunk) ?? false
+  }
+
+  onComplete (): void {
+    this.settle()
+    const phase = this.phase
+    this.phase = 'done'
+    this.#abort = null
+    if (phase === 'buffering') {
+      if (this.clientGone || this.reply.sent) return
+      const chunks = this.#chunks
+      this.reply.code(this.#status)
+      this.reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks))
+    } else if (phase === 'streaming') {
+      this.#stream?.push(null)
+    }
+  }
+
+  onError (err: Error & { code?: string }): void {
+    this.settle()
+    const phase = this.phase
+    this.phase = 'done'
+    this.#abort = null
+    if (phase === 'waiting') {
+      this.proxy.fail(this, err)
+    } else if (phase === 'buffering') {
+      // Nothing went to the client yet: a clean gateway error, without the target's headers.
+      if (this.clientGone || this.reply.sent) return
+      const code = errorCodeOf(err)
+      this.proxy.logFailure(this, code)
+      this.#restoreHeaders()
+      this.reply.send(this.proxy.gatewayError(code))
+    } else if (phase === 'streaming') {
+      const stream = this.#stream
+      if (stream === null || stream.destroyed) return
+      if (this.clientGone) {
+        stream.destroy()
+        return
+      }
+      // Fastify answers with this error if no header went out yet, else closes the connection.
+      const code = errorCodeOf(err)
+      this.proxy.logFailure(this, code)
+      if (!this.reply.raw.headersSent) this.#restoreHeaders()
+      stream.destroy(this.proxy.gatewayError(code))
+    }
+  }
+
+  /** Copies the target's end-to-end headers onto the reply; returns them by lower-case name. */
+  #copyHeaders (rawHeaders: Buffer[]): IncomingHttpHeaders {
+    const { reply } = this
+    const headers = parseRawHeaders(rawHeaders)
+    // Fastify appends the target's Set-Cookie lines to the array it holds: keep a copy of ours.
+    const current = reply.getHeader('set-cookie')
+    this.#ownCookies = Array.isArray(current) ? [...current] : current
+    const connection = headers.connection
+    const listed = connection === undefined ? null : connectionTokens(connection)
+    const copied = this.#copied
+    for (const name in headers) {
+      if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
+      const value = headers[name]
+      if (value === undefined) continue
+      reply.header(name, value)
+      copied.push(name)
+    }
+    return headers
+  }
+
+  /** Takes the target's headers off the reply again, for a gateway error in their place. */
+  #restoreHeaders (): void {
+    for (const name of this.#copied) this.reply.removeHeader(name)
+    if (this.#ownCookies !== undefined) this.reply.header('set-cookie', this.#ownCookies)
+  }
+}
+
+/** A streamed response body: undici pushes, the client's pace resumes it, destroying it aborts the target's request. */
+class ResponseStream extends Readable {
+  readonly #exchange: Exchange
+  readonly #resume: () => void
+
+  constructor (exchange: Exchange, resume: () => void) {
+    super()
+    this.#exchange = exchange
+    this.#resume = resume
+  }
+
+  override _read (): void {
+    this.#resume()
+  }
+
+  override _destroy (err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#exchange.phase !== 'done') this.#exchange.abortTarget()
+    callback(err)
   }
 }
 
@@ -142,29 +304,26 @@ export class Proxy {
     const requestTarget = originFormOf(path ?? request.raw.url ?? '/')
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
     if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
-    const exchange = new Exchange(request, reply, rule, requestTarget, headers,
+    const exchange = new Exchange(this, request, reply, rule, requestTarget, headers,
       requestBody(request, headers, this.#settings.redispatch), target)
     res.once('close', () => exchange.onClientClose(res.writableFinished))
-    this.#send(exchange, exchange.target)
+    this.send(exchange, target)
     return reply
   }
 
-  #send (exchange: Exchange, target: Target): void {
+  /** Dispatches the exchange's request on `target`'s pool. */
+  send (exchange: Exchange, target: Target): void {
     exchange.begin(target)
-    target.pool.request({
+    target.pool.dispatch({
       path: exchange.path,
       method: exchange.request.method as Dispatcher.HttpMethod,
       headers: exchange.headers,
-      body: exchange.body as Dispatcher.DispatchOptions['body'],
-      signal: exchange
-    }, (err, data) => {
-      if (err !== null) this.#fail(exchange, err)
-      else this.#respond(exchange, data)
-    })
+      body: exchange.body as Dispatcher.DispatchOptions['body']
+    }, exchange)
   }
 
-  #fail (exchange: Exchange, err: Error & { code?: string }): void {
-    exchange.settle()
+  /** The target's request failed before any response: redispatch once, or answer with ALB's status. */
+  fail (exchange: Exchange, err: Error & { code?: string }): void {
     const { request, reply, rule, target } = exchange
     // The client is gone: nobody to answer, nothing to log as a target failure.
     if (exchange.clientGone || reply.sent) return
@@ -176,74 +335,20 @@ export class Proxy {
         request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code }, 'fastify-sticky: target did not take the request, redispatching')
         repin(reply, rule, decision)
         exchange.redispatched = true
-        this.#send(exchange, next)
+        this.send(exchange, next)
         return
       }
     }
-    this.#logFailure(exchange, code)
-    reply.send(this.#gatewayError(code))
+    this.logFailure(exchange, code)
+    reply.send(this.gatewayError(code))
   }
 
-  #respond (exchange: Exchange, data: Dispatcher.ResponseData): void {
-    const { reply } = exchange
-    const body = data.body
-    if (exchange.clientGone || reply.sent) {
-      exchange.settle()
-      body.destroy()
-      return
-    }
-    exchange.response = body
-    body.once('close', () => exchange.settle())
-    const status = data.statusCode
-    // Fastify refuses codes outside 100-599, and 1xx is no final answer: a malformed response.
-    if (status < 200 || status > 599) {
-      body.destroy()
-      this.#logFailure(exchange, 'INVALID_STATUS')
-      reply.send(new FST_STICKY_TARGET_RESPONSE_INVALID())
-      return
-    }
-
-    // Fastify appends the target's Set-Cookie lines to the array it holds: keep a copy of ours.
-    const current = reply.getHeader('set-cookie')
-    const ownCookies = Array.isArray(current) ? [...current] : current
-    const copied: string[] = []
-    const headers = data.headers as IncomingHttpHeaders
-    const connection = headers.connection
-    const listed = connection === undefined ? null : connectionTokens(connection)
-    for (const name in headers) {
-      if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
-      const value = headers[name]
-      if (value === undefined) continue
-      reply.header(name, value)
-      copied.push(name)
-    }
-
-    // undici ends a failing body with destroy(err); Fastify then answers with that error if no
-    // header went out yet, or closes the connection. Map the error first, so the client gets
-    // ALB's 502/504 without the target's headers, and nothing logged carries the address.
-    const destroy = body.destroy
-    body.destroy = (err?: Error) => {
-      if (err !== undefined && err !== null && !isGatewayError(err)) {
-        const code = errorCodeOf(err)
-        this.#logFailure(exchange, code)
-        if (!reply.raw.headersSent) {
-          for (const name of copied) reply.removeHeader(name)
-          if (ownCookies !== undefined) reply.header('set-cookie', ownCookies)
-        }
-        err = this.#gatewayError(code)
-      }
-      return destroy.call(body, err)
-    }
-    reply.code(status)
-    reply.send(body)
-  }
-
-  #logFailure (exchange: Exchange, code: string): void {
+  logFailure (exchange: Exchange, code: string): void {
     // Only the error code is logged: undici's messages and errors carry the target's address.
     exchange.request.log.warn({ targetGroup: exchange.rule.group.name, target: exchange.target.id, code }, 'fastify-sticky: target request failed')
   }
 
-  #gatewayError (code: string): FastifyError {
+  gatewayError (code: string): FastifyError {
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':
       case 'ETIMEDOUT':
@@ -371,12 +476,22 @@ function errorCodeOf (err: Error & { code?: string }): string {
   return err.code ?? (err.name === 'HTTPParserError' ? 'HPE_INVALID' : 'UNKNOWN')
 }
 
-function isGatewayError (err: Error & { code?: unknown }): boolean {
-  return typeof err.code === 'string' && err.code.startsWith('FST_STICKY_')
-}
-
 function isReplayable (body: Body): boolean {
   return body === undefined || typeof body === 'string' || Buffer.isBuffer(body) || (body instanceof UnreadBody && !body.started)
+}
+
+/** The target's response headers by lower-case name; repeated names become arrays, as Node's own parser gives them. */
+function parseRawHeaders (raw: Buffer[]): IncomingHttpHeaders {
+  const headers: Record<string, string | string[]> = {}
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString('latin1').toLowerCase()
+    const value = raw[i + 1].toString('latin1')
+    const existing = headers[name]
+    if (existing === undefined) headers[name] = name === 'set-cookie' ? [value] : value
+    else if (Array.isArray(existing)) existing.push(value)
+    else headers[name] = [existing, value]
+  }
+  return headers
 }
 
 function connectionTokens (value: string | string[]): Set<string> {

@@ -63,6 +63,32 @@ test('a target that closes in the middle of its body: the client’s connection 
   t.notOk(logs.some((line) => line.includes('127.0.0.1:')), 'no log line shows the target’s address')
 })
 
+test('a small typed response cut off in its body: collected, so a clean 502 without any of the target’s headers', async (t) => {
+  const url = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\nx-internal: secret\r\nset-cookie: app=1\r\n\r\npartial', true)
+  const { app, logs } = await loggedGateway(t, [url], { redispatch: false })
+  const res = await app.inject({ url: '/' })
+  t.equal(res.statusCode, 502, `status ${res.statusCode}: ${res.body}`)
+  t.equal(res.json().code, 'FST_STICKY_TARGET_CONNECTION_FAILED')
+  t.notOk(res.headers['x-internal'], `no target header left: ${JSON.stringify(res.headers)}`)
+  t.equal(res.headers['content-type'], 'application/json; charset=utf-8', 'the error’s own content-type')
+  const cookies = ([] as string[]).concat(res.headers['set-cookie'] ?? [])
+  t.same(cookies.map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS'], `only the gateway’s own cookies: ${JSON.stringify(cookies)}`)
+  t.notOk(res.body.includes('partial'), 'nothing of the partial body')
+  t.notOk(logs.some((line) => line.includes('127.0.0.1:')), 'no log line shows the target’s address')
+})
+
+test('a small typed response that stalls in its body: a clean 504 after the idle timeout', async (t) => {
+  const stalling = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\nx-internal: secret\r\n\r\nstart')
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], idleTimeoutMs: 200, targetGroups: [{ name: 'g', targets: [{ id: 'slow', url: stalling }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const res = await app.inject({ url: '/' })
+  t.equal(res.statusCode, 504, `status ${res.statusCode}: ${res.body}`)
+  t.equal(res.json().code, 'FST_STICKY_TARGET_TIMEOUT')
+  t.notOk(res.headers['x-internal'], 'none of the target’s headers')
+})
+
 /** An address where nothing listens: connections to it are refused. */
 async function refusedUrl (): Promise<string> {
   const server = createNetServer()

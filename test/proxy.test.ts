@@ -6,7 +6,7 @@ import { connect, type AddressInfo } from 'node:net'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
-import { buildGateway, echoOf, startTargets, type Echo } from './setup.js'
+import { buildGateway, echoOf, startTargets, waitFor, type Echo } from './setup.js'
 
 interface Tap {
   teardown (fn: () => unknown): void
@@ -481,4 +481,75 @@ test('stickyProxy maps the prefix: removed by default, replaced by rewritePrefix
   const other = await app.inject({ url: '/pa' })
   t.equal(other.statusCode, 404, `/pa is not under /p: ${other.statusCode} ${other.body}`)
   t.equal(targets[0].hits, cases.length, `only the prefixed requests reached the target, hits ${targets[0].hits}`)
+})
+
+test('response bodies arrive byte-exact and with their own headers, collected or streamed', async (t) => {
+  const bodies: Record<string, { type?: string, body: Buffer, chunked?: boolean }> = {
+    '/small': { type: 'application/json', body: Buffer.from('{"ok":true}') },
+    '/edge': { type: 'application/octet-stream', body: randomBytes(65_536) },
+    '/large': { type: 'application/octet-stream', body: randomBytes(300_000) },
+    '/untyped': { body: randomBytes(1000) },
+    '/chunked': { type: 'text/plain', body: Buffer.from('a'.repeat(5000)), chunked: true },
+    '/empty': { type: 'text/plain', body: Buffer.alloc(0) }
+  }
+  const origin = await startServer(t, (req, res) => {
+    const spec = bodies[req.url ?? '']
+    if (spec.type !== undefined) res.setHeader('content-type', spec.type)
+    res.setHeader('x-kind', req.url ?? '')
+    if (spec.chunked === true) {
+      res.write(spec.body.subarray(0, 100))
+      res.end(spec.body.subarray(100))
+    } else {
+      res.setHeader('content-length', spec.body.length)
+      res.end(spec.body)
+    }
+  })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'b0', url: origin.url }] }] })
+  await app.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  for (const [path, spec] of Object.entries(bodies)) {
+    const res = await send(listeningPort(app), { path: `/p${path}` })
+    t.equal(res.statusCode, 200, path)
+    t.ok(res.body.equals(spec.body), `${path}: ${res.body.length} bytes, byte-exact`)
+    t.equal(res.headers['content-type'], spec.type, `${path}: content-type as the target sent it (none added)`)
+    t.equal(res.headers['x-kind'], path, `${path}: the target's own headers`)
+    if (spec.chunked === true) t.equal(res.headers['transfer-encoding'], 'chunked', `${path}: still chunked`)
+    else t.equal(res.headers['content-length'], String(spec.body.length), `${path}: content-length`)
+  }
+})
+
+test('a HEAD response keeps the content-length the target gave it, without a body', async (t) => {
+  const origin = await startServer(t, (_req, res) => {
+    res.setHeader('content-type', 'text/plain')
+    res.setHeader('content-length', 1234)
+    res.end()
+  })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'b0', url: origin.url }] }] })
+  await app.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const res = await send(listeningPort(app), { method: 'HEAD', path: '/p/x' })
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers['content-length'], '1234')
+  t.equal(res.body.length, 0)
+})
+
+test('a client that leaves in the middle of a streamed response ends the target’s request too', async (t) => {
+  let closed = false
+  const origin = await startServer(t, (_req, res) => {
+    res.setHeader('content-type', 'text/event-stream')
+    res.write('data: first\n\n')
+    res.on('close', () => { closed = !res.writableFinished })
+  })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'b0', url: origin.url }] }] })
+  await app.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const req = httpRequest({ host: '127.0.0.1', port: listeningPort(app), path: '/p/events', agent: false })
+  req.on('error', () => {})
+  req.end()
+  const [res] = await once(req, 'response') as [IncomingMessage]
+  const [chunk] = await once(res, 'data') as [Buffer]
+  t.equal(chunk.toString(), 'data: first\n\n', 'the stream’s first event arrived')
+  req.destroy()
+  await waitFor(() => closed, 2000, 'the target’s response to be closed')
+  t.ok(closed, 'the target saw its request closed before it finished')
 })
