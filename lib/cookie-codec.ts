@@ -30,6 +30,7 @@ const TIMES_BYTES = 8
 const MAX_NAME_BYTES = 64
 const MIN_SEALED_BYTES = HEADER_BYTES + NONCE_BYTES + TIMES_BYTES + 2 + TAG_BYTES
 const MAX_SEALED_BYTES = MIN_SEALED_BYTES + 2 * MAX_NAME_BYTES
+const BASE64URL = /^[A-Za-z0-9_-]+$/
 /** A base64url string longer than this cannot be ours: refuse it before decoding. */
 const MAX_SEALED_CHARS = Math.ceil((MAX_SEALED_BYTES * 4) / 3)
 /**
@@ -94,9 +95,12 @@ export class CookieCodec {
   open (purpose: number, value: string): OpenedCookie | null {
     const cached = this.#opened.get(value)
     if (cached !== undefined) return cached.purpose === purpose ? cached.opened : null
-    if (value.length > MAX_SEALED_CHARS) return null
+    if (value.length > MAX_SEALED_CHARS || !BASE64URL.test(value)) return null
     const sealed = Buffer.from(value, 'base64url')
     if (sealed.length < MIN_SEALED_BYTES || sealed.length > MAX_SEALED_BYTES) return null
+    // Node's decoder skips stray characters and spare bits: only the one spelling we write opens,
+    // so a value cannot be varied to fill the cache of opened values.
+    if (sealed.toString('base64url') !== value) return null
     if (sealed[0] !== FORMAT_VERSION) return null
     const keyId = sealed[1]
     const header = sealed.subarray(0, HEADER_BYTES)

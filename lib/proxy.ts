@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { AsyncResource } from 'node:async_hooks'
 import { Readable } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
@@ -60,7 +61,7 @@ type Phase = 'waiting' | 'buffering' | 'streaming' | 'done'
  * When the client goes away, the target's request is aborted too, instead of holding a pooled
  * connection until the idle timeout.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   target: Target
   redispatched = false
   /** The client closed its connection before the response was complete. */
@@ -70,6 +71,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #counted: Target | null = null
   #abort: ((err?: Error) => void) | null = null
   #status = 0
+  /** Body bytes received from the target. */
+  #received = 0
   #chunks: Buffer[] = []
   #stream: ResponseStream | null = null
   /** Header names copied from the target onto the reply, and the reply's own Set-Cookie before them. */
@@ -86,6 +89,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     readonly body: Body,
     target: Target
   ) {
+    // undici calls the handler in the async context of the pooled socket, which belongs to the
+    // request that opened it: the callbacks that reach Fastify run in this request's own.
+    super('FASTIFY_STICKY_EXCHANGE', { requireManualDestroy: true })
     this.target = target
   }
 
@@ -107,10 +113,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** The client's connection closed: abort what is still running. */
+  /**
+   * The client's connection closed: abort what is still running. That includes a response that
+   * finished without our body (an onSend hook replaced it), which nobody would read to its end.
+   */
   onClientClose (finished: boolean): void {
-    if (!finished) {
-      this.clientGone = true
+    if (!finished) this.clientGone = true
+    if (this.phase !== 'done') {
       this.abortTarget()
       this.#stream?.destroy()
     }
@@ -134,6 +143,10 @@ class Exchange implements Dispatcher.DispatchHandler {
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     // 1xx interim responses (100 Continue, 103 Early Hints) are not passed on.
     if (statusCode < 200) return true
+    return this.runInAsyncScope(this.#onHeaders, this, statusCode, rawHeaders, resume)
+  }
+
+  #onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     const { reply } = this
     if (this.clientGone || reply.sent) {
       this.phase = 'done'
@@ -166,6 +179,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onData (chunk: Buffer): boolean {
+    this.#received += chunk.length
     if (this.phase === 'buffering') {
       this.#chunks.push(chunk)
       return true
@@ -174,6 +188,14 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onComplete (): void {
+    this.runInAsyncScope(this.#onComplete, this)
+  }
+
+  onError (err: Error & { code?: string }): void {
+    this.runInAsyncScope(this.#onError, this, err)
+  }
+
+  #onComplete (): void {
     this.settle()
     const phase = this.phase
     this.phase = 'done'
@@ -188,7 +210,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 
-  onError (err: Error & { code?: string }): void {
+  #onError (err: Error & { code?: string }): void {
     this.settle()
     const phase = this.phase
     this.phase = 'done'
@@ -205,6 +227,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     } else if (phase === 'streaming') {
       const stream = this.#stream
       if (stream === null || stream.destroyed) return
+      // A 204 or 304 never has a body, though it may carry the Content-Length of the
+      // representation (RFC 9110 §8.6); undici counts the missing bytes as a mismatch.
+      if ((this.#status === 204 || this.#status === 304) && this.#received === 0 && err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+        stream.push(null)
+        return
+      }
       if (this.clientGone) {
         stream.destroy()
         return
@@ -240,6 +268,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   /** Takes the target's headers off the reply again, for a gateway error in their place. */
   #restoreHeaders (): void {
     for (const name of this.#copied) this.reply.removeHeader(name)
+    // Fastify would append ours to whatever Set-Cookie the reply holds: start from none.
+    this.reply.removeHeader('set-cookie')
     if (this.#ownCookies !== undefined) this.reply.header('set-cookie', this.#ownCookies)
   }
 }
@@ -253,6 +283,10 @@ class ResponseStream extends Readable {
     super()
     this.#exchange = exchange
     this.#resume = resume
+    // Fastify reports a failure through its own listener, once it has attached it; before that
+    // (an async onSend hook still running, or a hook that replaced this body) it must not be
+    // an uncaught error.
+    this.on('error', noop)
   }
 
   override _read (): void {
@@ -471,6 +505,8 @@ class UnreadBody implements AsyncIterable<Buffer> {
   }
 }
 
+function noop (): void {}
+
 /** undici's error code; its parser errors sometimes come without one. */
 function errorCodeOf (err: Error & { code?: string }): string {
   return err.code ?? (err.name === 'HTTPParserError' ? 'HPE_INVALID' : 'UNKNOWN')
@@ -482,7 +518,8 @@ function isReplayable (body: Body): boolean {
 
 /** The target's response headers by lower-case name; repeated names become arrays, as Node's own parser gives them. */
 function parseRawHeaders (raw: Buffer[]): IncomingHttpHeaders {
-  const headers: Record<string, string | string[]> = {}
+  // No prototype: a header named `__proto__` or `constructor` is just a header.
+  const headers: Record<string, string | string[]> = Object.create(null)
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toString('latin1').toLowerCase()
     const value = raw[i + 1].toString('latin1')
