@@ -19,7 +19,7 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     targetGroups: [{ name: 'bench', targets: ['a', 'b', 'c'].map((id, i) => ({ id, url: `http://127.0.0.1:${9001 + i}` })) }]
   })
   // Pools connect lazily: no traffic leaves this process.
-  const group = new TargetGroup(options.targetGroups[0], { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000 })
+  const group = new TargetGroup(options.targetGroups[0], { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: Date.now })
   const codec = new CookieCodec(options.keys)
   const rule = resolveListenerRule({ targetGroup: 'bench' }, 'GET /', { groups: new Map([['bench', group]]), codec, writer: new LbCookieWriter(), now: Date.now })
 

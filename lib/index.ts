@@ -22,7 +22,8 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   const poolSettings = {
     connections: options.connectionsPerTarget,
     connectTimeoutMs: options.connectTimeoutMs,
-    idleTimeoutMs: options.idleTimeoutMs
+    idleTimeoutMs: options.idleTimeoutMs,
+    now: options.now
   }
   const groups = new Map<string, TargetGroup>()
   for (const group of options.targetGroups) groups.set(group.name, new TargetGroup(group, poolSettings))

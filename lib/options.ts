@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
-import type { Algorithm, FastifyStickyOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
+import { parseMatcher, type StatusMatcher } from './health/matcher.js'
+import type { InitialState } from './health/target-state.js'
+import type { Algorithm, FastifyStickyOptions, HealthCheckOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
 
 export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
 export const MAX_COOKIE_DURATION_SECONDS = 604_800
@@ -13,13 +15,26 @@ export const MAX_CONNECTIONS_PER_TARGET = 65_536
 export const DEFAULT_TARGET_WEIGHT = 1
 export const MAX_TARGET_WEIGHT = 1000
 export const KEY_BYTES = 32
+export const DEFAULT_HEALTH_CHECK_PATH = '/'
+export const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 30_000
+export const MIN_HEALTH_CHECK_INTERVAL_MS = 5_000
+export const MAX_HEALTH_CHECK_INTERVAL_MS = 300_000
+export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 5_000
+export const MIN_HEALTH_CHECK_TIMEOUT_MS = 2_000
+export const MAX_HEALTH_CHECK_TIMEOUT_MS = 120_000
+export const DEFAULT_HEALTHY_THRESHOLD = 5
+export const DEFAULT_UNHEALTHY_THRESHOLD = 2
+export const MIN_THRESHOLD = 2
+export const MAX_THRESHOLD = 10
+export const DEFAULT_HEALTH_CHECK_MATCHER = '200'
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'now']
-const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness']
+const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck']
+const HEALTH_CHECK_KEYS = ['path', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds']
 
@@ -35,11 +50,23 @@ export interface ResolvedTarget {
   readonly weight: number
 }
 
+export interface ResolvedHealthCheck {
+  readonly path: string
+  readonly intervalMs: number
+  readonly timeoutMs: number
+  readonly healthyThreshold: number
+  readonly unhealthyThreshold: number
+  readonly matcher: StatusMatcher
+  readonly initialState: InitialState
+}
+
 export interface ResolvedTargetGroup {
   readonly name: string
   readonly algorithm: Algorithm
   readonly stickiness: ResolvedStickiness | null
   readonly targets: readonly ResolvedTarget[]
+  /** Null when the group has no active health checks. */
+  readonly healthCheck: ResolvedHealthCheck | null
 }
 
 export interface ResolvedOptions {
@@ -113,7 +140,35 @@ function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
   if (stickiness !== null && algorithm === 'weighted_random') {
     throw new FST_STICKY_OPTION_INVALID(`${path}.stickiness must be false when algorithm is weighted_random (ALB does not combine them), received ${group.stickiness === undefined ? 'undefined (the default: lb_cookie stickiness)' : describeValue(group.stickiness, false)}`)
   }
-  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets) })
+  const healthCheck = resolveHealthCheck(group.healthCheck, `${path}.healthCheck`)
+  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets), healthCheck })
+}
+
+function resolveHealthCheck (raw: unknown, path: string): ResolvedHealthCheck | null {
+  if (raw === undefined) return null
+  const check = requireObject(raw, path) as Partial<HealthCheckOptions>
+  refuseUnknownKeys(check, HEALTH_CHECK_KEYS, `${path}.`)
+  const short = optionalBoolean(check.allowShortIntervals, `${path}.allowShortIntervals`, false)
+  const checkPath = check.path ?? DEFAULT_HEALTH_CHECK_PATH
+  // A path and query only: an origin or a fragment here could send the check elsewhere.
+  if (typeof checkPath !== 'string' || !/^\/[\x21-\x7e]*$/.test(checkPath) || checkPath.startsWith('//') || checkPath.includes('#')) {
+    invalid(`${path}.path`, 'a path starting with / (a query is allowed), printable ASCII without spaces', checkPath)
+  }
+  const intervalMs = optionalInteger(check.intervalMs, `${path}.intervalMs`, short ? 1 : MIN_HEALTH_CHECK_INTERVAL_MS, MAX_HEALTH_CHECK_INTERVAL_MS, DEFAULT_HEALTH_CHECK_INTERVAL_MS)
+  const timeoutMs = optionalInteger(check.timeoutMs, `${path}.timeoutMs`, short ? 1 : MIN_HEALTH_CHECK_TIMEOUT_MS, MAX_HEALTH_CHECK_TIMEOUT_MS, DEFAULT_HEALTH_CHECK_TIMEOUT_MS)
+  if (timeoutMs >= intervalMs) invalid(`${path}.timeoutMs`, `below intervalMs (${intervalMs})`, timeoutMs)
+  const rawMatcher = check.matcher ?? DEFAULT_HEALTH_CHECK_MATCHER
+  const matcher = typeof rawMatcher === 'string' ? parseMatcher(rawMatcher) : null
+  if (matcher === null) invalid(`${path}.matcher`, "status codes from 200 to 499: '200', a list '200,202' or a range '200-299'", rawMatcher)
+  return Object.freeze({
+    path: checkPath,
+    intervalMs,
+    timeoutMs,
+    healthyThreshold: optionalInteger(check.healthyThreshold, `${path}.healthyThreshold`, MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_HEALTHY_THRESHOLD),
+    unhealthyThreshold: optionalInteger(check.unhealthyThreshold, `${path}.unhealthyThreshold`, MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_UNHEALTHY_THRESHOLD),
+    matcher,
+    initialState: optionalChoice(check.initialState, `${path}.initialState`, ['initial', 'healthy'] as const, 'initial')
+  })
 }
 
 /** Checks one target's options; used at registration and by `TargetGroup#register` at run time. */

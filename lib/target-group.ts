@@ -1,8 +1,15 @@
 import { createBalancer, type Balancer } from './balancer/balancer.js'
 import { FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
-import { resolveTarget, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
+import { HealthChecker } from './health/health-checker.js'
+import { afterCheck, isRoutable, registeredHealth, type CheckResult, type InitialState } from './health/target-state.js'
+import { resolveTarget, type ResolvedHealthCheck, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import type { Algorithm, TargetOptions, TargetRef } from './types.js'
+
+/** What a group needs besides its options: how to build pools, and the plugin's clock. */
+export interface GroupSettings extends PoolSettings {
+  readonly now: () => number
+}
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
 const REMEMBERED_DEREGISTRATIONS = 1024
@@ -19,7 +26,10 @@ export class TargetGroup {
   readonly algorithm: Algorithm
   /** The group's stickiness; routes may override it. Null when not sticky. */
   readonly stickiness: ResolvedStickiness | null
-  readonly #settings: PoolSettings
+  /** The group's active health checks; null when it has none. */
+  readonly healthCheck: ResolvedHealthCheck | null
+  readonly #settings: GroupSettings
+  readonly #checker: HealthChecker | null
   readonly #balancer: Balancer
   readonly #targets = new Map<string, Target>()
   readonly #deregistered = new Set<string>()
@@ -28,13 +38,15 @@ export class TargetGroup {
   #refs: readonly TargetRef[] = []
   #closing: Promise<void> | null = null
 
-  constructor (resolved: ResolvedTargetGroup, settings: PoolSettings) {
+  constructor (resolved: ResolvedTargetGroup, settings: GroupSettings) {
     this.name = resolved.name
     this.algorithm = resolved.algorithm
     this.stickiness = resolved.stickiness
+    this.healthCheck = resolved.healthCheck
     this.#settings = settings
     this.#balancer = createBalancer(resolved.algorithm)
-    for (const target of resolved.targets) this.#targets.set(target.id, new Target(target, settings))
+    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
+    for (const target of resolved.targets) this.#add(new Target(target, settings, this.#newHealth()))
     this.#update()
   }
 
@@ -92,8 +104,8 @@ export class TargetGroup {
     if (this.#closing !== null) throw new FST_STICKY_TARGET_GROUP_CLOSED(this.name)
     const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
     if (this.#targets.has(resolved.id)) throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
-    const target = new Target(resolved, this.#settings)
-    this.#targets.set(target.id, target)
+    const target = new Target(resolved, this.#settings, this.#newHealth())
+    this.#add(target)
     this.#deregistered.delete(target.id)
     this.#update()
     return target.ref
@@ -108,6 +120,7 @@ export class TargetGroup {
     const target = this.#targets.get(id)
     if (target === undefined) return false
     this.#targets.delete(id)
+    this.#checker?.unwatch(target)
     this.#deregistered.add(id)
     if (this.#deregistered.size > REMEMBERED_DEREGISTRATIONS) {
       this.#deregistered.delete(this.#deregistered.values().next().value as string)
@@ -119,12 +132,44 @@ export class TargetGroup {
 
   /** Closes every target's pool (the plugin calls this when the app closes). */
   close (): Promise<void> {
+    this.#checker?.close()
     this.#closing ??= Promise.all([...this.#targets.values()].map((target) => target.close())).then(() => {})
     return this.#closing
   }
 
+  /**
+   * Health checks scheduled or running (0 once the group is closed and they ended).
+   * @internal
+   */
+  get pendingChecks (): number {
+    return this.#checker?.pending ?? 0
+  }
+
+  #add (target: Target): void {
+    this.#targets.set(target.id, target)
+    this.#checker?.watch(target)
+  }
+
+  #newHealth () {
+    const initial: InitialState = this.healthCheck?.initialState ?? 'healthy'
+    return registeredHealth(initial, this.#settings.now())
+  }
+
+  #recordCheck (target: Target, result: CheckResult): void {
+    const check = this.healthCheck as ResolvedHealthCheck
+    const before = target.health
+    const after = afterCheck(before, result, check, this.#settings.now())
+    target.setHealth(after)
+    if (after.state !== before.state) this.#update()
+  }
+
   #update (): void {
-    this.#routable = Object.freeze([...this.#targets.values()])
-    this.#refs = Object.freeze(this.#routable.map((target) => target.ref))
+    const registered = [...this.#targets.values()]
+    const healthy = registered.filter((target) => isRoutable(target.health))
+    // ALB fails open: with no healthy target, every registered one takes traffic.
+    const routable = healthy.length > 0 ? healthy : registered
+    for (const target of registered) target.routable = routable.includes(target)
+    this.#routable = Object.freeze(routable)
+    this.#refs = Object.freeze(registered.map((target) => target.ref))
   }
 }

@@ -1,4 +1,5 @@
 import { Pool } from 'undici'
+import type { TargetHealth } from './health/target-state.js'
 import type { ResolvedTarget } from './options.js'
 import type { TargetRef } from './types.js'
 
@@ -24,8 +25,16 @@ export class Target implements TargetRef {
   readonly ref: TargetRef
   readonly #pool: Pool
   #outstanding = 0
+  #health: TargetHealth
+  /**
+   * True while the group gives it new sessions and keeps sessions pinned to it: healthy, or
+   * the group fails open. Set by the group on every change, read on every request.
+   * @internal
+   */
+  routable = true
 
-  constructor (resolved: ResolvedTarget, settings: PoolSettings) {
+  constructor (resolved: ResolvedTarget, settings: PoolSettings, health: TargetHealth) {
+    this.#health = health
     this.id = resolved.id
     this.origin = resolved.origin
     this.weight = resolved.weight
@@ -40,6 +49,16 @@ export class Target implements TargetRef {
       // ALB answers 502 past 32 KB of response headers.
       maxHeaderSize: MAX_RESPONSE_HEADER_BYTES
     })
+  }
+
+  /** The target's health: state, ALB's reason code, consecutive check results. */
+  get health (): TargetHealth {
+    return this.#health
+  }
+
+  /** @internal */
+  setHealth (health: TargetHealth): void {
+    this.#health = health
   }
 
   /** The target's own undici Pool. */

@@ -29,6 +29,29 @@ export interface TargetOptions {
   weight?: number
 }
 
+/**
+ * Active health checks of a target group, with ALB's defaults and ranges. Each target is probed
+ * with `GET path` through its own pool; one check at a time per target, with jitter.
+ */
+export interface HealthCheckOptions {
+  /** Path (and query) to GET, starting with `/`. Default `/`. */
+  path?: string
+  /** Time between checks of one target: 5000 to 300000 ms. Default 30000. */
+  intervalMs?: number
+  /** No answer within this long fails the check (`Target.Timeout`): 2000 to 120000 ms, below `intervalMs`. Default 5000. */
+  timeoutMs?: number
+  /** Passing checks in a row that bring an unhealthy target back: 2 to 10. Default 5. */
+  healthyThreshold?: number
+  /** Failing checks in a row that take a target out: 2 to 10. Default 2. */
+  unhealthyThreshold?: number
+  /** Status codes that pass: `200`, a list `200,202` or a range `200-299`, codes 200 to 499. Default `200`. */
+  matcher?: string
+  /** Where a new target starts: `initial` (ALB: no new sessions until a check passes) or `healthy` (until a check fails). Default `initial`. */
+  initialState?: 'initial' | 'healthy'
+  /** For tests only: allows `intervalMs` and `timeoutMs` from 1 ms. Default false. */
+  allowShortIntervals?: boolean
+}
+
 /** A named set of targets sharing algorithm and stickiness. */
 export interface TargetGroupOptions {
   /** Unique name, bound into its cookies: 1 to 64 of `A-Z a-z 0-9 . _ : -`. */
@@ -39,6 +62,8 @@ export interface TargetGroupOptions {
   algorithm?: Algorithm
   /** Default `{ type: 'lb_cookie', durationSeconds: 86400 }`; `false` for none. */
   stickiness?: StickinessOptions
+  /** Active health checks; without it targets are not checked and count as healthy. */
+  healthCheck?: HealthCheckOptions
 }
 
 /**
@@ -89,6 +114,7 @@ export type ReassignReason =
   | 'target-unknown'
   | 'target-deregistered'
   | 'target-unreachable'
+  | 'target-unhealthy'
 
 /** The target chosen for a request, as handlers see it. */
 export interface TargetRef {

@@ -77,8 +77,9 @@ test('decideAffinity is pure: the same inputs give the same decision', async (t)
     name: 'carts',
     algorithm: 'round_robin',
     stickiness: { type: 'lb_cookie', durationSeconds: 60 },
-    targets: [{ id: 'a', origin: 'http://127.0.0.1:1', weight: 1 }, { id: 'b', origin: 'http://127.0.0.1:2', weight: 1 }]
-  }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000 })
+    targets: [{ id: 'a', origin: 'http://127.0.0.1:1', weight: 1 }, { id: 'b', origin: 'http://127.0.0.1:2', weight: 1 }],
+    healthCheck: null
+  }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000 }
   const cookie = seal('carts', 'b', NOW / 1000 - 50) // the group's window is 60 s: it ends at NOW + 10 s

@@ -17,7 +17,21 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthCheck: {} }] }, 'targetGroups[0].healthCheck is not an option (known: name, targets, algorithm, stickiness)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck)'],
+  ['health check not an object', { targetGroups: [{ name: 'g', healthCheck: true }] }, 'targetGroups[0].healthCheck must be an object, received true'],
+  ['unknown health check option', { targetGroups: [{ name: 'g', healthCheck: { port: 8080 } }] }, 'targetGroups[0].healthCheck.port is not an option (known: path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold, matcher, initialState, allowShortIntervals)'],
+  ['health check path without /', { targetGroups: [{ name: 'g', healthCheck: { path: 'health' } }] }, 'targetGroups[0].healthCheck.path must be a path starting with / (a query is allowed), printable ASCII without spaces, received "health"'],
+  ['health check path to another host', { targetGroups: [{ name: 'g', healthCheck: { path: '//evil/x' } }] }, 'targetGroups[0].healthCheck.path must be a path starting with / (a query is allowed), printable ASCII without spaces, received "//evil/x"'],
+  ['health check interval below ALB', { targetGroups: [{ name: 'g', healthCheck: { intervalMs: 4999 } }] }, 'targetGroups[0].healthCheck.intervalMs must be an integer from 5000 to 300000, received 4999'],
+  ['health check interval above ALB', { targetGroups: [{ name: 'g', healthCheck: { intervalMs: 300_001 } }] }, 'targetGroups[0].healthCheck.intervalMs must be an integer from 5000 to 300000, received 300001'],
+  ['health check timeout below ALB', { targetGroups: [{ name: 'g', healthCheck: { timeoutMs: 1999 } }] }, 'targetGroups[0].healthCheck.timeoutMs must be an integer from 2000 to 120000, received 1999'],
+  ['health check timeout not below the interval', { targetGroups: [{ name: 'g', healthCheck: { intervalMs: 10_000, timeoutMs: 10_000 } }] }, 'targetGroups[0].healthCheck.timeoutMs must be below intervalMs (10000), received 10000'],
+  ['healthy threshold of 1', { targetGroups: [{ name: 'g', healthCheck: { healthyThreshold: 1 } }] }, 'targetGroups[0].healthCheck.healthyThreshold must be an integer from 2 to 10, received 1'],
+  ['unhealthy threshold of 11', { targetGroups: [{ name: 'g', healthCheck: { unhealthyThreshold: 11 } }] }, 'targetGroups[0].healthCheck.unhealthyThreshold must be an integer from 2 to 10, received 11'],
+  ['matcher with a 5xx', { targetGroups: [{ name: 'g', healthCheck: { matcher: '200-503' } }] }, "targetGroups[0].healthCheck.matcher must be status codes from 200 to 499: '200', a list '200,202' or a range '200-299', received \"200-503\""],
+  ['matcher as a number', { targetGroups: [{ name: 'g', healthCheck: { matcher: 200 } }] }, "targetGroups[0].healthCheck.matcher must be status codes from 200 to 499: '200', a list '200,202' or a range '200-299', received 200"],
+  ['unknown initial state', { targetGroups: [{ name: 'g', healthCheck: { initialState: 'up' } }] }, 'targetGroups[0].healthCheck.initialState must be one of initial, healthy, received "up"'],
+  ['short intervals not allowed', { targetGroups: [{ name: 'g', healthCheck: { intervalMs: 50, timeoutMs: 20 } }] }, 'targetGroups[0].healthCheck.intervalMs must be an integer from 5000 to 300000, received 50'],
   ['targets not an array', { targetGroups: [{ name: 'g', targets: {} }] }, 'targetGroups[0].targets must be an array of targets, received an object'],
   ['target id missing', { targetGroups: [{ name: 'g', targets: [{ url: 'http://127.0.0.1:1' }] }] }, 'targetGroups[0].targets[0].id must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['duplicate target id', { targetGroups: [{ name: 'g', targets: [target, target] }] }, 'targetGroups[0].targets[1].id must be unique within the group (targets[0] has it too), received "a"'],
@@ -72,7 +86,8 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     name: 'g',
     algorithm: 'round_robin',
     stickiness: { type: 'lb_cookie', durationSeconds: 86400 },
-    targets: [{ id: 'a', origin: 'http://127.0.0.1:3001', weight: 1 }]
+    targets: [{ id: 'a', origin: 'http://127.0.0.1:3001', weight: 1 }],
+    healthCheck: null
   })
   t.equal(resolved.idleTimeoutMs, 60000)
   t.equal(resolved.connectTimeoutMs, 10000)
@@ -146,4 +161,11 @@ test('without keys, a random key is used and a warning says what that costs', as
   t.teardown(() => withKeys.close())
   await withKeys.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group] })
   t.equal(lines.length, 1, 'no warning when keys are given')
+})
+
+test('health checks: ALB’s defaults, and millisecond intervals only when asked for (tests)', async (t) => {
+  const [group] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: {} }] }).targetGroups
+  t.same(group.healthCheck, { path: '/', intervalMs: 30_000, timeoutMs: 5000, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 200]], initialState: 'initial' })
+  const [custom] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: { path: '/health?deep=1', matcher: '200-299,302', initialState: 'healthy', intervalMs: 50, timeoutMs: 20, allowShortIntervals: true } }] }).targetGroups
+  t.same(custom.healthCheck, { path: '/health?deep=1', intervalMs: 50, timeoutMs: 20, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 299], [302, 302]], initialState: 'healthy' })
 })

@@ -53,6 +53,6 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   // issuedAt), whichever route wrote the cookie: /cart for an hour, /api for a day.
   if (payload.issuedAtSeconds + (input.stickiness as ResolvedStickiness).durationSeconds < input.nowSeconds) return 'expired'
   const target = input.group.get(payload.targetId)
-  if (target !== undefined) return target
+  if (target !== undefined) return target.routable ? target : 'target-unhealthy'
   return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
 }

@@ -1,0 +1,96 @@
+import type { ResolvedHealthCheck } from '../options.js'
+import type { Target } from '../target.js'
+import { matchesStatus } from './matcher.js'
+import type { CheckResult } from './target-state.js'
+
+const PASS: CheckResult = Object.freeze({ ok: true })
+const TIMEOUT: CheckResult = Object.freeze({ ok: false, reason: 'Target.Timeout' })
+const MISMATCH: CheckResult = Object.freeze({ ok: false, reason: 'Target.ResponseCodeMismatch' })
+const FAILED: CheckResult = Object.freeze({ ok: false, reason: 'Target.FailedHealthChecks' })
+
+/** A fleet's first checks spread over up to this long, so they do not all start at once. */
+const MAX_FIRST_CHECK_SPREAD_MS = 1000
+/** Later checks come every interval, ± this share of it. */
+const INTERVAL_JITTER = 0.05
+
+/**
+ * Active health checks of one target group: `GET path` on each watched target through the
+ * target's own pool, one check at a time per target (the next is scheduled when one ends),
+ * with jitter; every timer is unref'd, so checks never keep the process alive. Results go to
+ * `report`; the group turns them into states (see target-state.ts).
+ */
+export class HealthChecker {
+  readonly #settings: ResolvedHealthCheck
+  readonly #report: (target: Target, result: CheckResult) => void
+  readonly #watched = new Set<Target>()
+  readonly #timers = new Map<Target, NodeJS.Timeout>()
+  #running = 0
+  #closed = false
+
+  constructor (settings: ResolvedHealthCheck, report: (target: Target, result: CheckResult) => void) {
+    this.#settings = settings
+    this.#report = report
+  }
+
+  /** Starts checking `target`: the first check comes within a fraction of the interval (at most 1 s). */
+  watch (target: Target): void {
+    if (this.#closed || this.#watched.has(target)) return
+    this.#watched.add(target)
+    this.#schedule(target, Math.random() * Math.min(this.#settings.intervalMs / 10, MAX_FIRST_CHECK_SPREAD_MS))
+  }
+
+  /** Stops checking `target`; a check already running is not reported. */
+  unwatch (target: Target): void {
+    this.#watched.delete(target)
+    clearTimeout(this.#timers.get(target))
+    this.#timers.delete(target)
+  }
+
+  /** Stops every check; nothing is scheduled or reported afterwards. */
+  close (): void {
+    this.#closed = true
+    for (const target of [...this.#watched]) this.unwatch(target)
+  }
+
+  /**
+   * Checks scheduled or running now (0 once closed and the running ones ended).
+   * @internal
+   */
+  get pending (): number {
+    return this.#timers.size + this.#running
+  }
+
+  #schedule (target: Target, delayMs: number): void {
+    const timer = setTimeout(() => { void this.#check(target) }, delayMs)
+    timer.unref()
+    this.#timers.set(target, timer)
+  }
+
+  async #check (target: Target): Promise<void> {
+    this.#timers.delete(target)
+    this.#running++
+    let result: CheckResult
+    try {
+      result = await this.#probe(target)
+    } finally {
+      this.#running--
+    }
+    if (this.#closed || !this.#watched.has(target)) return
+    this.#report(target, result)
+    const { intervalMs } = this.#settings
+    this.#schedule(target, intervalMs * (1 - INTERVAL_JITTER + Math.random() * 2 * INTERVAL_JITTER))
+  }
+
+  async #probe (target: Target): Promise<CheckResult> {
+    const { path, timeoutMs, matcher } = this.#settings
+    // AbortSignal.timeout's timer is unref'd and exact; undici's own timeouts tick once a second.
+    const signal = AbortSignal.timeout(timeoutMs)
+    try {
+      const { statusCode, body } = await target.pool.request({ method: 'GET', path, headers: { 'user-agent': 'fastify-sticky-health-check' }, signal })
+      await body.dump({ limit: 65_536, signal })
+      return matchesStatus(matcher, statusCode) ? PASS : MISMATCH
+    } catch {
+      return signal.aborted ? TIMEOUT : FAILED
+    }
+  }
+}

@@ -1,0 +1,123 @@
+import { test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import type { HealthCheckOptions } from '../lib/index.js'
+import type { TargetGroup } from '../lib/target-group.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, waitFor, type TestTarget } from './setup.js'
+
+type Tap = Parameters<typeof startTargets>[0]
+
+/** A gateway whose group checks every 40 ms (test-only intervals): 2 in a row decide either way. */
+async function gateway (t: Tap, targets: TestTarget[], healthCheck: HealthCheckOptions = {}): Promise<FastifyInstance> {
+  const app = await buildGateway(t, {
+    targetGroups: [{
+      name: 'g',
+      targets: targets.map(({ id, url }) => ({ id, url })),
+      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true, ...healthCheck }
+    }]
+  })
+  app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  exposeAffinity(app)
+  return app
+}
+
+function groupOf (app: FastifyInstance): TargetGroup {
+  return app.targetGroups.get('g') as TargetGroup
+}
+
+function stateOf (app: FastifyInstance, id: string): string {
+  const health = groupOf(app).get(id)?.health
+  return health === undefined ? 'absent' : `${health.state}${health.reason === null ? '' : `:${health.reason}`}`
+}
+
+async function waitForState (app: FastifyInstance, id: string, state: string): Promise<void> {
+  await waitFor(() => stateOf(app, id) === state, 3000, `${id} to be ${state} (is ${stateOf(app, id)})`)
+}
+
+test('a stopped target turns unhealthy, its sessions move with a new cookie, and it comes back when restarted', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await gateway(t, targets)
+  await waitForState(app, 't0', 'healthy')
+  await waitForState(app, 't1', 'healthy')
+
+  const jar = new CookieJar()
+  for (let i = 0; i < 4 && jar.cookies.get('AWSALB') === undefined; i++) {
+    const res = await app.inject({ url: '/cart' })
+    if (echoOf(res).target === 't0') jar.store(res.headers['set-cookie'])
+  }
+  t.ok(jar.cookies.has('AWSALB'), 'a client pinned to t0')
+
+  await targets[0].stop()
+  await waitForState(app, 't0', 'unhealthy:Target.FailedHealthChecks')
+  const moved = await app.inject({ url: '/cart', headers: jar.headers() })
+  t.equal(moved.statusCode, 200)
+  t.equal(echoOf(moved).target, 't1', 'the pinned client is served by the healthy target')
+  t.equal(moved.headers['x-affinity'], 'reassigned;target-unhealthy')
+  jar.store(moved.headers['set-cookie'])
+  const stays = await app.inject({ url: '/cart', headers: jar.headers() })
+  t.equal(stays.headers['x-affinity'], 'hit', 'and stays on its new target')
+  const fresh = await Promise.all([1, 2, 3, 4].map(async () => echoOf(await app.inject({ url: '/' })).target))
+  t.same(fresh, ['t1', 't1', 't1', 't1'], 'new clients go to the healthy target only')
+
+  await targets[0].start()
+  await waitForState(app, 't0', 'healthy')
+  const after = await Promise.all([1, 2, 3, 4].map(async () => echoOf(await app.inject({ url: '/' })).target))
+  t.ok(after.includes('t0'), `new sessions reach the recovered target again: ${after.join(',')}`)
+})
+
+test('a slow answer fails as Target.Timeout, a wrong status as Target.ResponseCodeMismatch', async (t) => {
+  const slow = await startTargets(t, 1, 'slow')
+  const wrong = await startTargets(t, 1, 'wrong')
+  const slowApp = await gateway(t, slow, { path: '/sleep/500' })
+  const wrongApp = await gateway(t, wrong, { path: '/status/503', matcher: '200-299' })
+  await waitForState(slowApp, 'slow0', 'unhealthy:Target.Timeout')
+  await waitForState(wrongApp, 'wrong0', 'unhealthy:Target.ResponseCodeMismatch')
+  t.pass('each failure kind has its reason')
+})
+
+test('a new target takes no sessions until a check passes; one that never passes becomes unhealthy', async (t) => {
+  const targets = await startTargets(t, 2)
+  await targets[1].stop()
+  const app = await gateway(t, [targets[0]])
+  await waitForState(app, 't0', 'healthy')
+  groupOf(app).register({ id: 't1', url: targets[1].url })
+  t.equal(stateOf(app, 't1'), 'initial:Elb.InitialHealthChecking', 'registered: initial')
+  const served = await Promise.all([1, 2, 3, 4].map(async () => echoOf(await app.inject({ url: '/' })).target))
+  t.same(served, ['t0', 't0', 't0', 't0'], 'no new session goes to an initial target')
+  await waitForState(app, 't1', 'unhealthy:Target.FailedHealthChecks')
+})
+
+test('initialState healthy: a new target takes sessions at once, until its checks fail', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await gateway(t, targets, { initialState: 'healthy', intervalMs: 1000, timeoutMs: 500 })
+  t.equal(stateOf(app, 't0'), 'healthy')
+  t.equal(stateOf(app, 't1'), 'healthy')
+  const served = await Promise.all([1, 2].map(async () => echoOf(await app.inject({ url: '/' })).target))
+  t.same(served.sort(), ['t0', 't1'], 'both take sessions before any check')
+})
+
+test('every target unhealthy: the group fails open and keeps its sessions (ALB)', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await gateway(t, targets, { path: '/status/500' })
+  await waitForState(app, 't0', 'unhealthy:Target.ResponseCodeMismatch')
+  await waitForState(app, 't1', 'unhealthy:Target.ResponseCodeMismatch')
+  const first = await app.inject({ url: '/cart' })
+  t.equal(first.statusCode, 200, 'served, by an unhealthy target')
+  const jar = new CookieJar()
+  jar.store(first.headers['set-cookie'])
+  const again = await app.inject({ url: '/cart', headers: jar.headers() })
+  t.equal(again.headers['x-affinity'], 'hit', 'a pinned client stays while the whole group is unhealthy')
+  t.equal(echoOf(again).target, echoOf(first).target)
+})
+
+test('checks never overlap, and nothing is left scheduled or running after app.close()', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await gateway(t, targets, { path: '/sleep/25', intervalMs: 30, timeoutMs: 29 })
+  await waitForState(app, 't0', 'healthy')
+  const group = groupOf(app)
+  t.ok(group.pendingChecks <= 1, `one check at a time per target: ${group.pendingChecks}`)
+  await app.close()
+  await waitFor(() => group.pendingChecks === 0, 1000, 'the running check to end')
+  const hits = targets[0].hits
+  await waitFor(() => group.pendingChecks === 0 && targets[0].hits === hits, 200, 'no further check')
+  t.equal(group.pendingChecks, 0, 'no timer left')
+})
