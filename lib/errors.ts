@@ -20,9 +20,9 @@ export const FST_STICKY_TARGET_GROUP_CLOSED = createError<[string]>(
 export const FST_STICKY_ROUTE_UNBOUND = createError<[string]>(
   'FST_STICKY_ROUTE_UNBOUND', 'reply.forward() called on route %s, which has no config.targetGroup', 500)
 
-/** The target group has no registered target (ALB: 503). */
+/** The target group has no target to send the request to: none registered, or none healthy with `failOpen: false` (ALB: 503). */
 export const FST_STICKY_TARGET_GROUP_UNAVAILABLE = createError<[string]>(
-  'FST_STICKY_TARGET_GROUP_UNAVAILABLE', "Target group '%s' has no registered target", 503)
+  'FST_STICKY_TARGET_GROUP_UNAVAILABLE', "Target group '%s' has no routable target", 503)
 
 /**
  * Request-time errors below become the JSON body of the gateway's reply, so their messages

@@ -26,6 +26,8 @@ export const DEFAULT_HEALTHY_THRESHOLD = 5
 export const DEFAULT_UNHEALTHY_THRESHOLD = 2
 export const MIN_THRESHOLD = 2
 export const MAX_THRESHOLD = 10
+/** ALB's quota of targets per target group; also the largest `minimumHealthyTargets` count. */
+export const MAX_TARGETS = 1000
 export const DEFAULT_HEALTH_CHECK_MATCHER = '200'
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
@@ -33,7 +35,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'now']
-const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck']
+const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen']
 const HEALTH_CHECK_KEYS = ['path', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds']
@@ -67,7 +69,12 @@ export interface ResolvedTargetGroup {
   readonly targets: readonly ResolvedTarget[]
   /** Null when the group has no active health checks. */
   readonly healthCheck: ResolvedHealthCheck | null
+  readonly minimumHealthyTargets: MinimumHealthy
+  readonly failOpen: boolean
 }
+
+/** The healthy targets a group needs before it stops failing open: a count, or a share in percent. */
+export type MinimumHealthy = { readonly count: number } | { readonly percent: number }
 
 export interface ResolvedOptions {
   readonly keys: readonly Buffer[]
@@ -141,7 +148,17 @@ function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
     throw new FST_STICKY_OPTION_INVALID(`${path}.stickiness must be false when algorithm is weighted_random (ALB does not combine them), received ${group.stickiness === undefined ? 'undefined (the default: lb_cookie stickiness)' : describeValue(group.stickiness, false)}`)
   }
   const healthCheck = resolveHealthCheck(group.healthCheck, `${path}.healthCheck`)
-  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets), healthCheck })
+  const minimumHealthyTargets = resolveMinimumHealthy(group.minimumHealthyTargets, `${path}.minimumHealthyTargets`)
+  const failOpen = optionalBoolean(group.failOpen, `${path}.failOpen`, true)
+  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets), healthCheck, minimumHealthyTargets, failOpen })
+}
+
+function resolveMinimumHealthy (raw: unknown, path: string): MinimumHealthy {
+  if (raw === undefined) return Object.freeze({ count: 1 })
+  if (typeof raw === 'number' && Number.isInteger(raw) && raw >= 1 && raw <= MAX_TARGETS) return Object.freeze({ count: raw })
+  const percent = typeof raw === 'string' && /^\d{1,3}%$/.test(raw) ? Number(raw.slice(0, -1)) : 0
+  if (percent < 1 || percent > 100) invalid(path, `a count from 1 to ${MAX_TARGETS}, or a percentage from '1%' to '100%'`, raw)
+  return Object.freeze({ percent })
 }
 
 function resolveHealthCheck (raw: unknown, path: string): ResolvedHealthCheck | null {

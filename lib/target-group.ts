@@ -2,7 +2,7 @@ import { createBalancer, type Balancer } from './balancer/balancer.js'
 import { FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
 import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, isRoutable, registeredHealth, type CheckResult, type InitialState } from './health/target-state.js'
-import { resolveTarget, type ResolvedHealthCheck, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
+import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import type { Algorithm, TargetOptions, TargetRef } from './types.js'
 
@@ -29,7 +29,15 @@ export class TargetGroup {
   /** The group's active health checks; null when it has none. */
   readonly healthCheck: ResolvedHealthCheck | null
   readonly #settings: GroupSettings
+  readonly #minimumHealthy: MinimumHealthy
+  readonly #failOpen: boolean
   readonly #checker: HealthChecker | null
+  /** Fewer healthy targets than the minimum: failing open (or refusing, with failOpen false). */
+  #degraded = false
+  /** Whether the group ever had enough healthy targets: the hold below applies to a relapse, not to start-up. */
+  #everEnough = false
+  /** While degraded, when the healthy count last reached the minimum; -1 when it is below. */
+  #enoughSinceMs = -1
   readonly #balancer: Balancer
   readonly #targets = new Map<string, Target>()
   readonly #deregistered = new Set<string>()
@@ -43,6 +51,8 @@ export class TargetGroup {
     this.algorithm = resolved.algorithm
     this.stickiness = resolved.stickiness
     this.healthCheck = resolved.healthCheck
+    this.#minimumHealthy = resolved.minimumHealthyTargets
+    this.#failOpen = resolved.failOpen
     this.#settings = settings
     this.#balancer = createBalancer(resolved.algorithm)
     this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
@@ -160,14 +170,42 @@ export class TargetGroup {
     const before = target.health
     const after = afterCheck(before, result, check, this.#settings.now())
     target.setHealth(after)
-    if (after.state !== before.state) this.#update()
+    // While degraded, every check may end the hold: look again even without a state change.
+    if (after.state !== before.state || this.#degraded) this.#update()
+  }
+
+  /**
+   * True while fewer targets than `minimumHealthyTargets` are healthy and the group routes to
+   * every registered target (or, with `failOpen: false`, to none).
+   */
+  get degraded (): boolean {
+    return this.#degraded
+  }
+
+  #minimumOf (registered: number): number {
+    const minimum = this.#minimumHealthy
+    // A count above the registered targets would keep the group degraded for good: cap it.
+    return 'count' in minimum ? Math.min(minimum.count, registered) : Math.ceil((minimum.percent / 100) * registered)
   }
 
   #update (): void {
     const registered = [...this.#targets.values()]
     const healthy = registered.filter((target) => isRoutable(target.health))
-    // ALB fails open: with no healthy target, every registered one takes traffic.
-    const routable = healthy.length > 0 ? healthy : registered
+    const enough = registered.length > 0 && healthy.length >= Math.max(1, this.#minimumOf(registered.length))
+    if (!enough) {
+      this.#degraded = registered.length > 0
+      this.#enoughSinceMs = -1
+    } else if (this.#degraded) {
+      // Hysteresis: after a relapse, leave only once the minimum has held for a check interval,
+      // so a flapping target does not toggle the whole group in and out of fail-open.
+      const now = this.#settings.now()
+      if (this.#enoughSinceMs < 0) this.#enoughSinceMs = now
+      const holdMs = this.#everEnough ? (this.healthCheck?.intervalMs ?? 0) : 0
+      if (now - this.#enoughSinceMs >= holdMs) this.#degraded = false
+    }
+    if (!this.#degraded && enough) this.#everEnough = true
+    // ALB fails open: below the minimum, every registered target takes traffic.
+    const routable = !this.#degraded ? healthy : this.#failOpen ? registered : []
     for (const target of registered) target.routable = routable.includes(target)
     this.#routable = Object.freeze(routable)
     this.#refs = Object.freeze(registered.map((target) => target.ref))

@@ -64,6 +64,14 @@ export interface TargetGroupOptions {
   stickiness?: StickinessOptions
   /** Active health checks; without it targets are not checked and count as healthy. */
   healthCheck?: HealthCheckOptions
+  /**
+   * Fewer healthy targets than this and the group fails open (or answers 503, see `failOpen`):
+   * a count from 1 (capped at the number registered), or a percentage of the registered targets
+   * such as `'50%'`. Default 1.
+   */
+  minimumHealthyTargets?: number | string
+  /** Below `minimumHealthyTargets`, route to every registered target (true, ALB) or answer 503 (false). Default true. */
+  failOpen?: boolean
 }
 
 /**
@@ -157,7 +165,7 @@ export interface AffinityReassigned extends AffinityBase {
   readonly decidedBy: Algorithm
 }
 
-/** The group has no registered target: the gateway answers 503. */
+/** The group has no routable target (none registered, or none healthy with `failOpen: false`): the gateway answers 503. */
 export interface AffinityUnavailable extends AffinityBase {
   readonly outcome: 'unavailable'
   readonly target: null

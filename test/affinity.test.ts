@@ -78,7 +78,9 @@ test('decideAffinity is pure: the same inputs give the same decision', async (t)
     algorithm: 'round_robin',
     stickiness: { type: 'lb_cookie', durationSeconds: 60 },
     targets: [{ id: 'a', origin: 'http://127.0.0.1:1', weight: 1 }, { id: 'b', origin: 'http://127.0.0.1:2', weight: 1 }],
-    healthCheck: null
+    healthCheck: null,
+    minimumHealthyTargets: { count: 1 },
+    failOpen: true
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000 }

@@ -17,7 +17,11 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen)'],
+  ['minimum healthy of 0', { targetGroups: [{ name: 'g', minimumHealthyTargets: 0 }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received 0"],
+  ['minimum healthy above 100 %', { targetGroups: [{ name: 'g', minimumHealthyTargets: '101%' }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received \"101%\""],
+  ['minimum healthy as a fraction', { targetGroups: [{ name: 'g', minimumHealthyTargets: 0.5 }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received 0.5"],
+  ['failOpen not a boolean', { targetGroups: [{ name: 'g', failOpen: 'no' }] }, 'targetGroups[0].failOpen must be a boolean, received "no"'],
   ['health check not an object', { targetGroups: [{ name: 'g', healthCheck: true }] }, 'targetGroups[0].healthCheck must be an object, received true'],
   ['unknown health check option', { targetGroups: [{ name: 'g', healthCheck: { port: 8080 } }] }, 'targetGroups[0].healthCheck.port is not an option (known: path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold, matcher, initialState, allowShortIntervals)'],
   ['health check path without /', { targetGroups: [{ name: 'g', healthCheck: { path: 'health' } }] }, 'targetGroups[0].healthCheck.path must be a path starting with / (a query is allowed), printable ASCII without spaces, received "health"'],
@@ -87,7 +91,9 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     algorithm: 'round_robin',
     stickiness: { type: 'lb_cookie', durationSeconds: 86400 },
     targets: [{ id: 'a', origin: 'http://127.0.0.1:3001', weight: 1 }],
-    healthCheck: null
+    healthCheck: null,
+    minimumHealthyTargets: { count: 1 },
+    failOpen: true
   })
   t.equal(resolved.idleTimeoutMs, 60000)
   t.equal(resolved.connectTimeoutMs, 10000)
