@@ -100,6 +100,6 @@ export default plugin
 export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
 export { CookieCodec, COOKIE_PURPOSE_LB, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
-export { TargetGroup } from './target-group.js'
+export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'
 export * from './errors.js'
 export * from './types.js'

@@ -1,15 +1,20 @@
+import diagnosticsChannel from 'node:diagnostics_channel'
 import { createBalancer, type Balancer } from './balancer/balancer.js'
 import { FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
 import { HealthChecker } from './health/health-checker.js'
-import { afterCheck, isRoutable, registeredHealth, type CheckResult, type InitialState } from './health/target-state.js'
+import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
 import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
-import type { Algorithm, TargetOptions, TargetRef } from './types.js'
+import type { Algorithm, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
 export interface GroupSettings extends PoolSettings {
   readonly now: () => number
 }
+
+/** Where every target state change is published (see `TargetHealthChange`). */
+export const TARGET_HEALTH_CHANNEL = 'fastify-sticky:target-health'
+const healthChannel = diagnosticsChannel.channel(TARGET_HEALTH_CHANNEL)
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
 const REMEMBERED_DEREGISTRATIONS = 1024
@@ -135,9 +140,21 @@ export class TargetGroup {
     if (this.#deregistered.size > REMEMBERED_DEREGISTRATIONS) {
       this.#deregistered.delete(this.#deregistered.values().next().value as string)
     }
+    this.#setHealth(target, afterDeregistration(target.health, this.#settings.now()))
     this.#update()
     await target.close()
+    this.#setHealth(target, afterDraining(target.health, this.#settings.now()))
     return true
+  }
+
+  /** Every registered target with its state, ALB's reason code and requests in flight; and whether the group is degraded. */
+  describe (): TargetGroupDescription {
+    const targets: TargetDescription[] = []
+    for (const target of this.#targets.values()) {
+      const { state, reason, sinceMs } = target.health
+      targets.push({ id: target.id, origin: target.origin, weight: target.weight, state, reason, sinceMs, routable: target.routable, inFlight: target.outstanding })
+    }
+    return { name: this.name, algorithm: this.algorithm, degraded: this.#degraded, failOpen: this.#failOpen, targets }
   }
 
   /** Closes every target's pool (the plugin calls this when the app closes). */
@@ -157,7 +174,21 @@ export class TargetGroup {
 
   #add (target: Target): void {
     this.#targets.set(target.id, target)
+    this.#publish(target, null)
     this.#checker?.watch(target)
+  }
+
+  #setHealth (target: Target, health: TargetHealth): void {
+    const before = target.health
+    target.setHealth(health)
+    if (health.state !== before.state) this.#publish(target, before)
+  }
+
+  #publish (target: Target, before: TargetHealth | null): void {
+    if (!healthChannel.hasSubscribers) return
+    const { state, reason, sinceMs } = target.health
+    const change: TargetHealthChange = { targetGroup: this.name, target: target.ref, from: before?.state ?? null, to: state, reason, atMs: sinceMs }
+    healthChannel.publish(change)
   }
 
   #newHealth () {
@@ -169,7 +200,7 @@ export class TargetGroup {
     const check = this.healthCheck as ResolvedHealthCheck
     const before = target.health
     const after = afterCheck(before, result, check, this.#settings.now())
-    target.setHealth(after)
+    this.#setHealth(target, after)
     // While degraded, every check may end the hold: look again even without a state change.
     if (after.state !== before.state || this.#degraded) this.#update()
   }

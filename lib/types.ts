@@ -1,4 +1,7 @@
+import type { TargetStateName, TargetStateReason } from './health/target-state.js'
 import type { TargetGroup } from './target-group.js'
+
+export type { TargetStateName, TargetStateReason } from './health/target-state.js'
 
 /** How a target group picks a target for a client that is not (or no longer) pinned. */
 export type Algorithm = 'round_robin' | 'least_outstanding_requests' | 'weighted_random'
@@ -123,6 +126,45 @@ export type ReassignReason =
   | 'target-deregistered'
   | 'target-unreachable'
   | 'target-unhealthy'
+
+/** One target in `TargetGroup#describe()`. */
+export interface TargetDescription {
+  readonly id: string
+  readonly origin: string
+  readonly weight: number
+  /** ALB's state: `initial`, `healthy`, `unhealthy`, `draining`, `unused`. */
+  readonly state: TargetStateName
+  /** ALB's reason code, e.g. `Target.Timeout`; null while healthy. */
+  readonly reason: TargetStateReason
+  /** When the target entered its state (ms since the epoch, the plugin's clock). */
+  readonly sinceMs: number
+  /** Takes new sessions and keeps its pinned clients now (healthy, or the group fails open). */
+  readonly routable: boolean
+  /** Requests sent to it whose response has not ended. */
+  readonly inFlight: number
+}
+
+/** What `TargetGroup#describe()` returns. */
+export interface TargetGroupDescription {
+  readonly name: string
+  readonly algorithm: Algorithm
+  /** Fewer healthy targets than `minimumHealthyTargets`: failing open (or answering 503). */
+  readonly degraded: boolean
+  readonly failOpen: boolean
+  readonly targets: readonly TargetDescription[]
+}
+
+/** Published on the diagnostics channel `fastify-sticky:target-health` at every target state change. */
+export interface TargetHealthChange {
+  readonly targetGroup: string
+  readonly target: TargetRef
+  /** The previous state; null when the target was just registered. */
+  readonly from: TargetStateName | null
+  readonly to: TargetStateName
+  readonly reason: TargetStateReason
+  /** When the change happened (ms since the epoch, the plugin's clock). */
+  readonly atMs: number
+}
 
 /** The target chosen for a request, as handlers see it. */
 export interface TargetRef {
