@@ -75,9 +75,9 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   #received = 0
   #chunks: Buffer[] = []
   #stream: ResponseStream | null = null
-  /** Header names copied from the target onto the reply, and the reply's own Set-Cookie before them. */
+  /** Header names copied from the target onto the reply, and how many Set-Cookie lines the reply had before them. */
   #copied: string[] = []
-  #ownCookies: string | number | string[] | undefined = undefined
+  #ownCookieCount = 0
 
   constructor (
     readonly proxy: Proxy,
@@ -249,9 +249,9 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   #copyHeaders (rawHeaders: Buffer[]): IncomingHttpHeaders {
     const { reply } = this
     const headers = parseRawHeaders(rawHeaders)
-    // Fastify appends the target's Set-Cookie lines to the array it holds: keep a copy of ours.
+    // Fastify appends the target's Set-Cookie lines after ours: count ours, copy them only on failure.
     const current = reply.getHeader('set-cookie')
-    this.#ownCookies = Array.isArray(current) ? [...current] : current
+    this.#ownCookieCount = current === undefined ? 0 : Array.isArray(current) ? current.length : 1
     const connection = headers.connection
     const listed = connection === undefined ? null : connectionTokens(connection)
     const copied = this.#copied
@@ -267,10 +267,13 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
 
   /** Takes the target's headers off the reply again, for a gateway error in their place. */
   #restoreHeaders (): void {
-    for (const name of this.#copied) this.reply.removeHeader(name)
+    const { reply } = this
+    const current = reply.getHeader('set-cookie')
+    const own = current === undefined ? [] : (Array.isArray(current) ? current : [String(current)]).slice(0, this.#ownCookieCount)
+    for (const name of this.#copied) reply.removeHeader(name)
     // Fastify would append ours to whatever Set-Cookie the reply holds: start from none.
-    this.reply.removeHeader('set-cookie')
-    if (this.#ownCookies !== undefined) this.reply.header('set-cookie', this.#ownCookies)
+    reply.removeHeader('set-cookie')
+    if (own.length > 0) reply.header('set-cookie', own)
   }
 }
 
