@@ -76,3 +76,16 @@ test('opened values are remembered: only authenticated ones, for their own purpo
   t.equal(codec.cachedCount, OPENED_CACHE_SIZE, `never more than ${OPENED_CACHE_SIZE} values`)
   t.same(codec.open(COOKIE_PURPOSE_LB, value), { payload, rotated: false }, 'a value pushed out still opens')
 })
+
+test('the opened-value cache: aliases of one sealed value do not each take a slot', async (t) => {
+  const codec = new CookieCodec([K1])
+  const value = codec.seal(COOKIE_PURPOSE_LB, payload)
+  t.ok(codec.open(COOKIE_PURPOSE_LB, value), 'the value opens')
+  // Node's base64url decoder skips what is not base64: every junk suffix (up to the length limit) is another key.
+  let opened = 0
+  for (const junk of ['!', '.', '~', '=', '*', '(', ')', "'"]) {
+    for (let n = 1; n <= 100; n++) if (codec.open(COOKIE_PURPOSE_LB, value + junk.repeat(n)) !== null) opened++
+  }
+  t.equal(opened, 0, `${opened} non-canonical spellings of one cookie open`)
+  t.equal(codec.cachedCount, 1, `one client's single cookie fills ${codec.cachedCount} of the 4096 slots`)
+})

@@ -1,26 +1,11 @@
 import { once } from 'node:events'
-import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifySticky, { stickyProxy } from '../lib/index.js'
-import { buildGateway, CookieJar, echoOf, startTargets, TEST_KEY, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, rawTarget, refusedUrl, startTargets, TEST_KEY, waitFor } from './setup.js'
 
 interface Tap { teardown (fn: () => unknown): void }
-
-/** A raw TCP target that answers every request with `response` (then closes, when asked). */
-async function rawTarget (t: Tap, response: string, close = false): Promise<string> {
-  const server = createNetServer((socket) => {
-    socket.on('error', () => {})
-    socket.once('data', () => {
-      socket.write(response)
-      if (close) socket.destroy()
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => new Promise((resolve) => server.close(resolve)))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
 
 /** A gateway that keeps every log line, to check none shows an address or a cookie. */
 async function loggedGateway (t: Tap, urls: string[], options: { redispatch?: boolean } = {}): Promise<{ app: FastifyInstance, logs: string[] }> {
@@ -88,16 +73,6 @@ test('a small typed response that stalls in its body: a clean 504 after the idle
   t.equal(res.json().code, 'FST_STICKY_TARGET_TIMEOUT')
   t.notOk(res.headers['x-internal'], 'none of the target’s headers')
 })
-
-/** An address where nothing listens: connections to it are refused. */
-async function refusedUrl (): Promise<string> {
-  const server = createNetServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const port = (server.address() as AddressInfo).port
-  await new Promise((resolve) => server.close(resolve))
-  return `http://127.0.0.1:${port}`
-}
 
 test('no log line or error body shows a target address or a cookie value, whatever fails', async (t) => {
   const targets = await startTargets(t, 1)

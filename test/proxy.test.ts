@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { once } from 'node:events'
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
-import { buildGateway, echoOf, startTargets, waitFor, type Echo } from './setup.js'
+import { buildGateway, echoOf, startServer, startTargets, waitFor, type Echo } from './setup.js'
 
 interface Tap {
   teardown (fn: () => unknown): void
@@ -127,20 +127,6 @@ async function rawClient (t: Tap, port: number) {
     },
     get closed () { return closed }
   }
-}
-
-/** A real loopback HTTP server with a custom handler, closed by the test's teardown. */
-async function startServer (t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void) {
-  const server = createServer(handler)
-  t.teardown(() => {
-    const closed = once(server, 'close')
-    server.close()
-    server.closeAllConnections()
-    return closed
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
 }
 
 /** Sends one request with node:http and collects the whole response. */

@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fastifySticky, { type FastifyStickyOptions } from '../lib/index.js'
 
@@ -168,4 +168,54 @@ export function exposeAffinity (app: FastifyInstance): void {
     const affinity = request.affinity
     if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
   })
+}
+
+/** A real loopback HTTP server with a custom handler, closed (with its connections) by the test's teardown. */
+export async function startServer (t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server, url: string }> {
+  const server = createServer(handler)
+  t.teardown(() => {
+    const closed = once(server, 'close')
+    server.close()
+    server.closeAllConnections()
+    return closed
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+}
+
+/** A raw TCP target on 127.0.0.1: `onRequest` gets each connection's socket at its first request bytes. */
+export async function rawServer (t: Tap, onRequest: (socket: Socket, data: Buffer) => void): Promise<string> {
+  const sockets = new Set<Socket>()
+  const server = createNetServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    socket.once('data', (data: Buffer) => onRequest(socket, data))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy()
+    return new Promise((resolve) => server.close(resolve))
+  })
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/** A raw TCP target that answers every request with `response` (then closes, when asked). */
+export async function rawTarget (t: Tap, response: string, close = false): Promise<string> {
+  return rawServer(t, (socket) => {
+    socket.write(response)
+    if (close) socket.destroy()
+  })
+}
+
+/** An address where nothing listens: connections to it are refused. */
+export async function refusedUrl (): Promise<string> {
+  const server = createNetServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as AddressInfo).port
+  await new Promise((resolve) => server.close(resolve))
+  return `http://127.0.0.1:${port}`
 }
