@@ -23,8 +23,28 @@ interface Shop {
 }
 interface ShopModule {
   DEMO_KEY: string
-  startShop (options?: { port?: number, host?: string }): Promise<Shop>
+  startShop (options?: { port?: number, host?: string, healthCheck?: Record<string, unknown> }): Promise<Shop>
 }
+interface TargetView {
+  id: string
+  process: 'running' | 'stopped'
+  state: string
+  reason: string | null
+  forMs: number
+  routable: boolean
+  inFlight: number
+}
+interface HealthView {
+  group: string
+  degraded: boolean
+  failOpen: boolean
+  healthCheck: Record<string, unknown>
+  targets: TargetView[]
+}
+/** Every field GET /demo/health may send for a target; `boundSessions` and `ejected` when the plugin has them. */
+const TARGET_VIEW_KEYS = ['id', 'process', 'state', 'reason', 'forMs', 'routable', 'inFlight', 'boundSessions', 'ejected']
+/** Checks every few ms: failures show within a tenth of a second. */
+const FAST_HEALTH_CHECK = { intervalMs: 50, timeoutMs: 40, allowShortIntervals: true }
 
 // A variable specifier: the example is plain JavaScript without declarations.
 const shopModule = await import(START.href) as ShopModule
@@ -185,4 +205,116 @@ test('startShop(): a restarted backend has the same port and lost its carts; clo
   ], 'close() stops every backend')
   const refused = await fetch(shop.url).then((r) => `answered ${r.status}`, (err: Error) => (err.cause as { code?: string } | undefined)?.code ?? err.message)
   t.equal(refused, 'ECONNREFUSED', `close() closes the gateway: ${refused}`)
+})
+
+/** Polls GET /demo/health every 20 ms until `done` holds, for up to 5 s; resolves to each answer seen. */
+async function pollHealth (send: (method: string, path: string) => Promise<Response>, done: (health: HealthView) => boolean, what: string): Promise<HealthView[]> {
+  const deadline = Date.now() + 5000
+  const seen: HealthView[] = []
+  for (;;) {
+    const res = await send('GET', '/demo/health')
+    if (res.status !== 200) throw new Error(`GET /demo/health while waiting for ${what}: ${res.status} ${res.body}`)
+    const health = res.json() as HealthView
+    seen.push(health)
+    if (done(health)) return seen
+    if (Date.now() > deadline) throw new Error(`no ${what} within 5 s; last: ${res.body}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+function targetOf (health: HealthView, id: string): TargetView {
+  const target = health.targets.find((candidate) => candidate.id === id)
+  if (target === undefined) throw new Error(`no target ${id} in ${JSON.stringify(health)}`)
+  return target
+}
+
+test('GET /demo/health: each backend\'s process and target state, the demo\'s checks, and no target address', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const res = await send('GET', '/demo/health')
+  t.equal(res.status, 200, `GET /demo/health: ${res.status} ${res.body}`)
+  const health = res.json() as HealthView
+  t.same({ group: health.group, degraded: health.degraded, failOpen: health.failOpen, healthCheck: health.healthCheck }, {
+    group: 'carts',
+    degraded: false,
+    failOpen: true,
+    healthCheck: { path: '/health', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2 }
+  }, `the group and ALB's shortest checks: ${res.body}`)
+  // startShop() resolves after the first checks: no backend is still `initial`.
+  t.same(health.targets.map(({ id, process, state, reason, routable, inFlight }) => ({ id, process, state, reason, routable, inFlight })), [
+    { id: 'cart-a', process: 'running', state: 'healthy', reason: null, routable: true, inFlight: 0 },
+    { id: 'cart-b', process: 'running', state: 'healthy', reason: null, routable: true, inFlight: 0 },
+    { id: 'cart-c', process: 'running', state: 'healthy', reason: null, routable: true, inFlight: 0 }
+  ], `three healthy targets: ${res.body}`)
+  for (const target of health.targets) {
+    t.ok(Number.isInteger(target.forMs) && target.forMs >= 0 && target.forMs < 60_000, `${target.id} has an age in ms: ${target.forMs}`)
+    const unknown = Object.keys(target).filter((key) => !TARGET_VIEW_KEYS.includes(key))
+    t.same(unknown, [], `${target.id} has only the listed fields: ${JSON.stringify(target)}`)
+  }
+
+  t.notMatch(res.body, /127\.0\.0\.1|localhost|http:/, `no address in the body: ${res.body}`)
+  for (const backend of shop.backends) {
+    const port = new URL(backend.url).port
+    t.notMatch(res.body, new RegExp(`(^|\\D)${port}(\\D|$)`), `no port of ${backend.id} (${port}) in the body: ${res.body}`)
+  }
+
+  const direct = await fetch(new URL('/health', shop.backends[0].url))
+  const body = await direct.text()
+  t.same({ status: direct.status, setCookie: direct.headers.get('set-cookie'), body: JSON.parse(body) },
+    { status: 200, setCookie: null, body: { status: 'ok', servedBy: 'cart-a' } }, `a backend answers GET /health without a session: ${direct.status} ${body}`)
+})
+
+test('GET /demo/health: a stopped backend turns unhealthy, and healthy again once started', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const stopped = await send('POST', '/demo/backends/cart-b/stop')
+  t.equal(stopped.status, 200, `stop cart-b: ${stopped.status} ${stopped.body}`)
+  const down = (await pollHealth(send, (health) => targetOf(health, 'cart-b').state === 'unhealthy', 'cart-b unhealthy')).at(-1) as HealthView
+  const sick = targetOf(down, 'cart-b')
+  t.match(sick, { process: 'stopped', routable: false }, `cart-b is stopped and takes no new request: ${JSON.stringify(sick)}`)
+  t.ok(sick.reason === 'Target.FailedHealthChecks' || sick.reason === 'Target.Timeout', `with ALB's reason: ${sick.reason}`)
+  t.same(down.targets.filter(({ id }) => id !== 'cart-b').map(({ state }) => state), ['healthy', 'healthy'], `the others stay healthy: ${JSON.stringify(down.targets)}`)
+  t.equal(down.degraded, false, `two healthy targets: not degraded: ${JSON.stringify(down)}`)
+
+  const startedAt = Date.now()
+  const started = await send('POST', '/demo/backends/cart-b/start')
+  t.equal(started.status, 200, `start cart-b: ${started.status} ${started.body}`)
+  const seen = await pollHealth(send, (health) => targetOf(health, 'cart-b').state === 'healthy', 'cart-b healthy again')
+  const states = seen.map((health) => targetOf(health, 'cart-b').state)
+  // ALB: a target that was registered all along goes from unhealthy straight to healthy; `initial` is for new ones.
+  t.same([...new Set(states)], states.length === 1 ? ['healthy'] : ['unhealthy', 'healthy'], `cart-b went unhealthy → healthy: ${states.join(', ')}`)
+  const back = targetOf(seen.at(-1) as HealthView, 'cart-b')
+  t.match(back, { process: 'running', reason: null, routable: true }, `cart-b runs and takes requests: ${JSON.stringify(back)}`)
+  t.ok(back.forMs <= Date.now() - startedAt, `its age counts from its recovery: ${back.forMs} ms, started ${Date.now() - startedAt} ms ago`)
+})
+
+test('GET /demo/health: with every backend stopped the group is degraded and fails open', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  for (const id of ['cart-a', 'cart-b', 'cart-c']) await send('POST', `/demo/backends/${id}/stop`)
+  const down = (await pollHealth(send, (health) => health.degraded, 'a degraded group')).at(-1) as HealthView
+  t.same(down.targets.map(({ state, routable }) => ({ state, routable })), [
+    { state: 'unhealthy', routable: true }, { state: 'unhealthy', routable: true }, { state: 'unhealthy', routable: true }
+  ], `every target is unhealthy, and routable while failing open: ${JSON.stringify(down.targets)}`)
+})
+
+test('the page polls /demo/health and has the health panel', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const page = (await send('GET', '/')).body
+  for (const part of [
+    'id="health-note"', 'id="degraded"', 'id="health-error"', 'id="backends"',
+    "fetch('/demo/health'", 'HEALTH_POLL_MS = 1000', 'target.forMs', 'target.reason', 'target.inFlight', 'target.boundSessions', 'target.ejected',
+    '.badge.initial', '.badge.healthy', '.badge.unhealthy', '.badge.draining'
+  ]) t.ok(page.includes(part), `the page has ${part}`)
+  t.notOk(/innerHTML|outerHTML|insertAdjacentHTML/.test(page), 'the page builds no markup from strings')
+  t.notOk(page.includes('target.origin'), 'the page shows no target address')
 })

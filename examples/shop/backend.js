@@ -17,6 +17,7 @@ const MAX_SESSIONS = 10_000
  * - `GET /cart` → `{ servedBy, sessionKnown, items: [{ name, quantity }] }`
  * - `POST /cart/items` with JSON `{ name }` → adds one of `name`, answers the cart
  * - `DELETE /cart/items` → empties the cart, answers it
+ * - `GET /health` → `{ status: 'ok', servedBy }`, for the gateway's health checks (no session)
  *
  * `stop()` closes the server and every connection, so connections are refused, and forgets
  * every cart, like a killed process; `start()` listens again on the same port.
@@ -37,6 +38,8 @@ export async function startBackend (id) {
   function handle (req, res) {
     res.setHeader('x-served-by', id)
     const path = (req.url ?? '/').split('?')[0]
+    // Before sessionOf(): a health check must not make a session, nor a cookie, every few seconds.
+    if (path === '/health' && req.method === 'GET') return sendJson(res, 200, { status: 'ok', servedBy: id })
     if (path === '/cart' && req.method === 'GET') return answerCart(req, res)
     if (path === '/cart/items' && req.method === 'DELETE') {
       const session = sessionOf(req, res)

@@ -1,5 +1,6 @@
 import { realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import fastifySticky, { stickyProxy } from 'fastify-sticky'
 import { startBackend } from './backend.js'
@@ -8,6 +9,11 @@ import { startBackend } from './backend.js'
 // a real deployment sets its own secret keys (e.g. from the environment) and never commits them.
 export const DEMO_KEY = '5f1c0a7e9b3d42c8a6e1f07d2b9c4e38d7a15b6c0e2f9483a1d6b7c5e8f02a4d'
 export const BACKEND_IDS = ['cart-a', 'cart-b', 'cart-c']
+/**
+ * The demo's health checks: ALB's shortest interval and smallest thresholds, so a stopped backend
+ * is `unhealthy` within about 10 s and a restarted one `healthy` again within about 10 s.
+ */
+export const DEMO_HEALTH_CHECK = Object.freeze({ path: '/health', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2 })
 
 const PAGE = new URL('./index.html', import.meta.url)
 // The page needs nothing from elsewhere and talks only to this gateway; the policy keeps it so.
@@ -15,9 +21,12 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src '
 
 /**
  * Starts the three demo cart backends and the sticky gateway in front of them, listening on
- * `host:port` (0 for an ephemeral port). Resolves to `{ url, gateway, backends, close() }`.
+ * `host:port` (0 for an ephemeral port), once every backend has had its first health check.
+ * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals).
+ * Resolves to `{ url, gateway, backends, close() }`.
  */
-export async function startShop ({ port = 3000, host = '127.0.0.1', logger } = {}) {
+export async function startShop ({ port = 3000, host = '127.0.0.1', logger, healthCheck = {} } = {}) {
+  const check = { ...DEMO_HEALTH_CHECK, ...healthCheck }
   const backends = []
   const gateway = Fastify({ logger: logger ?? false })
   let closing = null
@@ -35,7 +44,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger } = {
       targetGroups: [{
         name: 'carts',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
-        stickiness: { type: 'lb_cookie', durationSeconds: 3600 }
+        stickiness: { type: 'lb_cookie', durationSeconds: 3600 },
+        healthCheck: check
       }]
     })
 
@@ -66,6 +76,38 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger } = {
       return backend
     }
     gateway.get('/demo/backends', async () => backends.map(describe))
+    // The gateway's view next to each process's: listed field by field, so that no target address
+    // (its origin) reaches the page, whatever describe() grows to hold.
+    const carts = gateway.targetGroups.get('carts')
+    const { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold } = check
+    gateway.get('/demo/health', async () => {
+      const group = carts.describe()
+      const now = Date.now()
+      return {
+        group: group.name,
+        degraded: group.degraded,
+        failOpen: group.failOpen,
+        healthCheck: { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold },
+        targets: group.targets.map((target) => {
+          const backend = backends.find((candidate) => candidate.id === target.id)
+          const view = {
+            id: target.id,
+            process: backend?.running ? 'running' : 'stopped',
+            state: target.state,
+            reason: target.reason,
+            // An age, not a timestamp: the browser's clock may differ from this one.
+            forMs: Math.max(0, now - target.sinceMs),
+            routable: target.routable,
+            inFlight: target.inFlight
+          }
+          if (typeof target.boundSessions === 'number') view.boundSessions = target.boundSessions
+          // Passive ejection, as a flag: `ejected`, or derived from `ejectedUntilMs` (a time, like sinceMs).
+          if (typeof target.ejected === 'boolean') view.ejected = target.ejected
+          else if (target.ejectedUntilMs !== undefined) view.ejected = typeof target.ejectedUntilMs === 'number' && target.ejectedUntilMs > now
+          return view
+        })
+      }
+    })
     gateway.post('/demo/backends/:id/stop', async (request, reply) => {
       const backend = find(request, reply)
       if (backend === undefined) return reply
@@ -80,6 +122,10 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger } = {
     })
 
     await gateway.listen({ port, host })
+    // A backend is `initial` until its first check passes, and takes no new client before: wait,
+    // so a first visitor is not pinned to one while the group fails open, then moved at once.
+    const deadline = Date.now() + check.intervalMs + check.timeoutMs
+    while (carts.describe().targets.some((target) => target.state === 'initial') && Date.now() < deadline) await sleep(20)
   } catch (err) {
     await close()
     throw err
