@@ -12,6 +12,10 @@ export const FST_STICKY_TARGET_GROUP_UNKNOWN = createError<[string, string]>(
 export const FST_STICKY_TARGET_DUPLICATE = createError<[string, string]>(
   'FST_STICKY_TARGET_DUPLICATE', "Target group '%s' already has a target with id '%s'", 500, TypeError)
 
+/** `register()` was given the id of a target that is still draining. */
+export const FST_STICKY_TARGET_DRAINING = createError<[string, string]>(
+  'FST_STICKY_TARGET_DRAINING', "Target group '%s' is still draining target '%s': register it again once its deregister() has resolved", 500, TypeError)
+
 /** `register()` was called on a target group whose app has closed (its pools are gone). */
 export const FST_STICKY_TARGET_GROUP_CLOSED = createError<[string]>(
   'FST_STICKY_TARGET_GROUP_CLOSED', "Target group '%s' is closed: its app has closed", 500)
@@ -32,6 +36,10 @@ export const FST_STICKY_TARGET_GROUP_UNAVAILABLE = createError<[string]>(
 /** The target refused, reset or closed the connection before a response (ALB: 502). */
 export const FST_STICKY_TARGET_CONNECTION_FAILED = createError(
   'FST_STICKY_TARGET_CONNECTION_FAILED', 'The target refused, reset or closed the connection', 502)
+
+/** The target was deregistered and its deregistration delay ended before it answered (ALB: 502). */
+export const FST_STICKY_TARGET_DEREGISTERED = createError(
+  'FST_STICKY_TARGET_DEREGISTERED', 'The target was deregistered and its deregistration delay ended before the response did', 502)
 
 /** The target's response could not be parsed: bad status line, bad or oversized headers (ALB: 502). */
 export const FST_STICKY_TARGET_RESPONSE_INVALID = createError(

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
 import type { InitialState } from './health/target-state.js'
-import type { Algorithm, FastifyStickyOptions, HealthCheckOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
+import type { Algorithm, FastifyStickyOptions, HealthCheckOptions, OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
 
 export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
 export const MAX_COOKIE_DURATION_SECONDS = 604_800
@@ -29,14 +29,26 @@ export const MAX_THRESHOLD = 10
 /** ALB's quota of targets per target group; also the largest `minimumHealthyTargets` count. */
 export const MAX_TARGETS = 1000
 export const DEFAULT_HEALTH_CHECK_MATCHER = '200'
+export const DEFAULT_DEREGISTRATION_DELAY_MS = 300_000
+export const MAX_DEREGISTRATION_DELAY_MS = 3_600_000
+export const MIN_SLOW_START_MS = 30_000
+export const MAX_SLOW_START_MS = 900_000
+export const DEFAULT_CONSECUTIVE_ERRORS = 5
+export const MAX_CONSECUTIVE_ERRORS = 1000
+export const DEFAULT_BASE_EJECTION_MS = 30_000
+export const DEFAULT_MAX_EJECTION_MS = 300_000
+export const MAX_EJECTION_MS = 3_600_000
+export const DEFAULT_MAX_EJECTED_PERCENT = 10
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'now']
-const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen']
-const HEALTH_CHECK_KEYS = ['path', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
+const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
+  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
+const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
+const OUTLIER_KEYS = ['consecutiveErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds']
 
@@ -54,6 +66,8 @@ export interface ResolvedTarget {
 
 export interface ResolvedHealthCheck {
   readonly path: string
+  /** The port to check; null for the target's own (the traffic port). */
+  readonly port: number | null
   readonly intervalMs: number
   readonly timeoutMs: number
   readonly healthyThreshold: number
@@ -71,6 +85,20 @@ export interface ResolvedTargetGroup {
   readonly healthCheck: ResolvedHealthCheck | null
   readonly minimumHealthyTargets: MinimumHealthy
   readonly failOpen: boolean
+  readonly deregistrationDelayMs: number
+  readonly drainingKeepsSessions: boolean
+  /** 0 when off. */
+  readonly slowStartMs: number
+  /** Null when passive checks are off. */
+  readonly outlierDetection: ResolvedOutlierDetection | null
+}
+
+export interface ResolvedOutlierDetection {
+  readonly consecutiveErrors: number
+  readonly baseEjectionMs: number
+  readonly maxEjectionMs: number
+  readonly maxEjectedPercent: number
+  readonly keepSessions: boolean
 }
 
 /** The healthy targets a group needs before it stops failing open: a count, or a share in percent. */
@@ -150,7 +178,45 @@ function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
   const healthCheck = resolveHealthCheck(group.healthCheck, `${path}.healthCheck`)
   const minimumHealthyTargets = resolveMinimumHealthy(group.minimumHealthyTargets, `${path}.minimumHealthyTargets`)
   const failOpen = optionalBoolean(group.failOpen, `${path}.failOpen`, true)
-  return Object.freeze({ name, algorithm, stickiness, targets: Object.freeze(targets), healthCheck, minimumHealthyTargets, failOpen })
+  const deregistrationDelayMs = optionalInteger(group.deregistrationDelayMs, `${path}.deregistrationDelayMs`, 0, MAX_DEREGISTRATION_DELAY_MS, DEFAULT_DEREGISTRATION_DELAY_MS)
+  const drainingKeepsSessions = optionalBoolean(group.drainingKeepsSessions, `${path}.drainingKeepsSessions`, true)
+  const slowStartMs = group.slowStartMs ?? 0
+  if (slowStartMs !== 0 && (typeof slowStartMs !== 'number' || !Number.isInteger(slowStartMs) || slowStartMs < MIN_SLOW_START_MS || slowStartMs > MAX_SLOW_START_MS)) {
+    invalid(`${path}.slowStartMs`, `0 (off) or an integer from ${MIN_SLOW_START_MS} to ${MAX_SLOW_START_MS}`, slowStartMs)
+  }
+  // ALB refuses slow start with least_outstanding_requests.
+  if (slowStartMs !== 0 && algorithm === 'least_outstanding_requests') {
+    invalid(`${path}.slowStartMs`, '0 when algorithm is least_outstanding_requests (ALB does not combine them)', slowStartMs)
+  }
+  const outlierDetection = resolveOutlierDetection(group.outlierDetection, `${path}.outlierDetection`)
+  return Object.freeze({
+    name,
+    algorithm,
+    stickiness,
+    targets: Object.freeze(targets),
+    healthCheck,
+    minimumHealthyTargets,
+    failOpen,
+    deregistrationDelayMs,
+    drainingKeepsSessions,
+    slowStartMs,
+    outlierDetection
+  })
+}
+
+function resolveOutlierDetection (raw: unknown, path: string): ResolvedOutlierDetection | null {
+  if (raw === undefined || raw === false) return null
+  const options = requireObject(raw, path, 'false or an object') as Partial<OutlierDetectionOptions>
+  refuseUnknownKeys(options, OUTLIER_KEYS, `${path}.`)
+  const baseEjectionMs = optionalInteger(options.baseEjectionMs, `${path}.baseEjectionMs`, 1, MAX_EJECTION_MS, DEFAULT_BASE_EJECTION_MS)
+  const maxEjectionMs = optionalInteger(options.maxEjectionMs, `${path}.maxEjectionMs`, baseEjectionMs, MAX_EJECTION_MS, Math.max(baseEjectionMs, DEFAULT_MAX_EJECTION_MS))
+  return Object.freeze({
+    consecutiveErrors: optionalInteger(options.consecutiveErrors, `${path}.consecutiveErrors`, 1, MAX_CONSECUTIVE_ERRORS, DEFAULT_CONSECUTIVE_ERRORS),
+    baseEjectionMs,
+    maxEjectionMs,
+    maxEjectedPercent: optionalInteger(options.maxEjectedPercent, `${path}.maxEjectedPercent`, 1, 100, DEFAULT_MAX_EJECTED_PERCENT),
+    keepSessions: optionalBoolean(options.keepSessions, `${path}.keepSessions`, false)
+  })
 }
 
 function resolveMinimumHealthy (raw: unknown, path: string): MinimumHealthy {
@@ -177,8 +243,13 @@ function resolveHealthCheck (raw: unknown, path: string): ResolvedHealthCheck | 
   const rawMatcher = check.matcher ?? DEFAULT_HEALTH_CHECK_MATCHER
   const matcher = typeof rawMatcher === 'string' ? parseMatcher(rawMatcher) : null
   if (matcher === null) invalid(`${path}.matcher`, "status codes from 200 to 499: '200', a list '200,202' or a range '200-299'", rawMatcher)
+  const port = check.port ?? 'traffic-port'
+  if (port !== 'traffic-port' && (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65_535)) {
+    invalid(`${path}.port`, "'traffic-port' or an integer from 1 to 65535", port)
+  }
   return Object.freeze({
     path: checkPath,
+    port: port === 'traffic-port' ? null : port,
     intervalMs,
     timeoutMs,
     healthyThreshold: optionalInteger(check.healthyThreshold, `${path}.healthyThreshold`, MIN_THRESHOLD, MAX_THRESHOLD, DEFAULT_HEALTHY_THRESHOLD),

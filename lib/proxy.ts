@@ -9,6 +9,7 @@ import {
   FST_STICKY_ROUTE_UNBOUND,
   FST_STICKY_TARGET_CONNECT_TIMEOUT,
   FST_STICKY_TARGET_CONNECTION_FAILED,
+  FST_STICKY_TARGET_DEREGISTERED,
   FST_STICKY_TARGET_GROUP_UNAVAILABLE,
   FST_STICKY_TARGET_RESPONSE_INVALID,
   FST_STICKY_TARGET_TIMEOUT
@@ -51,6 +52,10 @@ type Body = string | Buffer | Readable | UnreadBody | undefined
 
 /** Errors after which nothing reached the target, so the request may go to another one. */
 const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+
+/** Errors caused by the request (or the gateway's own deregistration), not by the target: passive checks ignore them. */
+const CLIENT_FAULTS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH', 'UND_ERR_ABORTED',
+  'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'FST_STICKY_TARGET_DEREGISTERED'])
 
 /** Where an exchange is: waiting for the target's headers, collecting a small body, streaming one, or finished. */
 type Phase = 'waiting' | 'buffering' | 'streaming' | 'done'
@@ -163,6 +168,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       return false
     }
     this.#status = statusCode
+    // Passive checks: a 5xx counts against the target, anything else clears its count.
+    this.target.recordOutcome(statusCode >= 500)
     const headers = this.#copyHeaders(rawHeaders)
     const length = headers['content-length']
     if (headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
@@ -327,7 +334,7 @@ export class Proxy {
     let target = targetOf(rule, affinity)
     // Deregistered after the decision (e.g. while an async handler awaited): decide again.
     if (target === undefined && affinity.target !== null) {
-      affinity = choose(rule.group, rule.stickiness, 'target-deregistered')
+      affinity = choose(rule.group, rule.stickiness, 'target-deregistered', rule.now())
       repin(reply, rule, affinity)
       target = targetOf(rule, affinity)
     }
@@ -365,8 +372,9 @@ export class Proxy {
     // The client is gone: nobody to answer, nothing to log as a target failure.
     if (exchange.clientGone || reply.sent) return
     const code = errorCodeOf(err)
+    if (!CLIENT_FAULTS.has(code)) target.recordOutcome(true)
     if (NOTHING_SENT.has(code) && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
-      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', target)
+      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', rule.now(), target)
       const next = targetOf(rule, decision)
       if (next !== undefined) {
         request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code }, 'fastify-sticky: target did not take the request, redispatching')
@@ -397,6 +405,8 @@ export class Proxy {
       case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
       case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
         return new FST_STICKY_TARGET_RESPONSE_INVALID()
+      case 'FST_STICKY_TARGET_DEREGISTERED':
+        return new FST_STICKY_TARGET_DEREGISTERED()
       case 'UND_ERR_INVALID_ARG':
       case 'UND_ERR_NOT_SUPPORTED':
       case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':

@@ -1,9 +1,9 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { createBalancer, type Balancer } from './balancer/balancer.js'
-import { FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
+import { FST_STICKY_TARGET_DEREGISTERED, FST_STICKY_TARGET_DRAINING, FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
 import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
-import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
+import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import type { Algorithm, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
@@ -18,13 +18,32 @@ const healthChannel = diagnosticsChannel.channel(TARGET_HEALTH_CHANNEL)
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
 const REMEMBERED_DEREGISTRATIONS = 1024
-/** How often `pick(except)` asks the balancer before filtering `except` out. */
-const REPICK_ATTEMPTS = 4
+/** How often `pick` asks the balancer for a target it may take before it takes what comes. */
+const PICK_ATTEMPTS = 8
+/** How often a draining target that keeps sessions looks whether its last session has ended. */
+const DRAIN_SWEEP_MS = 1000
+
+/** A target being drained: whether it keeps its sessions, and how its draining ends. */
+interface Drain {
+  readonly keep: boolean
+  readonly done: Promise<boolean>
+  /** Ends the draining now; `deadline` when the delay ran out (requests still running get 502). */
+  readonly finish: (deadline: boolean) => void
+}
+
+/** A target's passive-check history: how many ejections in a row, the last one's length, when it returned. */
+interface Ejections {
+  count: number
+  lastMs: number
+  returnedAtMs: number
+  timer: NodeJS.Timeout | null
+}
 
 /**
  * A named set of targets sharing algorithm and stickiness. Targets can be registered and
- * deregistered while the gateway serves: a deregistered target takes no new request, its
- * in-flight requests finish, then its pool closes.
+ * deregistered while the gateway serves: a deregistered target drains (no new sessions, its
+ * in-flight requests finish, and by default its pinned clients stay) until the deregistration
+ * delay ends or nothing is left on it, then its pool closes.
  */
 export class TargetGroup {
   readonly name: string
@@ -33,6 +52,11 @@ export class TargetGroup {
   readonly stickiness: ResolvedStickiness | null
   /** The group's active health checks; null when it has none. */
   readonly healthCheck: ResolvedHealthCheck | null
+  /** Passive checks; null when off. */
+  readonly outlierDetection: ResolvedOutlierDetection | null
+  readonly deregistrationDelayMs: number
+  readonly drainingKeepsSessions: boolean
+  readonly slowStartMs: number
   readonly #settings: GroupSettings
   readonly #minimumHealthy: MinimumHealthy
   readonly #failOpen: boolean
@@ -44,11 +68,16 @@ export class TargetGroup {
   /** While degraded, when the healthy count last reached the minimum; -1 when it is below. */
   #enoughSinceMs = -1
   readonly #balancer: Balancer
+  /** Registered and draining targets, in registration order. */
   readonly #targets = new Map<string, Target>()
+  readonly #drains = new Map<Target, Drain>()
+  readonly #ejections = new Map<Target, Ejections>()
   readonly #deregistered = new Set<string>()
   /** Replaced, never mutated, on every change: balancers cache by its identity. */
   #routable: readonly Target[] = []
   #refs: readonly TargetRef[] = []
+  /** Some routable target is in slow start: picks take the slow path. */
+  #slowStarting = false
   #closing: Promise<void> | null = null
 
   constructor (resolved: ResolvedTargetGroup, settings: GroupSettings) {
@@ -56,22 +85,27 @@ export class TargetGroup {
     this.algorithm = resolved.algorithm
     this.stickiness = resolved.stickiness
     this.healthCheck = resolved.healthCheck
+    this.outlierDetection = resolved.outlierDetection
+    this.deregistrationDelayMs = resolved.deregistrationDelayMs
+    this.drainingKeepsSessions = resolved.drainingKeepsSessions
+    this.slowStartMs = resolved.slowStartMs
     this.#minimumHealthy = resolved.minimumHealthyTargets
     this.#failOpen = resolved.failOpen
     this.#settings = settings
     this.#balancer = createBalancer(resolved.algorithm)
     this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
+    // Targets registered together into an empty group do not slow-start (ALB).
     for (const target of resolved.targets) this.#add(new Target(target, settings, this.#newHealth()))
     this.#update()
   }
 
-  /** The registered targets, in registration order: their ids and origins. */
+  /** The registered targets (draining ones not included), in registration order: their ids and origins. */
   get targets (): readonly TargetRef[] {
     return this.#refs
   }
 
   /**
-   * The registered target with this id, if any, with its pool.
+   * The registered or draining target with this id, if any, with its pool.
    * @internal
    */
   get (id: string): Target | undefined {
@@ -96,30 +130,40 @@ export class TargetGroup {
 
   /**
    * Picks a target for a new or reassigned client; `except` is left out (it just failed).
+   * A target in slow start is taken with a probability growing linearly over its window, as
+   * if its weight grew from 0 to its own.
    * @internal
    */
-  pick (except?: Target): Target | undefined {
+  pick (nowMs: number, except?: Target): Target | undefined {
     const routable = this.#routable
-    if (except === undefined) return this.#balancer.pick(routable)
+    if (except === undefined && !this.#slowStarting) return this.#balancer.pick(routable)
     // Ask the balancer again rather than hand it a new array, which would make it rebuild what
     // it caches per list; only a balancer that keeps returning `except` gets the shorter list.
-    for (let attempt = 0; attempt < REPICK_ATTEMPTS; attempt++) {
+    for (let attempt = 0; attempt < PICK_ATTEMPTS; attempt++) {
       const target = this.#balancer.pick(routable)
-      if (target !== except) return target
+      if (target === undefined) return undefined
+      if (target !== except && (target.slowStartEndsMs === 0 || this.#admits(target, nowMs))) return target
     }
-    const others = routable.filter((target) => target !== except)
+    const others = except === undefined ? routable : routable.filter((target) => target !== except)
     return others.length === 0 ? undefined : this.#balancer.pick(others)
   }
 
   /**
-   * Adds a target at run time; it takes new clients at once. Throws FST_STICKY_OPTION_INVALID
-   * for bad options and FST_STICKY_TARGET_DUPLICATE for an id the group already has.
+   * Adds a target at run time; it takes new clients once routable (at once without health
+   * checks or with `initialState: 'healthy'`). Throws FST_STICKY_OPTION_INVALID for bad
+   * options, FST_STICKY_TARGET_DUPLICATE for an id the group already has and
+   * FST_STICKY_TARGET_DRAINING for one still draining.
    */
   register (options: TargetOptions): TargetRef {
     if (this.#closing !== null) throw new FST_STICKY_TARGET_GROUP_CLOSED(this.name)
     const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
-    if (this.#targets.has(resolved.id)) throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
+    const existing = this.#targets.get(resolved.id)
+    if (existing !== undefined) {
+      if (this.#drains.has(existing)) throw new FST_STICKY_TARGET_DRAINING(this.name, resolved.id)
+      throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
+    }
     const target = new Target(resolved, this.#settings, this.#newHealth())
+    if (target.health.state === 'healthy') this.#startSlowly(target, target.health.sinceMs)
     this.#add(target)
     this.#deregistered.delete(target.id)
     this.#update()
@@ -127,68 +171,151 @@ export class TargetGroup {
   }
 
   /**
-   * Takes a target out at once: no new request goes to it, and clients pinned to it are
-   * reassigned with a new cookie. Resolves when its in-flight requests have finished and its
-   * pool is closed; false when the group had no target with this id.
+   * Deregisters a target: it takes no new session at once and drains. Its in-flight requests
+   * finish; clients pinned to it stay on it (`drainingKeepsSessions`, the default) or move at
+   * their next request. Draining ends when the deregistration delay runs out (requests still
+   * running then get 502) or earlier when nothing is in flight and (keeping sessions) no session
+   * is bound to it any more; the target is then `unused` and its pool closed. Resolves true then;
+   * false when the group has no registered or draining target with this id.
    */
-  async deregister (id: string): Promise<boolean> {
+  deregister (id: string): Promise<boolean> {
     const target = this.#targets.get(id)
-    if (target === undefined) return false
-    this.#targets.delete(id)
+    if (target === undefined) return Promise.resolve(false)
+    const draining = this.#drains.get(target)
+    if (draining !== undefined) return draining.done
     this.#checker?.unwatch(target)
+    this.#endEjection(target, false)
+    this.#ejections.delete(target)
+    target.onErrors = null
+    target.slowStartEndsMs = 0
     this.#deregistered.add(id)
     if (this.#deregistered.size > REMEMBERED_DEREGISTRATIONS) {
       this.#deregistered.delete(this.#deregistered.values().next().value as string)
     }
-    this.#setHealth(target, afterDeregistration(target.health, this.#settings.now()))
+    // Only a target that kept its clients until now keeps them while it drains.
+    const keep = this.drainingKeepsSessions && this.deregistrationDelayMs > 0 && target.unpinReason === null
+    const now = this.#settings.now()
+    target.drainDeadlineMs = now + this.deregistrationDelayMs
+    this.#setHealth(target, afterDeregistration(target.health, now))
+
+    let finish!: (deadline: boolean) => void
+    const done = new Promise<boolean>((resolve) => {
+      finish = (deadline) => {
+        if (this.#drains.get(target) !== drain) return
+        this.#drains.delete(target)
+        clearTimeout(deadlineTimer)
+        if (sweep !== null) clearInterval(sweep)
+        target.onSettled = null
+        target.drainDeadlineMs = 0
+        this.#targets.delete(id)
+        this.#setHealth(target, afterDraining(target.health, this.#settings.now()))
+        this.#update()
+        const closed = deadline && target.outstanding > 0 ? target.destroy(new FST_STICKY_TARGET_DEREGISTERED()) : target.close()
+        closed.then(() => resolve(true), () => resolve(true))
+      }
+    })
+    const check = (): void => {
+      if (target.outstanding > 0) return
+      if (keep && target.sessions.estimate(Math.floor(this.#settings.now() / 1000)) > 0) return
+      finish(false)
+    }
+    const deadlineTimer = setTimeout(() => finish(true), this.deregistrationDelayMs)
+    deadlineTimer.unref()
+    const sweep = keep ? setInterval(check, DRAIN_SWEEP_MS) : null
+    sweep?.unref()
+    const drain: Drain = { keep, done, finish }
+    this.#drains.set(target, drain)
+    // Looked at once the request that ended has left undici's callbacks.
+    target.onSettled = () => { if (target.outstanding === 0) queueMicrotask(check) }
     this.#update()
-    await target.close()
-    this.#setHealth(target, afterDraining(target.health, this.#settings.now()))
-    return true
+    check()
+    return done
   }
 
-  /** Every registered target with its state, ALB's reason code and requests in flight; and whether the group is degraded. */
+  /** Every registered and draining target with its state, ALB's reason code, requests in flight and bound sessions; and whether the group is degraded. */
   describe (): TargetGroupDescription {
+    const now = this.#settings.now()
+    const nowSeconds = Math.floor(now / 1000)
     const targets: TargetDescription[] = []
     for (const target of this.#targets.values()) {
       const { state, reason, sinceMs } = target.health
-      targets.push({ id: target.id, origin: target.origin, weight: target.weight, state, reason, sinceMs, routable: target.routable, inFlight: target.outstanding })
+      targets.push({
+        id: target.id,
+        origin: target.origin,
+        weight: target.weight,
+        state,
+        reason,
+        sinceMs,
+        routable: target.routable,
+        inFlight: target.outstanding,
+        boundSessions: target.sessions.estimate(nowSeconds),
+        keepsSessions: target.unpinReason === null,
+        ejectedUntilMs: target.ejectedUntilMs === 0 ? null : target.ejectedUntilMs,
+        slowStartEndsMs: target.slowStartEndsMs > now ? target.slowStartEndsMs : null,
+        drainDeadlineMs: target.drainDeadlineMs === 0 ? null : target.drainDeadlineMs
+      })
     }
     return { name: this.name, algorithm: this.algorithm, degraded: this.#degraded, failOpen: this.#failOpen, targets }
   }
 
-  /** Closes every target's pool (the plugin calls this when the app closes). */
+  /** Stops checks and timers, ends draining, and closes every target's pool once its requests are done (the plugin calls this when the app closes). */
   close (): Promise<void> {
+    if (this.#closing !== null) return this.#closing
     this.#checker?.close()
-    this.#closing ??= Promise.all([...this.#targets.values()].map((target) => target.close())).then(() => {})
+    for (const target of this.#ejections.keys()) this.#endEjection(target, false)
+    const draining = [...this.#drains.values()]
+    for (const drain of draining) drain.finish(false)
+    this.#closing = Promise.all([
+      ...[...this.#targets.values()].map((target) => target.close()),
+      ...draining.map((drain) => drain.done)
+    ]).then(() => {})
     return this.#closing
   }
 
   /**
-   * Health checks scheduled or running (0 once the group is closed and they ended).
+   * Timers and checks scheduled or running (0 once the group is closed and they ended).
    * @internal
    */
-  get pendingChecks (): number {
-    return this.#checker?.pending ?? 0
+  get pendingTimers (): number {
+    let ejections = 0
+    for (const history of this.#ejections.values()) if (history.timer !== null) ejections++
+    return (this.#checker?.pending ?? 0) + this.#drains.size + ejections
+  }
+
+  /**
+   * True while fewer targets than `minimumHealthyTargets` are healthy and the group routes to
+   * every registered target (or, with `failOpen: false`, to none).
+   */
+  get degraded (): boolean {
+    return this.#degraded
   }
 
   #add (target: Target): void {
     this.#targets.set(target.id, target)
-    this.#publish(target, null)
+    const detection = this.outlierDetection
+    if (detection !== null) {
+      target.errorLimit = detection.consecutiveErrors
+      target.onErrors = (failing) => this.#eject(failing)
+    }
+    this.#publish('state', target, null, target.health.sinceMs)
     this.#checker?.watch(target)
   }
 
   #setHealth (target: Target, health: TargetHealth): void {
     const before = target.health
     target.setHealth(health)
-    if (health.state !== before.state) this.#publish(target, before)
+    if (health.state === before.state) return
+    // Turning healthy starts a slow start; leaving healthy ends it (ALB).
+    if (health.state === 'healthy') this.#startSlowly(target, health.sinceMs)
+    else target.slowStartEndsMs = 0
+    this.#publish('state', target, before.state, health.sinceMs)
   }
 
-  #publish (target: Target, before: TargetHealth | null): void {
+  #publish (change: TargetHealthChange['change'], target: Target, from: TargetHealthChange['from'], atMs: number): void {
     if (!healthChannel.hasSubscribers) return
-    const { state, reason, sinceMs } = target.health
-    const change: TargetHealthChange = { targetGroup: this.name, target: target.ref, from: before?.state ?? null, to: state, reason, atMs: sinceMs }
-    healthChannel.publish(change)
+    const { state, reason } = target.health
+    const message: TargetHealthChange = { change, targetGroup: this.name, target: target.ref, from, to: state, reason, atMs }
+    healthChannel.publish(message)
   }
 
   #newHealth () {
@@ -205,12 +332,73 @@ export class TargetGroup {
     if (after.state !== before.state || this.#degraded) this.#update()
   }
 
-  /**
-   * True while fewer targets than `minimumHealthyTargets` are healthy and the group routes to
-   * every registered target (or, with `failOpen: false`, to none).
-   */
-  get degraded (): boolean {
-    return this.#degraded
+  /** Slow start for a target that just turned healthy, when another healthy target is not in slow start (ALB). */
+  #startSlowly (target: Target, nowMs: number): void {
+    if (this.slowStartMs === 0) return
+    for (const other of this.#targets.values()) {
+      if (other !== target && !this.#drains.has(other) && other.health.state === 'healthy' &&
+          (other.slowStartEndsMs === 0 || other.slowStartEndsMs <= nowMs)) {
+        target.slowStartFromMs = nowMs
+        target.slowStartEndsMs = nowMs + this.slowStartMs
+        return
+      }
+    }
+  }
+
+  /** Whether a target in slow start takes this new session: with probability (time in slow start / window). */
+  #admits (target: Target, nowMs: number): boolean {
+    if (nowMs >= target.slowStartEndsMs) {
+      target.slowStartEndsMs = 0
+      this.#slowStarting = this.#routable.some((other) => other.slowStartEndsMs !== 0)
+      return true
+    }
+    return Math.random() * this.slowStartMs < nowMs - target.slowStartFromMs
+  }
+
+  /** Passive checks: `target` failed `consecutiveErrors` requests in a row. */
+  #eject (target: Target): void {
+    const detection = this.outlierDetection as ResolvedOutlierDetection
+    if (target.ejectedUntilMs !== 0 || this.#drains.has(target) || !this.#targets.has(target.id)) return
+    let registered = 0
+    let ejected = 0
+    for (const other of this.#targets.values()) {
+      if (this.#drains.has(other)) continue
+      registered++
+      if (other.ejectedUntilMs !== 0) ejected++
+    }
+    // Never more than the set share; of two targets or more, one may always go.
+    const allowed = Math.max(registered > 1 ? 1 : 0, Math.floor((registered * detection.maxEjectedPercent) / 100))
+    if (ejected >= allowed) return
+    const now = this.#settings.now()
+    let history = this.#ejections.get(target)
+    if (history === undefined) {
+      history = { count: 0, lastMs: 0, returnedAtMs: 0, timer: null }
+      this.#ejections.set(target, history)
+    }
+    // A target that stayed out of trouble as long as its last ejection lasted starts over.
+    if (history.count > 0 && now - history.returnedAtMs >= history.lastMs) history.count = 0
+    history.count++
+    const durationMs = Math.min(detection.baseEjectionMs * history.count, detection.maxEjectionMs)
+    history.lastMs = durationMs
+    history.timer = setTimeout(() => this.#endEjection(target, true), durationMs)
+    history.timer.unref()
+    target.ejectedUntilMs = now + durationMs
+    this.#publish('ejected', target, target.health.state, now)
+    this.#update()
+  }
+
+  /** Takes `target` back after its ejection (`returned`), or clears it without an event (deregistered, closing). */
+  #endEjection (target: Target, returned: boolean): void {
+    const history = this.#ejections.get(target)
+    if (history?.timer == null) return
+    clearTimeout(history.timer)
+    history.timer = null
+    const now = this.#settings.now()
+    history.returnedAtMs = now
+    target.ejectedUntilMs = 0
+    if (!returned) return
+    this.#publish('returned', target, target.health.state, now)
+    this.#update()
   }
 
   #minimumOf (registered: number): number {
@@ -220,8 +408,10 @@ export class TargetGroup {
   }
 
   #update (): void {
-    const registered = [...this.#targets.values()]
-    const healthy = registered.filter((target) => isRoutable(target.health))
+    const registered: Target[] = []
+    for (const target of this.#targets.values()) if (!this.#drains.has(target)) registered.push(target)
+    // Ejected targets count as unhealthy here: passive checks may push a group into fail-open.
+    const healthy = registered.filter((target) => isRoutable(target.health) && target.ejectedUntilMs === 0)
     const enough = registered.length > 0 && healthy.length >= Math.max(1, this.#minimumOf(registered.length))
     if (!enough) {
       this.#degraded = registered.length > 0
@@ -237,7 +427,19 @@ export class TargetGroup {
     if (!this.#degraded && enough) this.#everEnough = true
     // ALB fails open: below the minimum, every registered target takes traffic.
     const routable = !this.#degraded ? healthy : this.#failOpen ? registered : []
-    for (const target of registered) target.routable = routable.includes(target)
+    const routableSet = new Set(routable)
+    const keepEjected = this.outlierDetection?.keepSessions === true
+    for (const target of registered) {
+      target.routable = routableSet.has(target)
+      target.unpinReason = target.routable
+        ? null
+        : target.ejectedUntilMs !== 0 && isRoutable(target.health) ? (keepEjected ? null : 'target-ejected') : 'target-unhealthy'
+    }
+    for (const [target, drain] of this.#drains) {
+      target.routable = false
+      target.unpinReason = drain.keep ? null : 'target-deregistered'
+    }
+    this.#slowStarting = routable.some((target) => target.slowStartEndsMs !== 0)
     this.#routable = Object.freeze(routable)
     this.#refs = Object.freeze(registered.map((target) => target.ref))
   }

@@ -1,7 +1,8 @@
 import { Pool } from 'undici'
 import type { TargetHealth } from './health/target-state.js'
 import type { ResolvedTarget } from './options.js'
-import type { TargetRef } from './types.js'
+import { BoundSessions } from './stickiness/bound-sessions.js'
+import type { ReassignReason, TargetRef } from './types.js'
 
 /** Larger response headers are a malformed response (502), as at ALB. */
 export const MAX_RESPONSE_HEADER_BYTES = 32_768
@@ -26,12 +27,35 @@ export class Target implements TargetRef {
   readonly #pool: Pool
   #outstanding = 0
   #health: TargetHealth
+  /** Consecutive failed requests of live traffic (passive checks). */
+  #errors = 0
   /**
-   * True while the group gives it new sessions and keeps sessions pinned to it: healthy, or
-   * the group fails open. Set by the group on every change, read on every request.
+   * True while the group gives it new sessions: healthy and not ejected, or the group fails
+   * open. Set by the group on every change, read on every request.
    * @internal
    */
   routable = true
+  /**
+   * Why a client pinned to it moves to another target now; null while it keeps its pinned
+   * clients (routable, or draining / ejected with sessions kept). Set by the group.
+   * @internal
+   */
+  unpinReason: ReassignReason | null = null
+  /** Estimate of the sticky sessions pinned to it. @internal */
+  readonly sessions = new BoundSessions()
+  /** Ejected by passive checks until this time; 0 when not. @internal */
+  ejectedUntilMs = 0
+  /** In slow start from `slowStartFromMs` until this time; 0 when not. @internal */
+  slowStartEndsMs = 0
+  slowStartFromMs = 0
+  /** While draining, when the deregistration delay ends; 0 otherwise. @internal */
+  drainDeadlineMs = 0
+  /** Passive checks: consecutive failures that call `onErrors` (Infinity when off). @internal */
+  errorLimit = Infinity
+  /** @internal */
+  onErrors: ((target: Target) => void) | null = null
+  /** Called when a request ends while the target drains. @internal */
+  onSettled: (() => void) | null = null
 
   constructor (resolved: ResolvedTarget, settings: PoolSettings, health: TargetHealth) {
     this.#health = health
@@ -78,11 +102,27 @@ export class Target implements TargetRef {
 
   settle (): void {
     this.#outstanding--
+    if (this.onSettled !== null) this.onSettled()
+  }
+
+  /** A live request's outcome for passive checks: a 5xx response or a failed connection counts against it. */
+  recordOutcome (failed: boolean): void {
+    if (!failed) {
+      this.#errors = 0
+    } else if (++this.#errors >= this.errorLimit) {
+      this.#errors = 0
+      this.onErrors?.(this)
+    }
   }
 
   /** Lets in-flight requests finish, then closes every connection. */
   async close (): Promise<void> {
     if (!this.#pool.closed && !this.#pool.destroyed) await this.#pool.close()
+  }
+
+  /** Ends every request still running with `err` and closes every connection. */
+  async destroy (err: Error): Promise<void> {
+    if (!this.#pool.destroyed) await this.#pool.destroy(err)
   }
 
   toJSON (): TargetRef {

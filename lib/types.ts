@@ -39,6 +39,8 @@ export interface TargetOptions {
 export interface HealthCheckOptions {
   /** Path (and query) to GET, starting with `/`. Default `/`. */
   path?: string
+  /** Port to check on the target's host: `'traffic-port'` (the target's own) or 1 to 65535. Default `'traffic-port'`. */
+  port?: number | 'traffic-port'
   /** Time between checks of one target: 5000 to 300000 ms. Default 30000. */
   intervalMs?: number
   /** No answer within this long fails the check (`Target.Timeout`): 2000 to 120000 ms, below `intervalMs`. Default 5000. */
@@ -75,6 +77,42 @@ export interface TargetGroupOptions {
   minimumHealthyTargets?: number | string
   /** Below `minimumHealthyTargets`, route to every registered target (true, ALB) or answer 503 (false). Default true. */
   failOpen?: boolean
+  /**
+   * How long a deregistered target drains before it is `unused` and its pool closes: 0 to
+   * 3600000 ms (ALB's `deregistration_delay.timeout_seconds`, in ms). A request still running at
+   * the end gets 502. Default 300000.
+   */
+  deregistrationDelayMs?: number
+  /**
+   * While a target drains, clients pinned to it stay on it until the delay ends (true), or are
+   * re-pinned at their next request as ALB does (false). Default true.
+   */
+  drainingKeepsSessions?: boolean
+  /**
+   * A target that turns healthy gets a linearly growing share of new sessions over this window:
+   * 0 (off) or 30000 to 900000 ms (ALB's `slow_start.duration_seconds`, in ms). Not with
+   * `least_outstanding_requests`. Default 0.
+   */
+  slowStartMs?: number
+  /** Passive checks: live traffic's errors eject a target for a while. Default off. */
+  outlierDetection?: OutlierDetectionOptions | false
+}
+
+/**
+ * Passive checks (outlier detection): consecutive connection errors, timeouts or 5xx responses
+ * from live traffic eject a target from the group for a time that grows with each ejection.
+ */
+export interface OutlierDetectionOptions {
+  /** Consecutive failed requests that eject a target: 1 to 1000. Default 5. */
+  consecutiveErrors?: number
+  /** First ejection's length; the n-th lasts n times as long: 1 to 3600000 ms. Default 30000. */
+  baseEjectionMs?: number
+  /** Longest ejection: `baseEjectionMs` to 3600000 ms. Default 300000 (or `baseEjectionMs` if longer). */
+  maxEjectionMs?: number
+  /** Most targets ejected at once, in percent of the registered ones (at least one of two or more): 1 to 100. Default 10. */
+  maxEjectedPercent?: number
+  /** Clients pinned to an ejected target stay on it (true: the app prefers errors over losing state) or are re-pinned (false). Default false. */
+  keepSessions?: boolean
 }
 
 /**
@@ -126,6 +164,7 @@ export type ReassignReason =
   | 'target-deregistered'
   | 'target-unreachable'
   | 'target-unhealthy'
+  | 'target-ejected'
 
 /** One target in `TargetGroup#describe()`. */
 export interface TargetDescription {
@@ -142,6 +181,19 @@ export interface TargetDescription {
   readonly routable: boolean
   /** Requests sent to it whose response has not ended. */
   readonly inFlight: number
+  /**
+   * Estimate of the sticky sessions pinned to it: clients pinned here whose stickiness window,
+   * counted from their last request, is still open (see README).
+   */
+  readonly boundSessions: number
+  /** A client whose cookie names it stays on it now (routable, or draining / ejected with sessions kept). */
+  readonly keepsSessions: boolean
+  /** Ejected by passive checks until this time; null when not ejected. */
+  readonly ejectedUntilMs: number | null
+  /** In slow start until this time; null when not. */
+  readonly slowStartEndsMs: number | null
+  /** While draining: when the deregistration delay ends; null otherwise. */
+  readonly drainDeadlineMs: number | null
 }
 
 /** What `TargetGroup#describe()` returns. */
@@ -151,11 +203,17 @@ export interface TargetGroupDescription {
   /** Fewer healthy targets than `minimumHealthyTargets`: failing open (or answering 503). */
   readonly degraded: boolean
   readonly failOpen: boolean
+  /** Registered and draining targets, in registration order. */
   readonly targets: readonly TargetDescription[]
 }
 
-/** Published on the diagnostics channel `fastify-sticky:target-health` at every target state change. */
+/**
+ * Published on the diagnostics channel `fastify-sticky:target-health` at every target state
+ * change (`change: 'state'`), and when passive checks eject a target or it returns (the state
+ * stays as it was).
+ */
 export interface TargetHealthChange {
+  readonly change: 'state' | 'ejected' | 'returned'
   readonly targetGroup: string
   readonly target: TargetRef
   /** The previous state; null when the target was just registered. */

@@ -72,7 +72,7 @@ test('duplicated valid cookies: the first in header order wins, every time', asy
   }
 })
 
-test('decideAffinity is pure: the same inputs give the same decision', async (t) => {
+test('decideAffinity depends on its inputs alone: the same inputs give the same decision', async (t) => {
   const group = new TargetGroup({
     name: 'carts',
     algorithm: 'round_robin',
@@ -80,7 +80,11 @@ test('decideAffinity is pure: the same inputs give the same decision', async (t)
     targets: [{ id: 'a', origin: 'http://127.0.0.1:1', weight: 1 }, { id: 'b', origin: 'http://127.0.0.1:2', weight: 1 }],
     healthCheck: null,
     minimumHealthyTargets: { count: 1 },
-    failOpen: true
+    failOpen: true,
+    deregistrationDelayMs: 0,
+    drainingKeepsSessions: true,
+    slowStartMs: 0,
+    outlierDetection: null
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000 }

@@ -23,8 +23,8 @@ test('describe(): every target with state, reason, routable and requests in flig
     degraded: false,
     failOpen: true,
     targets: [
-      { id: 't0', origin: targets[0].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0 },
-      { id: 't1', origin: targets[1].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0 }
+      { id: 't0', origin: targets[0].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null },
+      { id: 't1', origin: targets[1].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null }
     ]
   })
   t.equal(JSON.stringify(described).includes('pool'), false, 'nothing of the pools shows')
@@ -42,7 +42,9 @@ test('describe(): every target with state, reason, routable and requests in flig
   const [t0, t1] = group.describe().targets
   t.equal(t0.reason, 'Target.FailedHealthChecks')
   t.equal(t0.routable, false)
+  t.equal(t0.keepsSessions, false, 'its clients move')
   t.equal(t1.routable, true)
+  t.equal(t0.boundSessions + t1.boundSessions, 1, 'the held request pinned one client')
 })
 
 test(`every state change is published on the diagnostics channel ${TARGET_HEALTH_CHANNEL}`, async (t) => {
@@ -69,6 +71,7 @@ test(`every state change is published on the diagnostics channel ${TARGET_HEALTH
   await waitFor(() => changes.length === 4, 2000, 'healthy again')
   t.equal(await group.deregister('e0'), true)
   await waitFor(() => changes.length === 6, 2000, 'draining, then unused')
+  t.ok(changes.every((change) => change.change === 'state'), 'all of them state changes')
   t.same(changes.map(({ from, to, reason }) => `${from ?? '-'}>${to}${reason === null ? '' : `:${reason}`}`), [
     '->initial:Elb.InitialHealthChecking',
     'initial>healthy',

@@ -10,9 +10,9 @@ function pinnedTarget (jar: CookieJar): string | undefined {
   return codec.open(COOKIE_PURPOSE_LB, jar.cookies.get('AWSALB') ?? '')?.payload.targetId
 }
 
-test('a deregistered target loses its sticky clients to another target, with a new cookie', async (t) => {
+test('drainingKeepsSessions false (ALB): a deregistered target loses its sticky clients at once, with a new cookie', async (t) => {
   const targets = await startTargets(t, 3)
-  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }) => ({ id, url })) }] })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }) => ({ id, url })), drainingKeepsSessions: false }] })
   app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
   exposeAffinity(app)
   const jar = new CookieJar()
@@ -34,9 +34,9 @@ test('a deregistered target loses its sticky clients to another target, with a n
   t.equal(await app.targetGroups.get('g')!.deregister(pinned), false, 'deregistering it again resolves false')
 })
 
-test('a request in flight on a deregistered target finishes; the pool closes after it', async (t) => {
+test('a request in flight on a deregistered target finishes; draining ends with it and the pool closes', async (t) => {
   const targets = await startTargets(t, 1)
-  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'only', url: targets[0].url }] }] })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'only', url: targets[0].url }], drainingKeepsSessions: false }] })
   app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
   const inFlight = app.inject({ url: '/hold' })
   const group = app.targetGroups.get('g')!

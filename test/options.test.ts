@@ -17,13 +17,27 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection)'],
+  ['deregistration delay above ALB', { targetGroups: [{ name: 'g', deregistrationDelayMs: 3_600_001 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received 3600001'],
+  ['deregistration delay negative', { targetGroups: [{ name: 'g', deregistrationDelayMs: -1 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received -1'],
+  ['drainingKeepsSessions not a boolean', { targetGroups: [{ name: 'g', drainingKeepsSessions: 1 }] }, 'targetGroups[0].drainingKeepsSessions must be a boolean, received 1'],
+  ['slow start below ALB', { targetGroups: [{ name: 'g', slowStartMs: 29_999 }] }, 'targetGroups[0].slowStartMs must be 0 (off) or an integer from 30000 to 900000, received 29999'],
+  ['slow start above ALB', { targetGroups: [{ name: 'g', slowStartMs: 900_001 }] }, 'targetGroups[0].slowStartMs must be 0 (off) or an integer from 30000 to 900000, received 900001'],
+  ['slow start with least outstanding requests', { targetGroups: [{ name: 'g', algorithm: 'least_outstanding_requests', slowStartMs: 30_000 }] }, 'targetGroups[0].slowStartMs must be 0 when algorithm is least_outstanding_requests (ALB does not combine them), received 30000'],
+  ['outlier detection true', { targetGroups: [{ name: 'g', outlierDetection: true }] }, 'targetGroups[0].outlierDetection must be false or an object, received true'],
+  ['unknown outlier detection option', { targetGroups: [{ name: 'g', outlierDetection: { interval: 1 } }] }, 'targetGroups[0].outlierDetection.interval is not an option (known: consecutiveErrors, baseEjectionMs, maxEjectionMs, maxEjectedPercent, keepSessions)'],
+  ['consecutive errors of 0', { targetGroups: [{ name: 'g', outlierDetection: { consecutiveErrors: 0 } }] }, 'targetGroups[0].outlierDetection.consecutiveErrors must be an integer from 1 to 1000, received 0'],
+  ['max ejection below the base', { targetGroups: [{ name: 'g', outlierDetection: { baseEjectionMs: 1000, maxEjectionMs: 999 } }] }, 'targetGroups[0].outlierDetection.maxEjectionMs must be an integer from 1000 to 3600000, received 999'],
+  ['max ejected above 100 %', { targetGroups: [{ name: 'g', outlierDetection: { maxEjectedPercent: 101 } }] }, 'targetGroups[0].outlierDetection.maxEjectedPercent must be an integer from 1 to 100, received 101'],
+  ['outlier keepSessions not a boolean', { targetGroups: [{ name: 'g', outlierDetection: { keepSessions: 'yes' } }] }, 'targetGroups[0].outlierDetection.keepSessions must be a boolean, received "yes"'],
   ['minimum healthy of 0', { targetGroups: [{ name: 'g', minimumHealthyTargets: 0 }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received 0"],
   ['minimum healthy above 100 %', { targetGroups: [{ name: 'g', minimumHealthyTargets: '101%' }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received \"101%\""],
   ['minimum healthy as a fraction', { targetGroups: [{ name: 'g', minimumHealthyTargets: 0.5 }] }, "targetGroups[0].minimumHealthyTargets must be a count from 1 to 1000, or a percentage from '1%' to '100%', received 0.5"],
   ['failOpen not a boolean', { targetGroups: [{ name: 'g', failOpen: 'no' }] }, 'targetGroups[0].failOpen must be a boolean, received "no"'],
   ['health check not an object', { targetGroups: [{ name: 'g', healthCheck: true }] }, 'targetGroups[0].healthCheck must be an object, received true'],
-  ['unknown health check option', { targetGroups: [{ name: 'g', healthCheck: { port: 8080 } }] }, 'targetGroups[0].healthCheck.port is not an option (known: path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold, matcher, initialState, allowShortIntervals)'],
+  ['unknown health check option', { targetGroups: [{ name: 'g', healthCheck: { protocol: 'HTTP' } }] }, 'targetGroups[0].healthCheck.protocol is not an option (known: path, port, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold, matcher, initialState, allowShortIntervals)'],
+  ['health check port 0', { targetGroups: [{ name: 'g', healthCheck: { port: 0 } }] }, "targetGroups[0].healthCheck.port must be 'traffic-port' or an integer from 1 to 65535, received 0"],
+  ['health check port as a string', { targetGroups: [{ name: 'g', healthCheck: { port: '8080' } }] }, "targetGroups[0].healthCheck.port must be 'traffic-port' or an integer from 1 to 65535, received \"8080\""],
   ['health check path without /', { targetGroups: [{ name: 'g', healthCheck: { path: 'health' } }] }, 'targetGroups[0].healthCheck.path must be a path starting with / (a query is allowed), printable ASCII without spaces, received "health"'],
   ['health check path to another host', { targetGroups: [{ name: 'g', healthCheck: { path: '//evil/x' } }] }, 'targetGroups[0].healthCheck.path must be a path starting with / (a query is allowed), printable ASCII without spaces, received "//evil/x"'],
   ['health check interval below ALB', { targetGroups: [{ name: 'g', healthCheck: { intervalMs: 4999 } }] }, 'targetGroups[0].healthCheck.intervalMs must be an integer from 5000 to 300000, received 4999'],
@@ -93,8 +107,17 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     targets: [{ id: 'a', origin: 'http://127.0.0.1:3001', weight: 1 }],
     healthCheck: null,
     minimumHealthyTargets: { count: 1 },
-    failOpen: true
+    failOpen: true,
+    deregistrationDelayMs: 300_000,
+    drainingKeepsSessions: true,
+    slowStartMs: 0,
+    outlierDetection: null
   })
+  const [passive] = resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: {}, slowStartMs: 30_000 }] }).targetGroups
+  t.same(passive.outlierDetection, { consecutiveErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks: Envoy’s defaults')
+  t.equal(passive.slowStartMs, 30_000)
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: false }] }).targetGroups[0].outlierDetection, null, 'false: off')
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: { baseEjectionMs: 600_000 } }] }).targetGroups[0].outlierDetection?.maxEjectionMs, 600_000, 'the longest ejection is never below the first')
   t.equal(resolved.idleTimeoutMs, 60000)
   t.equal(resolved.connectTimeoutMs, 10000)
   t.equal(resolved.redispatch, true)
@@ -171,7 +194,7 @@ test('without keys, a random key is used and a warning says what that costs', as
 
 test('health checks: ALB’s defaults, and millisecond intervals only when asked for (tests)', async (t) => {
   const [group] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: {} }] }).targetGroups
-  t.same(group.healthCheck, { path: '/', intervalMs: 30_000, timeoutMs: 5000, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 200]], initialState: 'initial' })
-  const [custom] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: { path: '/health?deep=1', matcher: '200-299,302', initialState: 'healthy', intervalMs: 50, timeoutMs: 20, allowShortIntervals: true } }] }).targetGroups
-  t.same(custom.healthCheck, { path: '/health?deep=1', intervalMs: 50, timeoutMs: 20, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 299], [302, 302]], initialState: 'healthy' })
+  t.same(group.healthCheck, { path: '/', port: null, intervalMs: 30_000, timeoutMs: 5000, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 200]], initialState: 'initial' })
+  const [custom] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: { path: '/health?deep=1', port: 8081, matcher: '200-299,302', initialState: 'healthy', intervalMs: 50, timeoutMs: 20, allowShortIntervals: true } }] }).targetGroups
+  t.same(custom.healthCheck, { path: '/health?deep=1', port: 8081, intervalMs: 50, timeoutMs: 20, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 299], [302, 302]], initialState: 'healthy' })
 })

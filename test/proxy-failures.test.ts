@@ -114,7 +114,7 @@ test('the outstanding count returns to 0 when an onSend hook replaces the target
 
 test('a target deregistered between the decision and forward(): the request goes elsewhere, re-pinned', async (t) => {
   const targets = await startTargets(t, 2)
-  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }) => ({ id, url })) }] })
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }) => ({ id, url })), drainingKeepsSessions: false }] })
   app.get('/*', { config: { targetGroup: 'g' } }, async (request, reply) => {
     if (request.affinity?.target !== null && request.affinity?.target.id === 't0') await app.targetGroups.get('g')!.deregister('t0')
     return reply.forward()
@@ -166,7 +166,7 @@ test('pick(except) never returns the failed target and keeps the rotation', asyn
   const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }, i) => ({ id, url, weight: i + 1 })) }] })
   const group = app.targetGroups.get('g')!
   const except = group.get('t2')!
-  const picks = Array.from({ length: 60 }, () => group.pick(except)?.id)
+  const picks = Array.from({ length: 60 }, () => group.pick(Date.now(), except)?.id)
   t.notOk(picks.includes('t2'), 'never the excluded target')
   t.same(new Set(picks), new Set(['t0', 't1']), `both others are picked: ${picks.join(',')}`)
 })

@@ -1,3 +1,4 @@
+import { Pool } from 'undici'
 import type { ResolvedHealthCheck } from '../options.js'
 import type { Target } from '../target.js'
 import { matchesStatus } from './matcher.js'
@@ -15,7 +16,8 @@ const INTERVAL_JITTER = 0.05
 
 /**
  * Active health checks of one target group: `GET path` on each watched target through the
- * target's own pool, one check at a time per target (the next is scheduled when one ends),
+ * target's own pool (or, with a `port` of its own, a one-connection pool to that port of the
+ * target's host), one check at a time per target (the next is scheduled when one ends),
  * with jitter; every timer is unref'd, so checks never keep the process alive. Results go to
  * `report`; the group turns them into states (see target-state.ts).
  */
@@ -24,6 +26,8 @@ export class HealthChecker {
   readonly #report: (target: Target, result: CheckResult) => void
   readonly #watched = new Set<Target>()
   readonly #timers = new Map<Target, NodeJS.Timeout>()
+  /** Pools to the check port, when it is not the traffic port. */
+  readonly #pools = new Map<Target, Pool>()
   #running = 0
   #closed = false
 
@@ -36,6 +40,12 @@ export class HealthChecker {
   watch (target: Target): void {
     if (this.#closed || this.#watched.has(target)) return
     this.#watched.add(target)
+    const { port } = this.#settings
+    if (port !== null) {
+      const url = new URL(target.origin)
+      url.port = String(port)
+      this.#pools.set(target, new Pool(url.origin, { connections: 1, pipelining: 1 }))
+    }
     this.#schedule(target, Math.random() * Math.min(this.#settings.intervalMs / 10, MAX_FIRST_CHECK_SPREAD_MS))
   }
 
@@ -44,6 +54,12 @@ export class HealthChecker {
     this.#watched.delete(target)
     clearTimeout(this.#timers.get(target))
     this.#timers.delete(target)
+    const pool = this.#pools.get(target)
+    if (pool !== undefined) {
+      this.#pools.delete(target)
+      // A check still running ends with the pool.
+      pool.destroy().catch(() => {})
+    }
   }
 
   /** Stops every check; nothing is scheduled or reported afterwards. */
@@ -86,7 +102,8 @@ export class HealthChecker {
     // AbortSignal.timeout's timer is unref'd and exact; undici's own timeouts tick once a second.
     const signal = AbortSignal.timeout(timeoutMs)
     try {
-      const { statusCode, body } = await target.pool.request({ method: 'GET', path, headers: { 'user-agent': 'fastify-sticky-health-check' }, signal })
+      const pool = this.#pools.get(target) ?? target.pool
+      const { statusCode, body } = await pool.request({ method: 'GET', path, headers: { 'user-agent': 'fastify-sticky-health-check' }, signal })
       await body.dump({ limit: 65_536, signal })
       return matchesStatus(matcher, statusCode) ? PASS : MISMATCH
     } catch {

@@ -17,12 +17,14 @@ export interface AffinityInput {
 
 /**
  * Decides which target serves a request, ALB's way: a cookie that opens, belongs to this group,
- * is inside its window and names a registered target is a `hit`; any other cookie is
- * `reassigned` with the reason of the first one tried; no cookie is `new`. Pure: no I/O, no clock.
+ * is inside its window and names a target that keeps its clients is a `hit`; any other cookie is
+ * `reassigned` with the reason of the first one tried; no cookie is `new`. No I/O and no clock
+ * of its own; it counts the session on the target it pins (see `BoundSessions`).
  */
 export function decideAffinity (input: AffinityInput): AffinityDecision {
   const { group, stickiness } = input
-  if (stickiness === null || input.cookies.length === 0) return choose(group, stickiness, null)
+  const nowMs = input.nowSeconds * 1000
+  if (stickiness === null || input.cookies.length === 0) return choose(group, stickiness, null, nowMs)
 
   let reason: ReassignReason | null = null
   for (const value of input.cookies) {
@@ -32,14 +34,18 @@ export function decideAffinity (input: AffinityInput): AffinityDecision {
     }
     reason ??= verdict
   }
-  return choose(group, stickiness, reason)
+  return choose(group, stickiness, reason, nowMs)
 }
 
-/** A new pick by the group's algorithm: `new`, or `reassigned` with `reason`; `unavailable` when no target is registered. */
-export function choose (group: TargetGroup, stickiness: ResolvedStickiness | null, reason: ReassignReason | null, except?: Target): AffinityDecision {
-  const target = group.pick(except)
+/**
+ * A new pick by the group's algorithm: `new`, or `reassigned` with `reason`; `unavailable` when
+ * no target is routable. On a sticky route the client's session now counts on the target.
+ */
+export function choose (group: TargetGroup, stickiness: ResolvedStickiness | null, reason: ReassignReason | null, nowMs: number, except?: Target): AffinityDecision {
+  const target = group.pick(nowMs, except)
   const type = stickiness === null ? 'none' : stickiness.type
   if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: type }
+  if (stickiness !== null) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
   if (reason === null) return { outcome: 'new', targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
   return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
 }
@@ -51,8 +57,15 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   if (payload.group !== input.group.name) return 'group-mismatch'
   // Each route holds a client for its own window since the last response (which sealed
   // issuedAt), whichever route wrote the cookie: /cart for an hour, /api for a day.
-  if (payload.issuedAtSeconds + (input.stickiness as ResolvedStickiness).durationSeconds < input.nowSeconds) return 'expired'
+  const { durationSeconds } = input.stickiness as ResolvedStickiness
+  if (payload.issuedAtSeconds + durationSeconds < input.nowSeconds) return 'expired'
   const target = input.group.get(payload.targetId)
-  if (target !== undefined) return target.routable ? target : 'target-unhealthy'
-  return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
+  if (target === undefined) return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
+  const reason = target.unpinReason
+  if (reason === null) {
+    target.sessions.refresh(durationSeconds, payload.issuedAtSeconds, input.nowSeconds)
+    return target
+  }
+  target.sessions.end(durationSeconds, payload.issuedAtSeconds)
+  return reason
 }
