@@ -2,7 +2,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { HealthCheckOptions } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, waitFor, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
 
 type Tap = Parameters<typeof startTargets>[0]
 
@@ -120,4 +120,25 @@ test('checks never overlap, and nothing is left scheduled or running after app.c
   const hits = targets[0].hits
   await waitFor(() => group.pendingTimers === 0 && targets[0].hits === hits, 200, 'no further check')
   t.equal(group.pendingTimers, 0, 'no timer left')
+})
+
+test('port: checks go to that port of the target’s host, not to the traffic port', async (t) => {
+  const targets = await startTargets(t, 1)
+  // The traffic port answers /health with 200 (the test target's echo); the check port's server says 503, then 200.
+  let checkPortHealthy = false
+  let checks = 0
+  const checkPort = await startServer(t, (req, res) => {
+    if (req.url === '/health') checks++
+    res.statusCode = checkPortHealthy ? 200 : 503
+    res.end()
+  })
+  const port = Number(new URL(checkPort.url).port)
+  const app = await gateway(t, targets, { port })
+  await waitForState(app, 't0', 'unhealthy:Target.ResponseCodeMismatch')
+  t.ok(checks >= 2, `the check port got the checks (${checks})`)
+  const trafficChecks = targets[0].hits
+  checkPortHealthy = true
+  await waitForState(app, 't0', 'healthy')
+  t.equal(targets[0].hits, trafficChecks, 'the traffic port got none')
+  t.equal((await app.inject({ url: '/' })).statusCode, 200, 'traffic still goes to the traffic port')
 })
