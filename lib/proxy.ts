@@ -168,8 +168,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       return false
     }
     this.#status = statusCode
-    // Passive checks: a 5xx counts against the target, anything else clears its count.
-    this.target.recordOutcome(statusCode >= 500)
+    // Passive checks: a 5xx counts against the target; any other response clears its count once complete.
+    if (statusCode >= 500) this.target.recordOutcome(true)
     const headers = this.#copyHeaders(rawHeaders)
     const length = headers['content-length']
     if (headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
@@ -203,6 +203,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   }
 
   #onComplete (): void {
+    if (this.#status < 500) this.target.recordOutcome(false)
     this.settle()
     const phase = this.phase
     this.phase = 'done'
@@ -228,6 +229,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       // Nothing went to the client yet: a clean gateway error, without the target's headers.
       if (this.clientGone || this.reply.sent) return
       const code = errorCodeOf(err)
+      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(true)
       this.proxy.logFailure(this, code)
       this.#restoreHeaders()
       this.reply.send(this.proxy.gatewayError(code))
@@ -246,6 +248,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       }
       // Fastify answers with this error if no header went out yet, else closes the connection.
       const code = errorCodeOf(err)
+      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(true)
       this.proxy.logFailure(this, code)
       if (!this.reply.raw.headersSent) this.#restoreHeaders()
       stream.destroy(this.proxy.gatewayError(code))
@@ -374,9 +377,12 @@ export class Proxy {
     const code = errorCodeOf(err)
     if (!CLIENT_FAULTS.has(code)) target.recordOutcome(true)
     if (NOTHING_SENT.has(code) && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
-      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', rule.now(), target)
+      const nowMs = rule.now()
+      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target)
       const next = targetOf(rule, decision)
       if (next !== undefined) {
+        // The client is pinned to `next` now, not to the target that refused it.
+        if (rule.stickiness !== null && exchange.request.affinity?.outcome !== 'hit') target.sessions.cancel(rule.stickiness.durationSeconds, Math.floor(nowMs / 1000))
         request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code }, 'fastify-sticky: target did not take the request, redispatching')
         repin(reply, rule, decision)
         exchange.redispatched = true

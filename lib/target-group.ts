@@ -25,8 +25,11 @@ const DRAIN_SWEEP_MS = 1000
 
 /** A target being drained: whether it keeps its sessions, and how its draining ends. */
 interface Drain {
-  readonly keep: boolean
+  /** Keeps its pinned clients; cleared when the app closes (no client can come any more). */
+  keep: boolean
   readonly done: Promise<boolean>
+  /** Ends the draining when nothing is left on the target. */
+  readonly check: () => void
   /** Ends the draining now; `deadline` when the delay ran out (requests still running get 502). */
   readonly finish: (deadline: boolean) => void
 }
@@ -95,7 +98,11 @@ export class TargetGroup {
     this.#balancer = createBalancer(resolved.algorithm)
     this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
     // Targets registered together into an empty group do not slow-start (ALB).
-    for (const target of resolved.targets) this.#add(new Target(target, settings, this.#newHealth()))
+    for (const options of resolved.targets) {
+      const target = new Target(options, settings, this.#newHealth())
+      target.slowStartExempt = true
+      this.#add(target)
+    }
     this.#update()
   }
 
@@ -136,16 +143,55 @@ export class TargetGroup {
    */
   pick (nowMs: number, except?: Target): Target | undefined {
     const routable = this.#routable
-    if (except === undefined && !this.#slowStarting) return this.#balancer.pick(routable)
+    if (this.#slowStarting) return this.#pickSlowly(nowMs, except)
+    if (except === undefined) return this.#balancer.pick(routable)
     // Ask the balancer again rather than hand it a new array, which would make it rebuild what
     // it caches per list; only a balancer that keeps returning `except` gets the shorter list.
     for (let attempt = 0; attempt < PICK_ATTEMPTS; attempt++) {
       const target = this.#balancer.pick(routable)
-      if (target === undefined) return undefined
-      if (target !== except && (target.slowStartEndsMs === 0 || this.#admits(target, nowMs))) return target
+      if (target !== except) return target
     }
-    const others = except === undefined ? routable : routable.filter((target) => target !== except)
+    const others = routable.filter((target) => target !== except)
     return others.length === 0 ? undefined : this.#balancer.pick(others)
+  }
+
+  /**
+   * While a target slow-starts: a random pick with each target as likely as its weight, a
+   * slow-starting one's weight grown linearly from 0 over its window (the algorithm's own order
+   * resumes when no target slow-starts any more).
+   */
+  #pickSlowly (nowMs: number, except: Target | undefined): Target | undefined {
+    const routable = this.#routable
+    const weights = new Array<number>(routable.length)
+    let total = 0
+    let ended = false
+    for (let i = 0; i < routable.length; i++) {
+      const target = routable[i]
+      let weight = target === except ? 0 : target.weight
+      if (weight > 0 && target.slowStartEndsMs !== 0) {
+        if (nowMs >= target.slowStartEndsMs) {
+          target.slowStartEndsMs = 0
+          ended = true
+        } else {
+          weight *= Math.max(0, nowMs - target.slowStartFromMs) / this.slowStartMs
+        }
+      }
+      weights[i] = weight
+      total += weight
+    }
+    if (ended) this.#slowStarting = routable.some((target) => target.slowStartEndsMs !== 0)
+    if (total === 0) {
+      // Only targets at the very start of their slow start (or `except`): take one of them.
+      const others = routable.filter((target) => target !== except)
+      return others.length === 0 ? undefined : others[Math.floor(Math.random() * others.length)]
+    }
+    let point = Math.random() * total
+    for (let i = 0; i < routable.length; i++) {
+      point -= weights[i]
+      if (point < 0 && weights[i] > 0) return routable[i]
+    }
+    for (let i = routable.length - 1; i >= 0; i--) if (weights[i] > 0) return routable[i]
+    return undefined
   }
 
   /**
@@ -180,7 +226,7 @@ export class TargetGroup {
    */
   deregister (id: string): Promise<boolean> {
     const target = this.#targets.get(id)
-    if (target === undefined) return Promise.resolve(false)
+    if (target === undefined || this.#closing !== null) return Promise.resolve(false)
     const draining = this.#drains.get(target)
     if (draining !== undefined) return draining.done
     this.#checker?.unwatch(target)
@@ -216,14 +262,14 @@ export class TargetGroup {
     })
     const check = (): void => {
       if (target.outstanding > 0) return
-      if (keep && target.sessions.estimate(Math.floor(this.#settings.now() / 1000)) > 0) return
+      if (drain.keep && target.sessions.estimate(Math.floor(this.#settings.now() / 1000)) > 0) return
       finish(false)
     }
     const deadlineTimer = setTimeout(() => finish(true), this.deregistrationDelayMs)
     deadlineTimer.unref()
     const sweep = keep ? setInterval(check, DRAIN_SWEEP_MS) : null
     sweep?.unref()
-    const drain: Drain = { keep, done, finish }
+    const drain: Drain = { keep, done, finish, check }
     this.#drains.set(target, drain)
     // Looked at once the request that ended has left undici's callbacks.
     target.onSettled = () => { if (target.outstanding === 0) queueMicrotask(check) }
@@ -263,8 +309,13 @@ export class TargetGroup {
     if (this.#closing !== null) return this.#closing
     this.#checker?.close()
     for (const target of this.#ejections.keys()) this.#endEjection(target, false)
+    // No client can come any more: draining targets wait for their requests in flight only, and
+    // their deadline still ends those with 502.
     const draining = [...this.#drains.values()]
-    for (const drain of draining) drain.finish(false)
+    for (const drain of draining) {
+      drain.keep = false
+      drain.check()
+    }
     this.#closing = Promise.all([
       ...[...this.#targets.values()].map((target) => target.close()),
       ...draining.map((drain) => drain.done)
@@ -308,6 +359,7 @@ export class TargetGroup {
     // Turning healthy starts a slow start; leaving healthy ends it (ALB).
     if (health.state === 'healthy') this.#startSlowly(target, health.sinceMs)
     else target.slowStartEndsMs = 0
+    if (health.state === 'unhealthy') target.slowStartExempt = false
     this.#publish('state', target, before.state, health.sinceMs)
   }
 
@@ -334,25 +386,15 @@ export class TargetGroup {
 
   /** Slow start for a target that just turned healthy, when another healthy target is not in slow start (ALB). */
   #startSlowly (target: Target, nowMs: number): void {
-    if (this.slowStartMs === 0) return
+    if (this.slowStartMs === 0 || target.slowStartExempt) return
     for (const other of this.#targets.values()) {
-      if (other !== target && !this.#drains.has(other) && other.health.state === 'healthy' &&
+      if (other !== target && !this.#drains.has(other) && other.health.state === 'healthy' && other.ejectedUntilMs === 0 &&
           (other.slowStartEndsMs === 0 || other.slowStartEndsMs <= nowMs)) {
         target.slowStartFromMs = nowMs
         target.slowStartEndsMs = nowMs + this.slowStartMs
         return
       }
     }
-  }
-
-  /** Whether a target in slow start takes this new session: with probability (time in slow start / window). */
-  #admits (target: Target, nowMs: number): boolean {
-    if (nowMs >= target.slowStartEndsMs) {
-      target.slowStartEndsMs = 0
-      this.#slowStarting = this.#routable.some((other) => other.slowStartEndsMs !== 0)
-      return true
-    }
-    return Math.random() * this.slowStartMs < nowMs - target.slowStartFromMs
   }
 
   /** Passive checks: `target` failed `consecutiveErrors` requests in a row. */

@@ -45,6 +45,8 @@ export class Target implements TargetRef {
   readonly sessions = new BoundSessions()
   /** Ejected by passive checks until this time; 0 when not. @internal */
   ejectedUntilMs = 0
+  /** Registered with the group's first targets: no slow start until it has once been unhealthy (ALB). @internal */
+  slowStartExempt = false
   /** In slow start from `slowStartFromMs` until this time; 0 when not. @internal */
   slowStartEndsMs = 0
   slowStartFromMs = 0

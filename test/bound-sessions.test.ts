@@ -17,16 +17,23 @@ test('a session counts from its pinning request until its window, counted from i
   t.equal(sessions.estimate(T + 1110), 0, 'then it ends too')
 })
 
-test('end() takes a re-pinned session off; refresh and end never count below zero', async (t) => {
+test('cancel() takes back a start of this second; it never counts below zero', async (t) => {
   const sessions = new BoundSessions()
   sessions.start(60, T)
-  sessions.end(60, T)
+  sessions.cancel(60, T)
   t.equal(sessions.estimate(T), 0)
-  sessions.end(60, T)
-  t.equal(sessions.estimate(T), 0, 'ending twice takes nothing more')
-  // A session pinned by another gateway instance: its first request here counts it.
-  sessions.refresh(60, T - 30, T)
-  t.equal(sessions.estimate(T), 1)
+  sessions.cancel(60, T)
+  sessions.start(60, T)
+  t.equal(sessions.estimate(T), 1, 'cancelling twice took nothing from a later start')
+})
+
+test('a client that comes back keeps the estimate at 1 or more for its window, counted here or not', async (t) => {
+  const sessions = new BoundSessions()
+  // Pinned by another gateway instance (or before a restart), in this very bucket: never started here.
+  sessions.refresh(600, T, T + 1)
+  t.equal(sessions.estimate(T + 1), 1)
+  t.equal(sessions.estimate(T + 601), 1, 'to the end of its window')
+  t.equal(sessions.estimate(T + 602), 0)
 })
 
 test('windows of different lengths count side by side, in fixed memory', async (t) => {

@@ -2,7 +2,7 @@ import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
 import { TARGET_HEALTH_CHANNEL, type TargetHealthChange } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, refusedUrl, startServer, startTargets, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, rawTarget, refusedUrl, startServer, startTargets, waitFor } from './setup.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -87,6 +87,19 @@ test('refused connections count against the target: once ejected, requests stop 
   }
   t.same(ejected(group), ['dead'])
   t.equal(affinities.filter((affinity) => affinity === 'reassigned;target-unreachable').length, 2, 'only two requests ever tried it')
+})
+
+test('a response cut off after its headers counts as an error, though its status was 200', async (t) => {
+  const [healthy] = await startTargets(t, 1, 'ok')
+  const cut = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nab', true)
+  const { app, group } = await gateway(t, [{ id: 'cut', url: cut }, healthy], { outlierDetection: { consecutiveErrors: 2, baseEjectionMs: 60_000, maxEjectedPercent: 50 } })
+  const jar = new CookieJar()
+  const first = await app.inject({ url: '/' })
+  jar.store(first.headers['set-cookie'])
+  t.equal(first.statusCode, 502, 'a clean 502 for the cut-off body')
+  t.same(ejected(group), [], 'one error: not ejected')
+  t.equal((await app.inject({ url: '/', headers: jar.headers() })).statusCode, 502)
+  t.same(ejected(group), ['cut'], 'two in a row: ejected')
 })
 
 test('never more than maxEjectedPercent of the group is ejected (at least one of two or more)', async (t) => {

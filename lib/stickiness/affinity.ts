@@ -62,10 +62,7 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   const target = input.group.get(payload.targetId)
   if (target === undefined) return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
   const reason = target.unpinReason
-  if (reason === null) {
-    target.sessions.refresh(durationSeconds, payload.issuedAtSeconds, input.nowSeconds)
-    return target
-  }
-  target.sessions.end(durationSeconds, payload.issuedAtSeconds)
-  return reason
+  if (reason !== null) return reason
+  target.sessions.refresh(durationSeconds, payload.issuedAtSeconds, input.nowSeconds)
+  return target
 }

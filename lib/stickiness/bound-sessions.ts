@@ -13,6 +13,8 @@ class Window {
   readonly counts = new Int32Array(SLOTS)
   /** The bucket number each slot counts now; -1 when unused. */
   readonly buckets = new Float64Array(SLOTS).fill(-1)
+  /** When a client pinned to the target last came back; -Infinity before any did. */
+  lastReturnSeconds = -Infinity
 
   constructor (durationSeconds: number) {
     this.durationSeconds = durationSeconds
@@ -31,6 +33,8 @@ class Window {
   }
 
   estimate (nowSeconds: number): number {
+    // A client came back inside its window: at least its session is bound, counted here or not.
+    const returned = this.lastReturnSeconds + this.durationSeconds >= nowSeconds ? 1 : 0
     const first = Math.floor((nowSeconds - this.durationSeconds) / this.width)
     const last = Math.floor(nowSeconds / this.width)
     let sum = 0
@@ -38,7 +42,7 @@ class Window {
       const bucket = this.buckets[slot]
       if (bucket >= first && bucket <= last) sum += this.counts[slot]
     }
-    return sum
+    return Math.max(sum, returned)
   }
 }
 
@@ -46,9 +50,11 @@ class Window {
  * An estimate of the sticky sessions pinned to one target, in fixed memory. A session counts
  * from the request that pinned the client here (`start`); each later request moves it to the
  * bucket of that request (`refresh`, from the time its cookie was sealed); it stops counting
- * when its window runs out or the client is re-pinned elsewhere (`end`). Clients that never
- * come back count until their window ends; sessions pinned by another gateway instance count
- * from their first request here.
+ * when its window runs out. Clients that never come back count until their window ends; clients
+ * that moved elsewhere too (over-counting is the safe side: the estimate decides when a draining
+ * target may end early). While any pinned client came back within its window the estimate is at
+ * least 1, so sessions pinned by another gateway instance, or before a restart, keep a draining
+ * target from ending early.
  */
 export class BoundSessions {
   readonly #windows = new Map<number, Window>()
@@ -62,6 +68,7 @@ export class BoundSessions {
   /** A pinned client came back: its session, last refreshed at `issuedAtSeconds`, is refreshed now. */
   refresh (durationSeconds: number, issuedAtSeconds: number, nowSeconds: number): void {
     const window = this.#window(durationSeconds)
+    if (nowSeconds > window.lastReturnSeconds) window.lastReturnSeconds = nowSeconds
     const from = Math.floor(issuedAtSeconds / window.width)
     const to = Math.floor(nowSeconds / window.width)
     if (from === to) return
@@ -69,10 +76,10 @@ export class BoundSessions {
     window.add(to, 1)
   }
 
-  /** A pinned client was re-pinned to another target. */
-  end (durationSeconds: number, issuedAtSeconds: number): void {
+  /** Takes back a `start` of this second: the request that pinned the client here went elsewhere. */
+  cancel (durationSeconds: number, nowSeconds: number): void {
     const window = this.#window(durationSeconds)
-    window.add(Math.floor(issuedAtSeconds / window.width), -1)
+    window.add(Math.floor(nowSeconds / window.width), -1)
   }
 
   /** Sessions whose window is still open at `nowSeconds`. */
