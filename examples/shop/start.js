@@ -117,7 +117,15 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     gateway.post('/demo/backends/:id/start', async (request, reply) => {
       const backend = find(request, reply)
       if (backend === undefined) return reply
+      const wasRunning = backend.running
       await backend.start()
+      // A restarted process is a new target, as an orchestrator registers a replacement: the
+      // unhealthy one (nothing to drain) goes, the new one is `initial` until a check passes.
+      const target = carts.describe().targets.find(({ id }) => id === backend.id)
+      if (!wasRunning && target?.state === 'unhealthy') {
+        await carts.deregister(backend.id)
+        carts.register({ id: backend.id, url: backend.url })
+      }
       return describe(backend)
     })
 
