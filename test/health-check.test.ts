@@ -1,6 +1,7 @@
+import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import type { HealthCheckOptions } from '../lib/index.js'
+import { TARGET_HEALTH_CHANNEL, type HealthCheckOptions, type TargetHealthChange } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
 import { buildGateway, CookieJar, echoOf, exposeAffinity, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
 
@@ -141,4 +142,63 @@ test('port: checks go to that port of the target’s host, not to the traffic po
   await waitForState(app, 't0', 'healthy')
   t.equal(targets[0].hits, trafficChecks, 'the traffic port got none')
   t.equal((await app.inject({ url: '/' })).statusCode, 200, 'traffic still goes to the traffic port')
+})
+
+test('thresholds counted exactly on a real target: 3 failures in a row take it out, 4 passes bring it back', async (t) => {
+  let healthy = true
+  let passes = 0
+  let failures = 0
+  const server = await startServer(t, (req, res) => {
+    if (req.url === '/health') {
+      if (healthy) passes++
+      else failures++
+      res.statusCode = healthy ? 200 : 503
+    }
+    res.end()
+  })
+  const seenAt: Record<string, number> = {}
+  const listen = (message: unknown): void => {
+    const { targetGroup, to } = message as TargetHealthChange
+    // Checks of one target never overlap: nothing more was answered when the change is published.
+    if (targetGroup === 'exact') seenAt[to] = to === 'unhealthy' ? failures : passes
+  }
+  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
+  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
+  const app = await buildGateway(t, {
+    targetGroups: [{
+      name: 'exact',
+      targets: [{ id: 'x', url: server.url }],
+      healthCheck: { path: '/health', intervalMs: 30, timeoutMs: 20, healthyThreshold: 4, unhealthyThreshold: 3, allowShortIntervals: true }
+    }]
+  })
+  const group = app.targetGroups.get('exact') as TargetGroup
+  const state = (): string | undefined => group.get('x')?.health.state
+  await waitFor(() => state() === 'healthy', 2000, 'healthy')
+  t.equal(seenAt.healthy, 1, 'one pass takes it out of initial')
+  healthy = false
+  await waitFor(() => state() === 'unhealthy', 2000, 'unhealthy')
+  t.equal(seenAt.unhealthy, 3, 'unhealthy at the third failure in a row, not before or after')
+  passes = 0
+  healthy = true
+  await waitFor(() => state() === 'healthy', 2000, 'healthy again')
+  t.equal(seenAt.healthy, 4, 'healthy again at the fourth pass in a row')
+})
+
+test('a flapping target (pass, fail, pass, fail …) never reaches the unhealthy threshold', async (t) => {
+  let checks = 0
+  const server = await startServer(t, (req, res) => {
+    if (req.url === '/health') res.statusCode = checks++ % 2 === 0 ? 200 : 503
+    res.end()
+  })
+  const app = await buildGateway(t, {
+    targetGroups: [{
+      name: 'g',
+      targets: [{ id: 'flap', url: server.url }],
+      healthCheck: { path: '/health', intervalMs: 20, timeoutMs: 15, unhealthyThreshold: 2, allowShortIntervals: true }
+    }]
+  })
+  const group = app.targetGroups.get('g') as TargetGroup
+  const states = new Set<string>()
+  await waitFor(() => { states.add(group.get('flap')?.health.state ?? 'absent'); return checks >= 12 }, 3000, '12 checks')
+  t.same([...states].filter((state) => state !== 'initial'), ['healthy'], `healthy all along after its first pass: ${[...states].join(',')}`)
 })
