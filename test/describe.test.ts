@@ -1,8 +1,7 @@
-import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
-import { TARGET_HEALTH_CHANNEL, type TargetHealthChange } from '../lib/index.js'
+import { TARGET_HEALTH_CHANNEL } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, startTargets, waitFor } from './setup.js'
+import { buildGateway, recordHealthChanges, startTargets, waitFor } from './setup.js'
 
 test('describe(): every target with state, reason, routable and requests in flight; the group degraded or not', async (t) => {
   const targets = await startTargets(t, 2)
@@ -48,13 +47,7 @@ test('describe(): every target with state, reason, routable and requests in flig
 })
 
 test(`every state change is published on the diagnostics channel ${TARGET_HEALTH_CHANNEL}`, async (t) => {
-  const changes: TargetHealthChange[] = []
-  const listen = (message: unknown): void => {
-    const change = message as TargetHealthChange
-    if (change.targetGroup === 'events') changes.push(change)
-  }
-  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
-  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
+  const changes = recordHealthChanges(t, 'events')
   const targets = await startTargets(t, 1)
   const app = await buildGateway(t, {
     targetGroups: [{

@@ -1,9 +1,7 @@
-import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { TARGET_HEALTH_CHANNEL, type TargetHealthChange } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, recordHealthChanges, startTargets, TEST_KEY, waitFor } from './setup.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -19,18 +17,6 @@ async function gateway (t: Tap, count: number, group: Record<string, unknown> = 
 
 function describeTarget (group: TargetGroup, id: string) {
   return group.describe().targets.find((target) => target.id === id)
-}
-
-/** Collects this group's messages on the target-health channel until the test ends. */
-function recordChanges (t: Tap, groupName: string): TargetHealthChange[] {
-  const changes: TargetHealthChange[] = []
-  const listen = (message: unknown): void => {
-    const change = message as TargetHealthChange
-    if (change.targetGroup === groupName) changes.push(change)
-  }
-  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
-  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
-  return changes
 }
 
 test('draining keeps its bound sessions until the delay ends and sends new ones elsewhere; then the clients move', async (t) => {
@@ -71,7 +57,7 @@ test('draining keeps its bound sessions until the delay ends and sends new ones 
 })
 
 test('draining ends early when nothing is in flight and no session is bound', async (t) => {
-  const changes = recordChanges(t, 'g')
+  const changes = recordHealthChanges(t, 'g')
   const { app, group } = await gateway(t, 2, { stickiness: false })
   for (let i = 0; i < 4; i++) t.equal((await app.inject({ url: '/' })).statusCode, 200)
   const started = Date.now()

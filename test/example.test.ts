@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process'
-import diagnosticsChannel from 'node:diagnostics_channel'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { CookieJar, waitFor } from './setup.js'
+import { CookieJar, onHealthChange, waitFor } from './setup.js'
 
 // The example imports `fastify-sticky` by name, i.e. dist/: `npm test` builds it first.
 const START = new URL('../examples/shop/start.js', import.meta.url)
@@ -282,12 +281,7 @@ test('GET /demo/health: a stopped backend turns unhealthy, and healthy again onc
   t.equal(down.degraded, false, `two healthy targets: not degraded: ${JSON.stringify(down)}`)
 
   const changes: string[] = []
-  const listen = (message: unknown): void => {
-    const { targetGroup, target, from, to } = message as { targetGroup: string, target: { id: string }, from: string | null, to: string }
-    if (targetGroup === 'carts' && target.id === 'cart-b') changes.push(`${from ?? '-'}>${to}`)
-  }
-  diagnosticsChannel.subscribe('fastify-sticky:target-health', listen)
-  t.teardown(() => diagnosticsChannel.unsubscribe('fastify-sticky:target-health', listen))
+  onHealthChange(t, 'carts', ({ target, from, to }) => { if (target.id === 'cart-b') changes.push(`${from ?? '-'}>${to}`) })
   const startedAt = Date.now()
   const started = await send('POST', '/demo/backends/cart-b/start')
   t.equal(started.status, 200, `start cart-b: ${started.status} ${started.body}`)

@@ -1,9 +1,8 @@
-import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { TARGET_HEALTH_CHANNEL, type HealthCheckOptions, type TargetHealthChange } from '../lib/index.js'
+import type { HealthCheckOptions } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, onHealthChange, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
 
 type Tap = Parameters<typeof startTargets>[0]
 
@@ -157,13 +156,8 @@ test('thresholds counted exactly on a real target: 3 failures in a row take it o
     res.end()
   })
   const seenAt: Record<string, number> = {}
-  const listen = (message: unknown): void => {
-    const { targetGroup, to } = message as TargetHealthChange
-    // Checks of one target never overlap: nothing more was answered when the change is published.
-    if (targetGroup === 'exact') seenAt[to] = to === 'unhealthy' ? failures : passes
-  }
-  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
-  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
+  // Checks of one target never overlap: nothing more was answered when the change is published.
+  onHealthChange(t, 'exact', ({ to }) => { seenAt[to] = to === 'unhealthy' ? failures : passes })
   const app = await buildGateway(t, {
     targetGroups: [{
       name: 'exact',

@@ -1,8 +1,7 @@
-import diagnosticsChannel from 'node:diagnostics_channel'
 import { test } from 'tap'
-import { TARGET_HEALTH_CHANNEL, type TargetHealthChange } from '../lib/index.js'
+import type { TargetHealthChange } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, rawTarget, refusedUrl, startServer, startTargets, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, rawTarget, recordHealthChanges, refusedUrl, startServer, startTargets, waitFor } from './setup.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -18,14 +17,7 @@ function ejected (group: TargetGroup): string[] {
 }
 
 function recordChanges (t: Tap): TargetHealthChange[] {
-  const changes: TargetHealthChange[] = []
-  const listen = (message: unknown): void => {
-    const change = message as TargetHealthChange
-    if (change.targetGroup === 'g' && change.change !== 'state') changes.push(change)
-  }
-  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
-  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
-  return changes
+  return recordHealthChanges(t, 'g', ['ejected', 'returned'])
 }
 
 test('consecutive 5xx eject a target after exactly consecutiveErrors; its clients move, new ones avoid it, and it returns by itself', async (t) => {

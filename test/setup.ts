@@ -1,8 +1,9 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import diagnosticsChannel from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import fastifySticky, { type FastifyStickyOptions } from '../lib/index.js'
+import fastifySticky, { TARGET_HEALTH_CHANNEL, type FastifyStickyOptions, type TargetHealthChange } from '../lib/index.js'
 
 /** What a test target answers: who it is and what it saw. */
 export interface Echo {
@@ -168,6 +169,23 @@ export function exposeAffinity (app: FastifyInstance): void {
     const affinity = request.affinity
     if (affinity !== null) reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
   })
+}
+
+/** Calls `onChange` with every message on the target-health channel of one group until the test ends. */
+export function onHealthChange (t: Tap, group: string, onChange: (change: TargetHealthChange) => void): void {
+  const listen = (message: unknown): void => {
+    const change = message as TargetHealthChange
+    if (change.targetGroup === group) onChange(change)
+  }
+  diagnosticsChannel.subscribe(TARGET_HEALTH_CHANNEL, listen)
+  t.teardown(() => diagnosticsChannel.unsubscribe(TARGET_HEALTH_CHANNEL, listen))
+}
+
+/** The messages of one group on the target-health channel (of the given kinds), collected until the test ends. */
+export function recordHealthChanges (t: Tap, group: string, kinds: ReadonlyArray<TargetHealthChange['change']> = ['state', 'ejected', 'returned']): TargetHealthChange[] {
+  const changes: TargetHealthChange[] = []
+  onHealthChange(t, group, (change) => { if (kinds.includes(change.change)) changes.push(change) })
+  return changes
 }
 
 /** A real loopback HTTP server with a custom handler, closed (with its connections) by the test's teardown. */

@@ -1,3 +1,5 @@
+import { LB_COOKIE_LIFETIME_SECONDS } from './lb-cookie.js'
+
 /** ALB's application-stickiness cookies: `AWSALBAPP-0` to `AWSALBAPP-3`, one value split over them. */
 export const APP_COOKIE_PREFIX = 'AWSALBAPP-'
 /** ALB writes at most 16 KB: four shards. */
@@ -6,8 +8,6 @@ export const APP_COOKIE_SHARDS = 4
 export const MAX_COOKIE_BYTES = 4096
 /** What an unused shard carries (ALB's sentinel); read as "no shard". */
 export const REMOVED_SHARD = '_remove_'
-/** ALB gives its cookies a fixed 7-day `Expires`; the stickiness window lives inside the value. */
-const LIFETIME_SECONDS = 7 * 86_400
 
 const SHARD_VALUE = /^[A-Za-z0-9_-]+$/
 
@@ -62,7 +62,7 @@ export function readAppShards (header: string | undefined, prefix = APP_COOKIE_P
 export function appShardCookies (value: string | null, nowMs: number, sameSiteNone: boolean, prefix = APP_COOKIE_PREFIX): string[] | null {
   const limit = maxShardLength(prefix)
   if (value !== null && value.length > limit * APP_COOKIE_SHARDS) return null
-  const expires = new Date((Math.floor(nowMs / 1000) + LIFETIME_SECONDS) * 1000).toUTCString()
+  const expires = new Date((Math.floor(nowMs / 1000) + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()
   const suffix = `; Expires=${expires}; Path=/${sameSiteNone ? '; SameSite=None; Secure' : ''}`
   const lines: string[] = []
   for (let i = 0; i < APP_COOKIE_SHARDS; i++) {
