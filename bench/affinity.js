@@ -5,8 +5,10 @@
 // targets) and for new ones (no cookie): the median of several runs.
 import { fileURLToPath } from 'node:url'
 import { CookieCodec, COOKIE_PURPOSE_LB } from '../dist/index.js'
+import { AppCookieSealer } from '../dist/group-forward.js'
 import { resolveListenerRule } from '../dist/listener-rule.js'
 import { resolveOptions } from '../dist/options.js'
+import { AppCookieWriter } from '../dist/stickiness/app-cookie.js'
 import { LbCookieWriter } from '../dist/stickiness/lb-cookie.js'
 import { TargetGroup } from '../dist/target-group.js'
 
@@ -21,7 +23,16 @@ export async function runAffinityBench ({ smoke = false } = {}) {
   // Pools connect lazily: no traffic leaves this process.
   const group = new TargetGroup(options.targetGroups[0], { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: Date.now })
   const codec = new CookieCodec(options.keys)
-  const rule = resolveListenerRule({ targetGroup: 'bench' }, 'GET /', { groups: new Map([['bench', group]]), codec, writer: new LbCookieWriter(), now: Date.now })
+  const rule = resolveListenerRule({ targetGroup: 'bench' }, 'GET /', {
+    groups: new Map([['bench', group]]),
+    codec,
+    lbWriter: new LbCookieWriter(),
+    appWriter: new AppCookieWriter(),
+    appSealer: new AppCookieSealer(codec, 'AWSALBAPP-'),
+    listeners: new Map(),
+    cookiePrefix: '',
+    now: Date.now
+  })
 
   const nowSeconds = Math.floor(Date.now() / 1000)
   const headers = []

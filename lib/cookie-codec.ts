@@ -21,6 +21,10 @@ export interface OpenedCookie {
 
 /** What a sealed value is for; authenticated with it so one kind cannot stand in for another. */
 export const COOKIE_PURPOSE_LB = 1
+/** `AWSALBTG`: the target group a weighted forward chose. */
+export const COOKIE_PURPOSE_TG = 2
+/** `AWSALBAPP-*`: the application-cookie bindings of every app-sticky target group. */
+export const COOKIE_PURPOSE_APP = 3
 
 const FORMAT_VERSION = 1
 const HEADER_BYTES = 2 // version, key id
@@ -28,11 +32,14 @@ const NONCE_BYTES = 12
 const TAG_BYTES = 16
 const TIMES_BYTES = 8
 const MAX_NAME_BYTES = 64
-const MIN_SEALED_BYTES = HEADER_BYTES + NONCE_BYTES + TIMES_BYTES + 2 + TAG_BYTES
-const MAX_SEALED_BYTES = MIN_SEALED_BYTES + 2 * MAX_NAME_BYTES
+/** Sealing adds this many bytes to a plaintext. */
+export const SEAL_OVERHEAD_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+const MAX_PAYLOAD_SEALED_BYTES = SEAL_OVERHEAD_BYTES + TIMES_BYTES + 2 + 2 * MAX_NAME_BYTES
 const BASE64URL = /^[A-Za-z0-9_-]+$/
-/** A base64url string longer than this cannot be ours: refuse it before decoding. */
-const MAX_SEALED_CHARS = Math.ceil((MAX_SEALED_BYTES * 4) / 3)
+/** A base64url `StickyPayload` value longer than this cannot be ours: refuse it before decoding. */
+const MAX_PAYLOAD_SEALED_CHARS = Math.ceil((MAX_PAYLOAD_SEALED_BYTES * 4) / 3)
+/** Opened values up to this length are remembered; longer ones (app-cookie sets) are opened each time. */
+const MAX_CACHED_CHARS = 256
 /**
  * How many opened values are remembered. A gateway seals one value per target and second
  * (see ListenerRule), so returning clients present few distinct values: this covers minutes of
@@ -58,7 +65,7 @@ export class CookieCodec {
    * Values this ring opened, oldest first. Opening is deterministic for a fixed ring, and only
    * authenticated values get in, so a client can neither poison nor grow it past its bound.
    */
-  readonly #opened = new Map<string, { readonly purpose: number, readonly opened: OpenedCookie }>()
+  readonly #opened = new Map<string, { readonly purpose: number, readonly opened: unknown }>()
 
   /** @param keys 32-byte AES-256 keys; the first one seals. */
   constructor (keys: readonly Buffer[]) {
@@ -77,7 +84,11 @@ export class CookieCodec {
     group.copy(plain, 9)
     plain[9 + group.length] = target.length
     target.copy(plain, 10 + group.length)
+    return this.sealBytes(purpose, plain)
+  }
 
+  /** Seals any plaintext for `purpose` with the first key of the ring. */
+  sealBytes (purpose: number, plain: Buffer): string {
     const { id, key } = this.#ring[0]
     const header = Buffer.from([FORMAT_VERSION, id])
     const nonce = this.#nextNonce()
@@ -93,11 +104,21 @@ export class CookieCodec {
    * ring sealed: wrong length, bad base64, unknown key, tampered bytes, other purpose.
    */
   open (purpose: number, value: string): OpenedCookie | null {
+    return this.openWith(purpose, value, MAX_PAYLOAD_SEALED_CHARS, parseOpened)
+  }
+
+  /**
+   * Opens a value sealed for `purpose` and hands the plaintext to `parse`, which returns null for
+   * a plaintext it does not accept; `rotated` says whether a key other than the first opened it.
+   * Values up to `maxChars` are tried; short ones are remembered with their parsed result, so a
+   * given `purpose` must always be opened with the same `parse`.
+   */
+  openWith<T> (purpose: number, value: string, maxChars: number, parse: (plain: Buffer, rotated: boolean) => T | null): T | null {
     const cached = this.#opened.get(value)
-    if (cached !== undefined) return cached.purpose === purpose ? cached.opened : null
-    if (value.length > MAX_SEALED_CHARS || !BASE64URL.test(value)) return null
+    if (cached !== undefined) return cached.purpose === purpose ? cached.opened as T : null
+    if (value.length > maxChars || !BASE64URL.test(value)) return null
     const sealed = Buffer.from(value, 'base64url')
-    if (sealed.length < MIN_SEALED_BYTES || sealed.length > MAX_SEALED_BYTES) return null
+    if (sealed.length < SEAL_OVERHEAD_BYTES) return null
     // Node's decoder skips stray characters and spare bits: only the one spelling we write opens,
     // so a value cannot be varied to fill the cache of opened values.
     if (sealed.toString('base64url') !== value) return null
@@ -113,10 +134,8 @@ export class CookieCodec {
       if (ringKey.id !== keyId) continue
       const plain = decrypt(ringKey.key, nonce, aadOf(header, purpose), body, tag)
       if (plain === null) continue
-      const payload = parsePlain(plain)
-      if (payload === null) return null
-      const opened: OpenedCookie = Object.freeze({ payload: Object.freeze(payload), rotated: i !== 0 })
-      this.#remember(value, purpose, opened)
+      const opened = parse(plain, i !== 0)
+      if (opened !== null && value.length <= MAX_CACHED_CHARS) this.#remember(value, purpose, opened)
       return opened
     }
     return null
@@ -130,7 +149,7 @@ export class CookieCodec {
     return this.#opened.size
   }
 
-  #remember (value: string, purpose: number, opened: OpenedCookie): void {
+  #remember (value: string, purpose: number, opened: unknown): void {
     if (this.#opened.size >= OPENED_CACHE_SIZE) this.#opened.delete(this.#opened.keys().next().value as string)
     this.#opened.set(value, { purpose, opened })
   }
@@ -166,6 +185,11 @@ function decrypt (key: Buffer, nonce: Buffer, aad: Buffer, body: Buffer, tag: Bu
   } catch {
     return null
   }
+}
+
+function parseOpened (plain: Buffer, rotated: boolean): OpenedCookie | null {
+  const payload = parsePlain(plain)
+  return payload === null ? null : Object.freeze({ payload: Object.freeze(payload), rotated })
 }
 
 function parsePlain (plain: Buffer): StickyPayload | null {

@@ -1,17 +1,22 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
-import { resolveListenerRule, type ListenerRule, type RuleContext } from './listener-rule.js'
+import { AppCookieSealer, GroupForward, type AppRequestState } from './group-forward.js'
+import { Listener } from './listener.js'
+import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions } from './options.js'
 import { Proxy } from './proxy.js'
-import { LbCookieWriter } from './stickiness/lb-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieWriter } from './stickiness/app-cookie.js'
+import { LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
-import type { FastifyStickyOptions } from './types.js'
+import type { AffinityDecision, FastifyStickyOptions, RuleMatch } from './types.js'
 
-/** Where a request keeps its route's listener rule, for `reply.forward()`. */
-const kListenerRule = Symbol('fastify-sticky.listenerRule')
+/** Where a request keeps the forward its affinity was decided on, for `reply.forward()`. */
+const kForward = Symbol('fastify-sticky.forward')
+/** What an app-sticky request brought, for the `AWSALBAPP-*` cookies of its response. */
+const kAppState = Symbol('fastify-sticky.appState')
 
-type RequestWithRule = FastifyRequest & { [kListenerRule]: ListenerRule | null }
+type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kAppState]: AppRequestState | null }
 
 async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOptions): Promise<void> {
   const options = resolveOptions(raw)
@@ -27,43 +32,60 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   }
   const groups = new Map<string, TargetGroup>()
   for (const group of options.targetGroups) groups.set(group.name, new TargetGroup(group, poolSettings))
-  const context: RuleContext = { groups, codec: new CookieCodec(options.keys), writer: new LbCookieWriter(), now: options.now }
+  const codec = new CookieCodec(options.keys)
+  const prefix = options.cookiePrefix
+  const listeners = new Map<string, Listener>()
+  const context: RuleContext = {
+    groups,
+    codec,
+    lbWriter: new LbCookieWriter(prefix + LB_COOKIE),
+    appWriter: new AppCookieWriter(prefix + APP_COOKIE_PREFIX),
+    appSealer: new AppCookieSealer(codec, prefix + APP_COOKIE_PREFIX),
+    listeners,
+    cookiePrefix: prefix,
+    now: options.now
+  }
+  const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE) }
+  for (const listener of options.listeners) listeners.set(listener.name, new Listener(listener, listenerContext))
   const proxy = new Proxy(options)
 
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
   fastify.decorateRequest('affinity', null)
-  fastify.decorateRequest(kListenerRule, null)
+  fastify.decorateRequest(kForward, null)
+  fastify.decorateRequest(kAppState, null)
   // Routes added before this plugin finished registering (a missing `await`) were not seen by
   // onRoute: bind them on their first forward, so they work, and say how to bind them earlier.
-  const lateRules = new WeakMap<object, ListenerRule | null>()
-  function bindLate (request: FastifyRequest, reply: FastifyReply): ListenerRule | null {
+  const lateRules = new WeakMap<object, RouteBinding | null>()
+  function bindLate (request: FastifyRequest, reply: FastifyReply): GroupForward | null {
     const config = request.routeOptions.config
-    let rule = lateRules.get(config)
-    if (rule === undefined) {
+    let binding = lateRules.get(config)
+    if (binding === undefined) {
       const route = `${request.method} ${request.routeOptions.url ?? ''}`
-      rule = resolveListenerRule(config, route, context)
-      lateRules.set(config, rule)
-      if (rule !== null) {
-        request.log.warn(`fastify-sticky: route ${route} was added before the plugin finished registering, so request.affinity is only set when reply.forward() runs; await app.register(fastifySticky, …) before adding routes`)
+      binding = resolveListenerRule(config, route, context)
+      lateRules.set(config, binding)
+      if (binding !== null) {
+        request.log.warn(`fastify-sticky: route ${route} was added before the plugin finished registering, so request.affinity is only set when reply.forward() runs, and app-cookie stickiness writes no cookies; await app.register(fastifySticky, …) before adding routes`)
       }
     }
-    if (rule !== null) applyAffinity(rule, request, reply)
-    return rule
+    if (binding === null) return null
+    applyAffinity(binding, request, reply)
+    return (request as StickyRequest)[kForward]
   }
 
   fastify.decorateReply('forward', function forward (this: FastifyReply, path?: string) {
-    const request = this.request as RequestWithRule
-    return proxy.forward(this, request[kListenerRule] ?? bindLate(request, this), path)
+    const request = this.request as StickyRequest
+    return proxy.forward(this, request[kForward] ?? bindLate(request, this), path)
   })
 
-  // Listener rules are resolved once per route, here; the request path only runs the hook.
+  // Listener rules are resolved once per route, here; the request path only runs the hooks.
   fastify.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method.join(',') : route.method
-    const rule = resolveListenerRule(route.config, `${methods} ${route.url}`, context)
-    if (rule === null) return
-    const decide = createAffinityHook(rule)
-    const existing = route.onRequest
-    route.onRequest = existing === undefined ? [decide] : [decide, ...(Array.isArray(existing) ? existing : [existing])]
+    const binding = resolveListenerRule(route.config, `${methods} ${route.url}`, context)
+    if (binding === null) return
+    route.onRequest = [createAffinityHook(binding), ...hooksOf(route.onRequest)]
+    // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
+    const forwards = binding instanceof Listener ? binding.forwards : [binding]
+    if (forwards.some((forward) => forward.app !== null)) route.onSend = [...hooksOf(route.onSend), writeAppCookies]
   })
 
   fastify.addHook('onClose', async () => {
@@ -71,24 +93,57 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   })
 }
 
+function hooksOf<T> (hooks: T | T[] | undefined): T[] {
+  return hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
+}
+
 /** The route-level onRequest hook that decides `request.affinity` and writes fresh cookies. */
-function createAffinityHook (rule: ListenerRule): onRequestHookHandler {
+function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
   return function decideAffinity (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
-    applyAffinity(rule, request, reply)
+    applyAffinity(binding, request, reply)
     done()
   }
 }
 
-/** Decides the request's affinity and writes the cookies that pin the client to its target. */
-function applyAffinity (rule: ListenerRule, request: FastifyRequest, reply: FastifyReply): void {
-  const nowMs = rule.now()
-  const affinity = rule.decide(request.headers.cookie, nowMs)
-  request.affinity = affinity
-  ;(request as RequestWithRule)[kListenerRule] = rule
-  if (affinity.target !== null) {
-    const cookies = rule.setCookies(affinity.target.id, nowMs)
-    if (cookies !== null) reply.header('set-cookie', cookies)
+/** Decides the request's affinity and writes the cookies that pin the client to its target group and target. */
+function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: FastifyReply): void {
+  const nowMs = binding.now()
+  const header = request.headers.cookie
+  let forward: GroupForward
+  let match: RuleMatch | null = null
+  if (binding instanceof GroupForward) {
+    forward = binding
+  } else {
+    const routed = binding.route(request, reply, nowMs)
+    forward = routed.forward
+    match = routed.match
   }
+  let affinity: AffinityDecision
+  if (forward.app === null) {
+    affinity = forward.decide(header, nowMs)
+    if (affinity.target !== null) {
+      const cookies = forward.setCookies(affinity.target.id, nowMs)
+      if (cookies !== null) reply.header('set-cookie', cookies)
+    }
+  } else {
+    // The AWSALBAPP-* cookies depend on the response: written by writeAppCookies.
+    const decided = forward.decideApp(header, nowMs)
+    affinity = decided.decision
+    ;(request as StickyRequest)[kAppState] = decided.state
+  }
+  request.affinity = match === null ? affinity : { ...affinity, rule: match }
+  ;(request as StickyRequest)[kForward] = forward
+}
+
+/** The onSend hook of app-sticky routes: `AWSALBAPP-0..3` follow the app cookie the response sets, keeps or deletes. */
+const writeAppCookies: onSendHookHandler = function writeAppCookies (request, reply, payload, done) {
+  const state = (request as StickyRequest)[kAppState]
+  const forward = (request as StickyRequest)[kForward]
+  if (state !== null && forward !== null && forward.app !== null) {
+    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), request.headers['user-agent'], forward.now())
+    reply.header('set-cookie', lines)
+  }
+  done(null, payload)
 }
 
 /**
@@ -99,7 +154,7 @@ const plugin = fp(fastifySticky, { name: 'fastify-sticky', fastify: '5.x' })
 export default plugin
 export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
-export { CookieCodec, COOKIE_PURPOSE_LB, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
+export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'
 export * from './errors.js'
 export * from './types.js'

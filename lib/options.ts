@@ -2,7 +2,11 @@ import { randomBytes } from 'node:crypto'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
 import type { InitialState } from './health/target-state.js'
-import type { Algorithm, FastifyStickyOptions, HealthCheckOptions, OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions } from './types.js'
+import { compileConditions, type RuleConditions } from './rules/conditions.js'
+import type {
+  Algorithm, FastifyStickyOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
+  OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WeightedTargetGroupOptions
+} from './types.js'
 
 export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
 export const MAX_COOKIE_DURATION_SECONDS = 604_800
@@ -39,23 +43,67 @@ export const DEFAULT_BASE_EJECTION_MS = 30_000
 export const DEFAULT_MAX_EJECTION_MS = 300_000
 export const MAX_EJECTION_MS = 3_600_000
 export const DEFAULT_MAX_EJECTED_PERCENT = 10
+/** ALB's quota of target groups per forward action. */
+export const MAX_FORWARD_TARGET_GROUPS = 5
+export const MAX_FORWARD_WEIGHT = 999
+export const DEFAULT_FORWARD_WEIGHT = 1
+export const MAX_RULE_PRIORITY = 50_000
+export const MAX_COOKIE_PREFIX_LENGTH = 32
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
-const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'now']
+const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const OUTLIER_KEYS = ['consecutiveErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
-const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds']
+const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'bindToCookieValue']
+const LISTENER_KEYS = ['name', 'rules', 'default']
+const RULE_KEYS = ['priority', 'conditions', 'forward']
+const FORWARD_KEYS = ['targetGroups', 'stickiness']
+const WEIGHTED_GROUP_KEYS = ['name', 'weight']
+const GROUP_STICKINESS_KEYS = ['enabled', 'durationSeconds']
+/** RFC 6265 §4.1.1: a cookie-name is an RFC 2616 token. */
+const COOKIE_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+const COOKIE_PREFIX_PATTERN = /^[A-Za-z0-9_-]*$/
+/** ALB refuses app cookie names starting with `AWSALB`, `AWSALBAPP` or `AWSALBTG`: the first covers all three. */
+const RESERVED_COOKIE_PREFIX = 'AWSALB'
 
 /** Stickiness after defaults: null means the route or group is not sticky. */
-export interface ResolvedStickiness {
+export type ResolvedStickiness = ResolvedLbCookieStickiness | ResolvedAppCookieStickiness
+
+export interface ResolvedLbCookieStickiness {
   readonly type: 'lb_cookie'
   readonly durationSeconds: number
+}
+
+export interface ResolvedAppCookieStickiness {
+  readonly type: 'app_cookie'
+  readonly durationSeconds: number
+  readonly cookieName: string
+  readonly bindToCookieValue: boolean
+}
+
+/** A forward action: its target groups with weights, and the group stickiness window (null: off). */
+export interface ResolvedForward {
+  readonly targetGroups: ReadonlyArray<{ readonly name: string, readonly weight: number }>
+  readonly stickinessSeconds: number | null
+}
+
+export interface ResolvedListenerRule {
+  readonly priority: number
+  readonly conditions: RuleConditions
+  readonly forward: ResolvedForward
+}
+
+export interface ResolvedListener {
+  readonly name: string
+  /** In order of priority, lowest first. */
+  readonly rules: readonly ResolvedListenerRule[]
+  readonly default: ResolvedForward
 }
 
 export interface ResolvedTarget {
@@ -114,6 +162,8 @@ export interface ResolvedOptions {
   readonly redispatch: boolean
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
   readonly connectionsPerTarget: number
+  readonly cookiePrefix: string
+  readonly listeners: readonly ResolvedListener[]
   readonly now: () => number
 }
 
@@ -122,13 +172,17 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
   const options = requireObject(raw, 'options') as Partial<FastifyStickyOptions>
   refuseUnknownKeys(options, PLUGIN_KEYS, '')
 
+  const cookiePrefix = options.cookiePrefix ?? ''
+  if (typeof cookiePrefix !== 'string' || cookiePrefix.length > MAX_COOKIE_PREFIX_LENGTH || !COOKIE_PREFIX_PATTERN.test(cookiePrefix)) {
+    invalid('cookiePrefix', `a string of 0 to ${MAX_COOKIE_PREFIX_LENGTH} characters from A-Z a-z 0-9 _ -`, cookiePrefix)
+  }
   const rawGroups = options.targetGroups
   if (!Array.isArray(rawGroups) || rawGroups.length === 0) {
     invalid('targetGroups', 'a non-empty array of target groups', rawGroups)
   }
   const seen = new Map<string, number>()
   const targetGroups = rawGroups.map((group, i) => {
-    const resolved = resolveTargetGroup(group, `targetGroups[${i}]`)
+    const resolved = resolveTargetGroup(group, `targetGroups[${i}]`, cookiePrefix)
     const first = seen.get(resolved.name)
     if (first !== undefined) {
       invalid(`targetGroups[${i}].name`, `unique (targetGroups[${first}] has it too)`, resolved.name)
@@ -137,6 +191,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     return resolved
   })
 
+  const listeners = resolveListeners(options.listeners, targetGroups)
   const keys = resolveKeys(options.keys)
   return Object.freeze({
     keys: keys ?? [randomBytes(KEY_BYTES)],
@@ -147,11 +202,110 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     redispatch: optionalBoolean(options.redispatch, 'redispatch', true),
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
+    cookiePrefix,
+    listeners,
     now: resolveNow(options.now)
   })
 }
 
-function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
+function resolveListeners (raw: unknown, groups: readonly ResolvedTargetGroup[]): readonly ResolvedListener[] {
+  if (raw === undefined) return Object.freeze([])
+  if (!Array.isArray(raw)) invalid('listeners', 'an array of listeners', raw)
+  const byName = new Map(groups.map((group) => [group.name, group]))
+  const seen = new Map<string, number>()
+  return Object.freeze(raw.map((rawListener, i) => {
+    const path = `listeners[${i}]`
+    const listener = requireObject(rawListener, path) as Partial<ListenerOptions>
+    refuseUnknownKeys(listener, LISTENER_KEYS, `${path}.`)
+    const name = requireName(listener.name, `${path}.name`)
+    const first = seen.get(name)
+    if (first !== undefined) invalid(`${path}.name`, `unique (listeners[${first}] has it too)`, name)
+    seen.set(name, i)
+    const rawRules = listener.rules ?? []
+    if (!Array.isArray(rawRules)) invalid(`${path}.rules`, 'an array of rules', rawRules)
+    const priorities = new Map<number, number>()
+    const rules = rawRules.map((rawRule, j) => {
+      const rulePath = `${path}.rules[${j}]`
+      const rule = requireObject(rawRule, rulePath) as Partial<ListenerRuleOptions>
+      refuseUnknownKeys(rule, RULE_KEYS, `${rulePath}.`)
+      const priority = rule.priority
+      if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 1 || priority > MAX_RULE_PRIORITY) {
+        invalid(`${rulePath}.priority`, `an integer from 1 to ${MAX_RULE_PRIORITY}`, priority)
+      }
+      const same = priorities.get(priority)
+      if (same !== undefined) invalid(`${rulePath}.priority`, `unique within the listener (rules[${same}] has it too)`, priority)
+      priorities.set(priority, j)
+      return Object.freeze({
+        priority,
+        conditions: compileConditions(rule.conditions, `${rulePath}.conditions`),
+        forward: resolveForward(rule.forward, `${rulePath}.forward`, byName)
+      })
+    })
+    if (listener.default === undefined) invalid(`${path}.default`, 'a forward: the name of a target group, or { targetGroups, stickiness }', undefined)
+    return Object.freeze({
+      name,
+      rules: Object.freeze(rules.sort((a, b) => a.priority - b.priority)),
+      default: resolveForward(listener.default, `${path}.default`, byName)
+    })
+  }))
+}
+
+/** A forward action, with ALB's checks of weighted forwards and group stickiness. */
+function resolveForward (raw: ForwardOptions | undefined, path: string, groups: ReadonlyMap<string, ResolvedTargetGroup>): ResolvedForward {
+  const names = [...groups.keys()].join(', ')
+  if (typeof raw === 'string') {
+    if (!groups.has(raw)) invalid(path, `the name of a target group (${names})`, raw)
+    return Object.freeze({ targetGroups: Object.freeze([Object.freeze({ name: raw, weight: DEFAULT_FORWARD_WEIGHT })]), stickinessSeconds: null })
+  }
+  const forward = requireObject(raw, path, 'the name of a target group, or { targetGroups, stickiness }') as { targetGroups?: unknown, stickiness?: unknown }
+  refuseUnknownKeys(forward, FORWARD_KEYS, `${path}.`)
+  const rawGroups = forward.targetGroups
+  if (!Array.isArray(rawGroups) || rawGroups.length === 0 || rawGroups.length > MAX_FORWARD_TARGET_GROUPS) {
+    invalid(`${path}.targetGroups`, `an array of 1 to ${MAX_FORWARD_TARGET_GROUPS} target groups (ALB's quota)`, rawGroups)
+  }
+  const weighted = rawGroups.length > 1
+  const seen = new Map<string, number>()
+  const targetGroups = rawGroups.map((rawGroup, i) => {
+    const groupPath = `${path}.targetGroups[${i}]`
+    const entry = requireObject(rawGroup, groupPath) as Partial<WeightedTargetGroupOptions>
+    refuseUnknownKeys(entry, WEIGHTED_GROUP_KEYS, `${groupPath}.`)
+    const group = typeof entry.name === 'string' ? groups.get(entry.name) : undefined
+    if (group === undefined) invalid(`${groupPath}.name`, `the name of a target group (${names})`, entry.name)
+    const first = seen.get(group.name)
+    if (first !== undefined) invalid(`${groupPath}.name`, `unique within the forward (targetGroups[${first}] has it too)`, group.name)
+    seen.set(group.name, i)
+    if (weighted && group.stickiness?.type === 'app_cookie') {
+      invalid(`${groupPath}.name`, 'a target group without app_cookie stickiness (ALB: application-based stickiness does not work with weighted target groups)', group.name)
+    }
+    return Object.freeze({ name: group.name, weight: optionalInteger(entry.weight, `${groupPath}.weight`, 0, MAX_FORWARD_WEIGHT, DEFAULT_FORWARD_WEIGHT) })
+  })
+  if (targetGroups.every((entry) => entry.weight === 0)) {
+    invalid(`${path}.targetGroups`, 'a forward with at least one weight above 0', `weights ${targetGroups.map((entry) => entry.weight).join(', ')}`)
+  }
+  const stickinessSeconds = resolveGroupStickiness(forward.stickiness, `${path}.stickiness`)
+  if (stickinessSeconds !== null && !weighted) {
+    invalid(`${path}.stickiness`, 'false or absent for a forward to one target group (group stickiness chooses between groups)', forward.stickiness)
+  }
+  const sticky = targetGroups.find((entry) => groups.get(entry.name)?.stickiness != null)
+  if (weighted && stickinessSeconds === null && sticky !== undefined) {
+    throw new FST_STICKY_OPTION_INVALID(`${path}.stickiness must be { durationSeconds } (group stickiness) because target group '${sticky.name}' is sticky; ALB: "You must enable group stickiness on a rule if you enabled target stickiness on one of its target groups", received ${describeValue(forward.stickiness, false)}`)
+  }
+  return Object.freeze({ targetGroups: Object.freeze(targetGroups), stickinessSeconds })
+}
+
+function resolveGroupStickiness (raw: unknown, path: string): number | null {
+  if (raw === undefined || raw === false) return null
+  const stickiness = requireObject(raw, path, 'false or { durationSeconds }') as Partial<GroupStickinessOptions>
+  refuseUnknownKeys(stickiness, GROUP_STICKINESS_KEYS, `${path}.`)
+  if (!optionalBoolean(stickiness.enabled, `${path}.enabled`, true)) return null
+  const seconds = stickiness.durationSeconds
+  if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 1 || seconds > MAX_COOKIE_DURATION_SECONDS) {
+    invalid(`${path}.durationSeconds`, `an integer from 1 to ${MAX_COOKIE_DURATION_SECONDS} (required with group stickiness)`, seconds)
+  }
+  return seconds
+}
+
+function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): ResolvedTargetGroup {
   const group = requireObject(raw, path) as Partial<TargetGroupOptions>
   refuseUnknownKeys(group, GROUP_KEYS, `${path}.`)
   const name = requireName(group.name, `${path}.name`)
@@ -170,7 +324,7 @@ function resolveTargetGroup (raw: unknown, path: string): ResolvedTargetGroup {
     return resolved
   })
 
-  const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`)
+  const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`, cookiePrefix)
   // ALB refuses stickiness on weighted_random target groups.
   if (stickiness !== null && algorithm === 'weighted_random') {
     throw new FST_STICKY_OPTION_INVALID(`${path}.stickiness must be false when algorithm is weighted_random (ALB does not combine them), received ${group.stickiness === undefined ? 'undefined (the default: lb_cookie stickiness)' : describeValue(group.stickiness, false)}`)
@@ -273,16 +427,33 @@ export function resolveTarget (raw: unknown, path: string): ResolvedTarget {
  * Resolves stickiness options over `base`: for a group, `base` is the default; for a route's
  * override, it is the group's stickiness, so `{ durationSeconds: 3600 }` changes only the window.
  */
-export function resolveStickiness (raw: StickinessOptions | undefined, base: ResolvedStickiness | null, path: string): ResolvedStickiness | null {
+export function resolveStickiness (raw: StickinessOptions | undefined, base: ResolvedStickiness | null, path: string, cookiePrefix: string): ResolvedStickiness | null {
   if (raw === undefined) return base
   if (raw === false) return null
-  const stickiness = requireObject(raw, path, 'false or an object') as Exclude<StickinessOptions, false>
+  const stickiness = requireObject(raw, path, 'false or an object') as Partial<Record<string, unknown>>
   refuseUnknownKeys(stickiness, STICKINESS_KEYS, `${path}.`)
   if (optionalBoolean(stickiness.enabled, `${path}.enabled`, true) === false) return null
-  const type = optionalChoice(stickiness.type, `${path}.type`, ['lb_cookie'] as const, base?.type ?? 'lb_cookie')
+  const type = optionalChoice(stickiness.type, `${path}.type`, ['lb_cookie', 'app_cookie'] as const, base?.type ?? 'lb_cookie')
   const durationSeconds = optionalInteger(stickiness.durationSeconds, `${path}.durationSeconds`, 1,
     MAX_COOKIE_DURATION_SECONDS, base?.durationSeconds ?? DEFAULT_LB_COOKIE_DURATION_SECONDS)
-  return Object.freeze({ type, durationSeconds })
+  if (type === 'lb_cookie') {
+    for (const key of ['cookieName', 'bindToCookieValue']) {
+      if (stickiness[key] !== undefined) invalid(`${path}.${key}`, "absent unless type is 'app_cookie'", stickiness[key])
+    }
+    return Object.freeze({ type, durationSeconds })
+  }
+  const appBase = base?.type === 'app_cookie' ? base : null
+  const cookieName = stickiness.cookieName ?? appBase?.cookieName
+  if (typeof cookieName !== 'string' || !COOKIE_NAME_PATTERN.test(cookieName)) {
+    invalid(`${path}.cookieName`, "the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID'), required with type 'app_cookie'", cookieName)
+  }
+  for (const reserved of new Set([RESERVED_COOKIE_PREFIX, `${cookiePrefix}${RESERVED_COOKIE_PREFIX}`])) {
+    if (cookieName.startsWith(reserved)) {
+      invalid(`${path}.cookieName`, `a name not starting with ${reserved}, ${reserved}APP or ${reserved}TG (the gateway's own cookies; ALB refuses them too)`, cookieName)
+    }
+  }
+  const bindToCookieValue = optionalBoolean(stickiness.bindToCookieValue, `${path}.bindToCookieValue`, appBase?.bindToCookieValue ?? false)
+  return Object.freeze({ type, durationSeconds, cookieName, bindToCookieValue })
 }
 
 function defaultStickiness (): ResolvedStickiness {
@@ -376,7 +547,7 @@ export function invalid (path: string, expected: string, received: unknown, secr
   throw new FST_STICKY_OPTION_INVALID(`${path} must be ${expected}, received ${describeValue(received, secret)}`)
 }
 
-function describeValue (value: unknown, secret: boolean): string {
+export function describeValue (value: unknown, secret: boolean): string {
   if (Buffer.isBuffer(value)) return `a Buffer of ${value.length} bytes`
   if (typeof value === 'string') {
     if (secret) return `a string of ${value.length} characters`

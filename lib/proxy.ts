@@ -14,9 +14,8 @@ import {
   FST_STICKY_TARGET_RESPONSE_INVALID,
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
-import type { ListenerRule } from './listener-rule.js'
+import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
-import { LB_CORS_COOKIE, LB_COOKIE } from './stickiness/lb-cookie.js'
 import type { Target } from './target.js'
 import type { AffinityDecision } from './types.js'
 
@@ -88,7 +87,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
     readonly proxy: Proxy,
     readonly request: FastifyRequest,
     readonly reply: FastifyReply,
-    readonly rule: ListenerRule,
+    readonly rule: GroupForward,
     readonly path: string,
     readonly headers: Record<string, string | string[]>,
     readonly body: Body,
@@ -327,7 +326,7 @@ export class Proxy {
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
-  forward (reply: FastifyReply, rule: ListenerRule | null, path: string | undefined): FastifyReply {
+  forward (reply: FastifyReply, rule: GroupForward | null, path: string | undefined): FastifyReply {
     const request = reply.request
     const res = reply.raw
     // An async handler may forward after the client left: there is nobody to answer.
@@ -564,21 +563,23 @@ function countAddresses (value: string | string[]): number {
 }
 
 /** Sets a new decision on the request and swaps the reply's stickiness cookies for ones that pin it. */
-function repin (reply: FastifyReply, rule: ListenerRule, decision: AffinityDecision): void {
-  reply.request.affinity = decision
-  replaceStickyCookies(reply, decision.target === null ? null : rule.setCookies(decision.target.id))
+function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecision): void {
+  // The listener rule that routed the request still did.
+  const match = reply.request.affinity?.rule
+  reply.request.affinity = match === undefined ? decision : { ...decision, rule: match }
+  replaceStickyCookies(reply, rule.lbCookieNames, decision.target === null ? null : rule.setCookies(decision.target.id))
 }
 
 /** The registered target, with its pool, that a decision names; undefined when it is gone. */
-function targetOf (rule: ListenerRule, decision: AffinityDecision): Target | undefined {
+function targetOf (rule: GroupForward, decision: AffinityDecision): Target | undefined {
   return decision.target === null ? undefined : rule.group.get(decision.target.id)
 }
 
 /** Swaps this plugin's stickiness cookies on the reply for `lines`, keeping every other Set-Cookie. */
-function replaceStickyCookies (reply: FastifyReply, lines: readonly string[] | null): void {
+function replaceStickyCookies (reply: FastifyReply, names: readonly [string, string], lines: readonly string[] | null): void {
   const current = reply.getHeader('set-cookie')
   const kept = (current === undefined ? [] : Array.isArray(current) ? current : [String(current)])
-    .filter((line) => !line.startsWith(`${LB_COOKIE}=`) && !line.startsWith(`${LB_CORS_COOKIE}=`))
+    .filter((line) => !line.startsWith(`${names[0]}=`) && !line.startsWith(`${names[1]}=`))
   reply.removeHeader('set-cookie')
   const next = lines === null ? kept : [...kept, ...lines]
   if (next.length > 0) reply.header('set-cookie', next)

@@ -7,10 +7,12 @@ import type { StickinessOptions } from './types.js'
 export interface StickyProxyOptions {
   /** Path prefix to mount, from Fastify's register options. */
   prefix?: string
-  /** The target group that serves every path under the prefix. */
-  targetGroup: string
+  /** The target group that serves every path under the prefix; or give `listener`. */
+  targetGroup?: string
   /** Overrides the group's stickiness under this prefix (e.g. `false` for `/static`). */
   stickiness?: StickinessOptions
+  /** A listener (see the plugin's `listeners`) whose rules choose the target group per request; instead of `targetGroup`. */
+  listener?: string
   /** Replaces the prefix on the way to the target, as @fastify/http-proxy does. Default `''` (the prefix is removed). */
   rewritePrefix?: string
 }
@@ -30,7 +32,9 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
     invalid('stickyProxy', 'registered after the fastify-sticky plugin', 'no reply.forward decorator')
   }
   const groups = instance.targetGroups
-  if (typeof options.targetGroup !== 'string' || !groups.has(options.targetGroup)) {
+  if (options.listener !== undefined) {
+    if (options.targetGroup !== undefined) invalid('stickyProxy listener', 'given without targetGroup (the listener\'s rules choose the group)', options.listener)
+  } else if (typeof options.targetGroup !== 'string' || !groups.has(options.targetGroup)) {
     invalid('stickyProxy targetGroup', `the name of a target group (${[...groups.keys()].join(', ')})`, options.targetGroup)
   }
 
@@ -39,7 +43,9 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
   instance.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
   const prefix = instance.prefix
-  const config = { targetGroup: options.targetGroup, stickiness: options.stickiness }
+  const config = options.listener !== undefined
+    ? { listener: options.listener, stickiness: options.stickiness }
+    : { targetGroup: options.targetGroup, stickiness: options.stickiness }
   // As @fastify/http-proxy: the prefix is replaced by rewritePrefix ('/p/a?q' → '/a?q', '/p' → '/').
   function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
     const url = originFormOf(request.raw.url ?? '/')

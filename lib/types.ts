@@ -1,17 +1,19 @@
 import type { TargetStateName, TargetStateReason } from './health/target-state.js'
+import type { RuleConditionsOptions } from './rules/conditions.js'
 import type { TargetGroup } from './target-group.js'
 
 export type { TargetStateName, TargetStateReason } from './health/target-state.js'
+export type { RuleConditionsOptions } from './rules/conditions.js'
 
 /** How a target group picks a target for a client that is not (or no longer) pinned. */
 export type Algorithm = 'round_robin' | 'least_outstanding_requests' | 'weighted_random'
 
 /** What a stickiness type is called on the wire and in `request.affinity`; `none` when the route is not sticky. */
-export type StickinessType = 'lb_cookie' | 'none'
+export type StickinessType = 'lb_cookie' | 'app_cookie' | 'none'
 
 /** Duration-based stickiness with ALB's `AWSALB` + `AWSALBCORS` cookies. */
 export interface LbCookieStickinessOptions {
-  /** Only `lb_cookie` for now. Default `lb_cookie`. */
+  /** Default `lb_cookie` (or, on a route, the group's type). */
   type?: 'lb_cookie'
   /** Default true; `false` turns stickiness off, like `stickiness: false`. */
   enabled?: boolean
@@ -19,8 +21,28 @@ export interface LbCookieStickinessOptions {
   durationSeconds?: number
 }
 
+/**
+ * Application-based stickiness, ALB's `app_cookie`: once a target's response sets the app's own
+ * cookie `cookieName`, the gateway writes its sealed `AWSALBAPP-0..3` cookies; a request that
+ * brings both is kept on its target.
+ */
+export interface AppCookieStickinessOptions {
+  type: 'app_cookie'
+  /** The application's session cookie, e.g. `JSESSIONID`, `PHPSESSID`, `connect.sid`. Not starting with `AWSALB`. */
+  cookieName: string
+  /** Default true; `false` turns stickiness off. */
+  enabled?: boolean
+  /** The stickiness window, reset on every request: 1 to 604800 s. Default 86400 (one day). */
+  durationSeconds?: number
+  /**
+   * Seal a hash of the app cookie's value into the binding, so `AWSALBAPP-*` copied from another
+   * client (or kept across a new app session) does not steer this one. Default false (ALB checks the name only).
+   */
+  bindToCookieValue?: boolean
+}
+
 /** A target group's or a route's stickiness: an object, or `false` for none. */
-export type StickinessOptions = LbCookieStickinessOptions | false
+export type StickinessOptions = LbCookieStickinessOptions | AppCookieStickinessOptions | false
 
 /** One upstream origin of a target group. */
 export interface TargetOptions {
@@ -143,16 +165,79 @@ export interface FastifyStickyOptions {
   xForwardedFor?: 'append' | 'preserve' | 'remove'
   /** Most connections the gateway opens to one target: 1 to 65536. Default 128. */
   connectionsPerTarget?: number
+  /**
+   * Put before every cookie name the gateway writes and reads (`<prefix>AWSALB`, `<prefix>AWSALBAPP-0`,
+   * `<prefix>AWSALBTG`, …), so two layers of gateways keep their own: 0 to 32 of `A-Z a-z 0-9 _ -`. Default `''`.
+   */
+  cookiePrefix?: string
+  /** Named sets of listener rules, bound to routes with `config.listener`. Default none. */
+  listeners?: ListenerOptions[]
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
   now?: () => number
 }
 
-/** A route's binding to a target group, given as `config` in Fastify's route options. */
+/**
+ * A named set of listener rules, as an ALB listener has: the rule with the lowest `priority`
+ * whose conditions all match decides; when none does, `default`.
+ *
+ * @example
+ * { name: 'web', rules: [{ priority: 10, conditions: { httpHeader: [{ name: 'x-beta', values: ['1'] }] }, forward: 'beta' }],
+ *   default: { targetGroups: [{ name: 'blue', weight: 90 }, { name: 'green', weight: 10 }], stickiness: { durationSeconds: 3600 } } }
+ */
+export interface ListenerOptions {
+  /** Unique name, used in `config.listener`: 1 to 64 of `A-Z a-z 0-9 . _ : -`. */
+  name: string
+  /** Rules tried in order of priority. Default none. */
+  rules?: ListenerRuleOptions[]
+  /** Where requests go that match no rule. */
+  default: ForwardOptions
+}
+
+/** One listener rule: conditions (all must match) and where a matching request goes. */
+export interface ListenerRuleOptions {
+  /** 1 to 50000, unique within the listener; the lowest matching one wins. */
+  priority: number
+  conditions: RuleConditionsOptions
+  forward: ForwardOptions
+}
+
+/** A forward action: one target group by name, or up to 5 weighted target groups. */
+export type ForwardOptions = string | WeightedForwardOptions
+
+/** ALB's weighted forward: new clients are spread by weight; group stickiness keeps them on their side. */
+export interface WeightedForwardOptions {
+  /** 1 to 5 target groups. */
+  targetGroups: WeightedTargetGroupOptions[]
+  /**
+   * Group stickiness (`AWSALBTG` + `AWSALBTGCORS`): required when the forward has two or more
+   * groups and any of them is sticky. Default off.
+   */
+  stickiness?: GroupStickinessOptions | false
+}
+
+/** A target group in a weighted forward. */
+export interface WeightedTargetGroupOptions {
+  name: string
+  /** Share of new clients: 0 to 999 (0: none, though clients it holds stay). Default 1. */
+  weight?: number
+}
+
+/** ALB's `TargetGroupStickinessConfig`. */
+export interface GroupStickinessOptions {
+  /** Default true. */
+  enabled?: boolean
+  /** How long a client stays on its target group, reset on every request: 1 to 604800 s. Required. */
+  durationSeconds: number
+}
+
+/** A route's binding, given as `config` in Fastify's route options: a target group, or a listener. */
 export interface StickyRouteConfig {
   /** Name of the target group that serves this route. */
   targetGroup?: string
   /** Overrides the group's stickiness on this route: `false`, or fields to change (e.g. `{ durationSeconds: 3600 }`). */
   stickiness?: StickinessOptions
+  /** Name of a listener (see `listeners`) whose rules choose the target group per request; not with `targetGroup`. */
+  listener?: string
 }
 
 /** Why a client's cookie did not keep it on its target. */
@@ -165,6 +250,25 @@ export type ReassignReason =
   | 'target-unreachable'
   | 'target-unhealthy'
   | 'target-ejected'
+  | 'app-cookie-missing'
+  | 'app-cookie-mismatch'
+
+/** Why a weighted forward's `AWSALBTG` cookie did not keep the client on its target group. */
+export type GroupReassignReason = 'undecodable' | 'expired' | 'group-mismatch'
+
+/** On a route bound to a listener: which rule decided, and how its forward chose the target group. */
+export interface RuleMatch {
+  readonly listener: string
+  /** The matching rule's priority; `'default'` when no rule matched. */
+  readonly priority: number | 'default'
+  /**
+   * `single` for a one-group forward; for a weighted one: `hit` (its `AWSALBTG` cookie),
+   * `new` (by weight), or `reassigned` (by weight, the cookie could not be honoured).
+   */
+  readonly groupOutcome: 'single' | 'hit' | 'new' | 'reassigned'
+  /** Why, when `groupOutcome` is `reassigned`. */
+  readonly groupReason?: GroupReassignReason
+}
 
 /** One target in `TargetGroup#describe()`. */
 export interface TargetDescription {
@@ -237,14 +341,16 @@ interface AffinityBase {
   readonly targetGroup: string
   /** The route's stickiness type (`none` when the route is not sticky). */
   readonly stickiness: StickinessType
+  /** Set on routes bound to a listener. */
+  readonly rule?: RuleMatch
 }
 
 /** The request's cookie named a routable target of this group within its window. */
 export interface AffinityHit extends AffinityBase {
   readonly outcome: 'hit'
   readonly target: TargetRef
-  /** What decided: the cookie. */
-  readonly decidedBy: 'lb_cookie'
+  /** What decided: the `AWSALB` cookie, or the app cookie with the `AWSALBAPP-*` shards. */
+  readonly decidedBy: 'lb_cookie' | 'app_cookie'
 }
 
 /** No stickiness cookie came (or the route is not sticky): the algorithm chose. */

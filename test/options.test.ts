@@ -12,7 +12,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, xForwardedFor, connectionsPerTarget, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, xForwardedFor, connectionsPerTarget, cookiePrefix, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -61,12 +61,12 @@ const cases: Array<[string, unknown, string]> = [
   ['unknown target option', { targetGroups: [{ name: 'g', targets: [{ ...target, port: 1 }] }] }, 'targetGroups[0].targets[0].port is not an option (known: id, url, weight)'],
   ['unknown algorithm', { targetGroups: [{ name: 'g', algorithm: 'random' }] }, 'targetGroups[0].algorithm must be one of round_robin, least_outstanding_requests, weighted_random, received "random"'],
   ['stickiness true', { targetGroups: [{ name: 'g', stickiness: true }] }, 'targetGroups[0].stickiness must be false or an object, received true'],
-  ['stickiness type unknown', { targetGroups: [{ name: 'g', stickiness: { type: 'source_ip' } }] }, 'targetGroups[0].stickiness.type must be one of lb_cookie, received "source_ip"'],
+  ['stickiness type unknown', { targetGroups: [{ name: 'g', stickiness: { type: 'source_ip' } }] }, 'targetGroups[0].stickiness.type must be one of lb_cookie, app_cookie, received "source_ip"'],
   ['stickiness enabled not boolean', { targetGroups: [{ name: 'g', stickiness: { enabled: 'yes' } }] }, 'targetGroups[0].stickiness.enabled must be a boolean, received "yes"'],
   ['duration zero', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: 0 } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received 0'],
   ['duration over 7 days', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: 604801 } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received 604801'],
   ['duration as a string', { targetGroups: [{ name: 'g', stickiness: { durationSeconds: '3600' } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received "3600"'],
-  ['unknown stickiness option', { targetGroups: [{ name: 'g', stickiness: { cookieName: 'X' } }] }, 'targetGroups[0].stickiness.cookieName is not an option (known: type, enabled, durationSeconds)'],
+  ['unknown stickiness option', { targetGroups: [{ name: 'g', stickiness: { cookie: 'X' } }] }, 'targetGroups[0].stickiness.cookie is not an option (known: type, enabled, durationSeconds, cookieName, bindToCookieValue)'],
   ['weighted_random with default stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random' }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received undefined (the default: lb_cookie stickiness)'],
   ['weighted_random with stickiness', { targetGroups: [{ name: 'g', algorithm: 'weighted_random', stickiness: { durationSeconds: 60 } }] }, 'targetGroups[0].stickiness must be false when algorithm is weighted_random (ALB does not combine them), received an object'],
   ['keys not an array (value never shown)', { targetGroups: [group], keys: TEST_KEY }, 'keys must be a non-empty array of 32-byte keys, received a string of 64 characters'],
@@ -78,12 +78,52 @@ const cases: Array<[string, unknown, string]> = [
   ['redispatch not boolean', { targetGroups: [group], redispatch: 'no' }, 'redispatch must be a boolean, received "no"'],
   ['xForwardedFor unknown', { targetGroups: [group], xForwardedFor: 'replace' }, 'xForwardedFor must be one of append, preserve, remove, received "replace"'],
   ['connectionsPerTarget zero', { targetGroups: [group], connectionsPerTarget: 0 }, 'connectionsPerTarget must be an integer from 1 to 65536, received 0'],
-  ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5']
+  ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5'],
+  // Application-cookie stickiness (issue 5)
+  ['app_cookie without cookieName', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie' } }] }, "targetGroups[0].stickiness.cookieName must be the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID'), required with type 'app_cookie', received undefined"],
+  ['app cookie name with a space', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'my session' } }] }, "targetGroups[0].stickiness.cookieName must be the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID'), required with type 'app_cookie', received \"my session\""],
+  ['app cookie named AWSALB…', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'AWSALBsession' } }] }, 'targetGroups[0].stickiness.cookieName must be a name not starting with AWSALB, AWSALBAPP or AWSALBTG (the gateway\'s own cookies; ALB refuses them too), received "AWSALBsession"'],
+  ['app cookie named AWSALBAPP…', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'AWSALBAPP-9' } }] }, 'targetGroups[0].stickiness.cookieName must be a name not starting with AWSALB, AWSALBAPP or AWSALBTG (the gateway\'s own cookies; ALB refuses them too), received "AWSALBAPP-9"'],
+  ['app cookie named AWSALBTG…', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'AWSALBTGX' } }] }, 'targetGroups[0].stickiness.cookieName must be a name not starting with AWSALB, AWSALBAPP or AWSALBTG (the gateway\'s own cookies; ALB refuses them too), received "AWSALBTGX"'],
+  ['app cookie named like the prefixed cookies', { cookiePrefix: 'EDGE-', targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'EDGE-AWSALBAPP-0' } }] }, 'targetGroups[0].stickiness.cookieName must be a name not starting with EDGE-AWSALB, EDGE-AWSALBAPP or EDGE-AWSALBTG (the gateway\'s own cookies; ALB refuses them too), received "EDGE-AWSALBAPP-0"'],
+  ['cookieName with lb_cookie', { targetGroups: [{ name: 'g', stickiness: { cookieName: 'sid' } }] }, "targetGroups[0].stickiness.cookieName must be absent unless type is 'app_cookie', received \"sid\""],
+  ['bindToCookieValue not boolean', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'sid', bindToCookieValue: 'yes' } }] }, 'targetGroups[0].stickiness.bindToCookieValue must be a boolean, received "yes"'],
+  ['app duration over 7 days', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'sid', durationSeconds: 604801 } }] }, 'targetGroups[0].stickiness.durationSeconds must be an integer from 1 to 604800, received 604801'],
+  ['cookiePrefix with a space', { cookiePrefix: 'a b', targetGroups: [group] }, 'cookiePrefix must be a string of 0 to 32 characters from A-Z a-z 0-9 _ -, received "a b"'],
+  ['cookiePrefix too long', { cookiePrefix: 'x'.repeat(33), targetGroups: [group] }, `cookiePrefix must be a string of 0 to 32 characters from A-Z a-z 0-9 _ -, received "${'x'.repeat(33)}"`],
+  // Listeners, rules, weighted forwards and group stickiness (issue 5)
+  ['listeners not an array', { targetGroups: [group], listeners: {} }, 'listeners must be an array of listeners, received an object'],
+  ['listener without a name', { targetGroups: [group], listeners: [{ default: 'g' }] }, 'listeners[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
+  ['two listeners of one name', { targetGroups: [group], listeners: [{ name: 'l', default: 'g' }, { name: 'l', default: 'g' }] }, 'listeners[1].name must be unique (listeners[0] has it too), received "l"'],
+  ['listener without a default', { targetGroups: [group], listeners: [{ name: 'l' }] }, 'listeners[0].default must be a forward: the name of a target group, or { targetGroups, stickiness }, received undefined'],
+  ['unknown listener option', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', port: 80 }] }, 'listeners[0].port is not an option (known: name, rules, default)'],
+  ['rule without priority', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', rules: [{ conditions: { httpMethod: ['GET'] }, forward: 'g' }] }] }, 'listeners[0].rules[0].priority must be an integer from 1 to 50000, received undefined'],
+  ['rule priority 0', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', rules: [{ priority: 0, conditions: { httpMethod: ['GET'] }, forward: 'g' }] }] }, 'listeners[0].rules[0].priority must be an integer from 1 to 50000, received 0'],
+  ['two rules of one priority', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', rules: [{ priority: 5, conditions: { httpMethod: ['GET'] }, forward: 'g' }, { priority: 5, conditions: { httpMethod: ['PUT'] }, forward: 'g' }] }] }, 'listeners[0].rules[1].priority must be unique within the listener (rules[0] has it too), received 5'],
+  ['rule without conditions', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', rules: [{ priority: 1, conditions: {}, forward: 'g' }] }] }, 'listeners[0].rules[0].conditions must be an object with at least one condition (pathPattern, host, httpMethod, httpHeader, queryString, sourceIp), received an object'],
+  ['rule forwarding to no group', { targetGroups: [group], listeners: [{ name: 'l', default: 'g', rules: [{ priority: 1, conditions: { httpMethod: ['GET'] }, forward: 'nope' }] }] }, 'listeners[0].rules[0].forward must be the name of a target group (g), received "nope"'],
+  ['six weighted groups', { targetGroups: [group], listeners: [{ name: 'l', default: { targetGroups: Array.from({ length: 6 }, () => ({ name: 'g' })) } }] }, "listeners[0].default.targetGroups must be an array of 1 to 5 target groups (ALB's quota), received an array of 6"],
+  ['weight over 999', { targetGroups: [group, { name: 'h' }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g', weight: 1000 }, { name: 'h' }] } }] }, 'listeners[0].default.targetGroups[0].weight must be an integer from 0 to 999, received 1000'],
+  ['every weight 0', { targetGroups: [group, { name: 'h' }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g', weight: 0 }, { name: 'h', weight: 0 }] } }] }, 'listeners[0].default.targetGroups must be a forward with at least one weight above 0, received "weights 0, 0"'],
+  ['a group twice in one forward', { targetGroups: [group], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }, { name: 'g' }] } }] }, 'listeners[0].default.targetGroups[1].name must be unique within the forward (targetGroups[0] has it too), received "g"'],
+  ['app_cookie group in a weighted forward', { targetGroups: [{ name: 'g', stickiness: false }, { name: 'app', stickiness: { type: 'app_cookie', cookieName: 'sid' } }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }, { name: 'app' }], stickiness: { durationSeconds: 60 } } }] }, 'listeners[0].default.targetGroups[1].name must be a target group without app_cookie stickiness (ALB: application-based stickiness does not work with weighted target groups), received "app"'],
+  ['target stickiness without group stickiness', { targetGroups: [{ name: 'g', stickiness: false }, { name: 'h' }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }, { name: 'h' }] } }] }, 'listeners[0].default.stickiness must be { durationSeconds } (group stickiness) because target group \'h\' is sticky; ALB: "You must enable group stickiness on a rule if you enabled target stickiness on one of its target groups", received undefined'],
+  ['group stickiness turned off beside a sticky group', { targetGroups: [{ name: 'g' }, { name: 'h' }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }, { name: 'h' }], stickiness: { enabled: false, durationSeconds: 60 } } }] }, 'listeners[0].default.stickiness must be { durationSeconds } (group stickiness) because target group \'g\' is sticky; ALB: "You must enable group stickiness on a rule if you enabled target stickiness on one of its target groups", received an object'],
+  ['group stickiness without a duration', { targetGroups: [group, { name: 'h' }], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }, { name: 'h' }], stickiness: {} } }] }, 'listeners[0].default.stickiness.durationSeconds must be an integer from 1 to 604800 (required with group stickiness), received undefined'],
+  ['group stickiness on one group', { targetGroups: [group], listeners: [{ name: 'l', default: { targetGroups: [{ name: 'g' }], stickiness: { durationSeconds: 60 } } }] }, 'listeners[0].default.stickiness must be false or absent for a forward to one target group (group stickiness chooses between groups), received an object'],
 ]
 
 test('every option mistake throws FST_STICKY_OPTION_INVALID with its exact message', async (t) => {
   for (const [what, raw, message] of cases) {
-    t.throws(() => resolveOptions(raw), { code: 'FST_STICKY_OPTION_INVALID', message: `Invalid fastify-sticky option: ${message}` }, what)
+    // Caught and compared whole: t.throws would accept a message that only contains the text.
+    let error: { code?: string, message?: string } | undefined
+    try {
+      resolveOptions(raw)
+    } catch (err) {
+      error = err as typeof error
+    }
+    t.equal(error?.code, 'FST_STICKY_OPTION_INVALID', `${what}: code`)
+    t.equal(error?.message, `Invalid fastify-sticky option: ${message}`, `${what}: message`)
   }
 })
 
@@ -152,6 +192,18 @@ test('route config mistakes fail when the route is added, naming the route', asy
   t.throws(() => app.get('/short', { config: { targetGroup: 'g', stickiness: { durationSeconds: 0 } } }, (_req, reply) => reply.forward()), {
     code: 'FST_STICKY_OPTION_INVALID',
     message: 'Invalid fastify-sticky option: route GET /short: config.stickiness.durationSeconds must be an integer from 1 to 604800, received 0'
+  })
+  t.throws(() => app.get('/both', { config: { targetGroup: 'g', listener: 'web' } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: "Invalid fastify-sticky option: route GET /both: config.listener must be given without config.targetGroup and config.stickiness (the listener's rules choose both), received \"web\""
+  })
+  t.throws(() => app.get('/listener', { config: { listener: 'nope' } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: 'Invalid fastify-sticky option: route GET /listener: config.listener must be the name of a listener (), received "nope"'
+  })
+  t.throws(() => app.get('/app', { config: { targetGroup: 'g', stickiness: { type: 'app_cookie', cookieName: 'AWSALBAPP-0' } } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: "Invalid fastify-sticky option: route GET /app: config.stickiness.cookieName must be a name not starting with AWSALB, AWSALBAPP or AWSALBTG (the gateway's own cookies; ALB refuses them too), received \"AWSALBAPP-0\""
   })
 })
 

@@ -37,7 +37,9 @@ interface Tap {
  * Starts `count` real HTTP servers on 127.0.0.1, ids `t0`, `t1`, …. Each echoes what it got as
  * JSON with `x-served-by: <id>`. Paths: `/status/<code>` answers that code, `/hang` never
  * answers, `/hold` answers when the test calls `release()`, `/sleep/<ms>` answers after that
- * long, `/big-headers` sends 40 KB of headers.
+ * long, `/big-headers` sends 40 KB of headers. `…/login` sets an app session cookie
+ * `sid=<id>.<n>; Path=/; HttpOnly`; `…/logout` deletes it with `Max-Age=0`, `…/logout-expires`
+ * with a past `Expires`.
  */
 export async function startTargets (t: Tap, count: number, prefix = 't'): Promise<TestTarget[]> {
   const targets: TestTarget[] = []
@@ -49,6 +51,7 @@ export async function startTargets (t: Tap, count: number, prefix = 't'): Promis
 async function startTarget (id: string): Promise<TestTarget> {
   const hanging = new Set<ServerResponse>()
   const held = new Set<() => void>()
+  let sessions = 0
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     target.hits++
     res.on('close', () => { if (!res.writableFinished) target.abandoned++ })
@@ -69,6 +72,9 @@ async function startTarget (id: string): Promise<TestTarget> {
         res.setHeader('x-served-by', id)
         res.setHeader('content-type', 'application/json')
         if (url.startsWith('/set-cookie')) res.setHeader('set-cookie', ['app=1; Path=/', 'other=2; Path=/'])
+        if (url.endsWith('/login')) res.setHeader('set-cookie', `sid=${id}.${++sessions}; Path=/; HttpOnly`)
+        if (url.endsWith('/logout')) res.setHeader('set-cookie', 'sid=; Max-Age=0; Path=/')
+        if (url.endsWith('/logout-expires')) res.setHeader('set-cookie', 'sid=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/')
         res.statusCode = status === null ? 200 : Number(status[1])
         res.end(JSON.stringify(echo))
       }
@@ -82,7 +88,7 @@ async function startTarget (id: string): Promise<TestTarget> {
       }
     })
   }
-  let server = createServer(handler)
+  let server = createServer({ maxHeaderSize: 65_536 }, handler)
   server.keepAliveTimeout = 30_000
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -107,7 +113,7 @@ async function startTarget (id: string): Promise<TestTarget> {
     },
     async start () {
       if (server.listening) return
-      server = createServer(handler)
+      server = createServer({ maxHeaderSize: 65_536 }, handler)
       server.keepAliveTimeout = 30_000
       server.listen(port, '127.0.0.1')
       await once(server, 'listening')
@@ -132,13 +138,18 @@ export async function buildGateway (t: Tap, options: FastifyStickyOptions, serve
 export class CookieJar {
   readonly cookies = new Map<string, string>()
 
-  /** Stores every cookie of a response's `set-cookie` header. */
+  /** Stores every cookie of a response's `set-cookie` header; one with `Max-Age` ≤ 0 or a past `Expires` is dropped, as a browser does. */
   store (setCookie: string | string[] | undefined): void {
     if (setCookie === undefined) return
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
-      const pair = line.split(';')[0]
+      const [pair, ...attributes] = line.split(';')
       const at = pair.indexOf('=')
-      this.cookies.set(pair.slice(0, at).trim(), pair.slice(at + 1).trim())
+      const name = pair.slice(0, at).trim()
+      const maxAge = attributes.find((attribute) => /^\s*max-age=/i.test(attribute))
+      const expires = attributes.find((attribute) => /^\s*expires=/i.test(attribute))
+      const gone = maxAge !== undefined ? Number(maxAge.split('=')[1]) <= 0 : expires !== undefined && Date.parse(expires.split('=')[1]) <= Date.now()
+      if (gone) this.cookies.delete(name)
+      else this.cookies.set(name, pair.slice(at + 1).trim())
     }
   }
 
@@ -190,7 +201,7 @@ export function recordHealthChanges (t: Tap, group: string, kinds: ReadonlyArray
 
 /** A real loopback HTTP server with a custom handler, closed (with its connections) by the test's teardown. */
 export async function startServer (t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server, url: string }> {
-  const server = createServer(handler)
+  const server = createServer({ maxHeaderSize: 65_536 }, handler)
   t.teardown(() => {
     const closed = once(server, 'close')
     server.close()

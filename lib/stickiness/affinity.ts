@@ -1,8 +1,9 @@
 import { COOKIE_PURPOSE_LB, type CookieCodec } from '../cookie-codec.js'
-import type { ResolvedStickiness } from '../options.js'
+import type { ResolvedAppCookieStickiness, ResolvedStickiness } from '../options.js'
 import type { Target } from '../target.js'
 import type { TargetGroup } from '../target-group.js'
 import type { AffinityDecision, ReassignReason } from '../types.js'
+import { hashCookieValue, type AppBinding } from './app-bindings.js'
 
 /** Everything the decision depends on; nothing else is read. */
 export interface AffinityInput {
@@ -55,14 +56,56 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   if (opened === null) return 'undecodable'
   const { payload } = opened
   if (payload.group !== input.group.name) return 'group-mismatch'
+  return judgeTarget(input.group, (input.stickiness as ResolvedStickiness).durationSeconds, payload.targetId, payload.issuedAtSeconds, input.nowSeconds)
+}
+
+/** A binding's target if it is inside its window and keeps its clients; else why not. */
+function judgeTarget (group: TargetGroup, durationSeconds: number, targetId: string, issuedAtSeconds: number, nowSeconds: number): Target | ReassignReason {
   // Each route holds a client for its own window since the last response (which sealed
   // issuedAt), whichever route wrote the cookie: /cart for an hour, /api for a day.
-  const { durationSeconds } = input.stickiness as ResolvedStickiness
-  if (payload.issuedAtSeconds + durationSeconds < input.nowSeconds) return 'expired'
-  const target = input.group.get(payload.targetId)
-  if (target === undefined) return input.group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
+  if (issuedAtSeconds + durationSeconds < nowSeconds) return 'expired'
+  const target = group.get(targetId)
+  if (target === undefined) return group.wasDeregistered(targetId) ? 'target-deregistered' : 'target-unknown'
   const reason = target.unpinReason
   if (reason !== null) return reason
-  target.sessions.refresh(durationSeconds, payload.issuedAtSeconds, input.nowSeconds)
+  target.sessions.refresh(durationSeconds, issuedAtSeconds, nowSeconds)
   return target
+}
+
+/** Everything an app-cookie decision depends on. */
+export interface AppAffinityInput {
+  readonly group: TargetGroup
+  readonly stickiness: ResolvedAppCookieStickiness
+  /** The opened `AWSALBAPP` bindings; null when no shard came, `'invalid'` when they did not open. */
+  readonly bindings: readonly AppBinding[] | null | 'invalid'
+  /** The app cookie's value in the request, if it came. */
+  readonly appValue: string | undefined
+  readonly nowSeconds: number
+}
+
+/**
+ * ALB's application-cookie decision: a `hit` only when the request brings both the app cookie
+ * and shards holding a binding of this group, inside its window, to a target that keeps its
+ * clients (and, with `bindToCookieValue`, bound to this app cookie value). No binding of this
+ * group is `new`; any other case is `reassigned`.
+ */
+export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
+  const { group, stickiness, bindings } = input
+  const nowMs = input.nowSeconds * 1000
+  if (bindings === null) return choose(group, stickiness, null, nowMs)
+  if (bindings === 'invalid') return choose(group, stickiness, 'undecodable', nowMs)
+  let binding: AppBinding | undefined
+  for (const candidate of bindings) {
+    if (candidate.group === group.name) {
+      binding = candidate
+      break
+    }
+  }
+  if (binding === undefined) return choose(group, stickiness, null, nowMs)
+  // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
+  if (input.appValue === undefined) return choose(group, stickiness, 'app-cookie-missing', nowMs)
+  if (stickiness.bindToCookieValue && binding.valueHash !== hashCookieValue(input.appValue)) return choose(group, stickiness, 'app-cookie-mismatch', nowMs)
+  const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds)
+  if (typeof verdict === 'string') return choose(group, stickiness, verdict, nowMs)
+  return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
 }

@@ -60,16 +60,100 @@ export function readAppShards (header: string | undefined, prefix = APP_COOKIE_P
  * `_remove_`. Returns null when the value does not fit in four shards.
  */
 export function appShardCookies (value: string | null, nowMs: number, sameSiteNone: boolean, prefix = APP_COOKIE_PREFIX): string[] | null {
-  const limit = maxShardLength(prefix)
-  if (value !== null && value.length > limit * APP_COOKIE_SHARDS) return null
-  const expires = new Date((Math.floor(nowMs / 1000) + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()
-  const suffix = `; Expires=${expires}; Path=/${sameSiteNone ? '; SameSite=None; Secure' : ''}`
-  const lines: string[] = []
-  for (let i = 0; i < APP_COOKIE_SHARDS; i++) {
-    const part = value === null ? '' : value.slice(i * limit, (i + 1) * limit)
-    lines.push(`${prefix}${i}=${part === '' ? REMOVED_SHARD : part}${suffix}`)
+  return new AppCookieWriter(prefix).setCookies(value, nowMs, sameSiteNone)
+}
+
+/** Past `Expires` of the lines that delete the shards. */
+const EPOCH = new Date(0).toUTCString()
+
+/** Writes the four shard lines; the attribute suffixes are rebuilt once per second, not per response. */
+export class AppCookieWriter {
+  readonly prefix: string
+  readonly #limit: number
+  #second = -1
+  #suffix = ''
+  #sameSiteSuffix = ''
+
+  constructor (prefix = APP_COOKIE_PREFIX) {
+    this.prefix = prefix
+    this.#limit = maxShardLength(prefix)
   }
-  return lines
+
+  /** Four lines carrying `value` (null: four `_remove_`), kept 7 days; null when it needs more than four shards. */
+  setCookies (value: string | null, nowMs: number, sameSiteNone: boolean): string[] | null {
+    const limit = this.#limit
+    if (value !== null && value.length > limit * APP_COOKIE_SHARDS) return null
+    const second = Math.floor(nowMs / 1000)
+    if (second !== this.#second) {
+      this.#second = second
+      this.#suffix = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
+      this.#sameSiteSuffix = `${this.#suffix}; SameSite=None; Secure`
+    }
+    const suffix = sameSiteNone ? this.#sameSiteSuffix : this.#suffix
+    const lines: string[] = []
+    for (let i = 0; i < APP_COOKIE_SHARDS; i++) {
+      const part = value === null ? '' : value.slice(i * limit, (i + 1) * limit)
+      lines.push(`${this.prefix}${i}=${part === '' ? REMOVED_SHARD : part}${suffix}`)
+    }
+    return lines
+  }
+
+  /** Four lines that make a browser drop the shards (`Expires` in the past): the app ended its session. */
+  clearCookies (sameSiteNone: boolean): string[] {
+    const suffix = `; Expires=${EPOCH}; Path=/${sameSiteNone ? '; SameSite=None; Secure' : ''}`
+    const lines: string[] = []
+    for (let i = 0; i < APP_COOKIE_SHARDS; i++) lines.push(`${this.prefix}${i}=${REMOVED_SHARD}${suffix}`)
+    return lines
+  }
+}
+
+/** The first value of cookie `name` in a Cookie header (RFC 6265 §5.4 order), or undefined. */
+export function readCookieValue (header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined
+  let at = header.indexOf(name)
+  while (at !== -1) {
+    const end = at + name.length
+    const before = at === 0 ? 59 : header.charCodeAt(at - 1)
+    if ((before === 59 || before === 32 || before === 9) && header.charCodeAt(end) === 61 /* = */) {
+      const stop = header.indexOf(';', end + 1)
+      return header.slice(end + 1, stop === -1 ? header.length : stop).trim()
+    }
+    at = header.indexOf(name, end)
+  }
+  return undefined
+}
+
+/** What a response did with the app's cookie: set it (with this value), deleted it, or left it alone (null). */
+export type AppCookieChange = { readonly value: string } | 'deleted' | null
+
+/**
+ * Reads the response's Set-Cookie lines for cookie `name`: the last line of that name counts.
+ * A line with `Max-Age` ≤ 0, or without `Max-Age` and an `Expires` not after `nowMs`, deletes
+ * it (RFC 6265 §5.2.1–5.2.2: Max-Age wins over Expires).
+ */
+export function readAppCookieChange (setCookie: unknown, name: string, nowMs: number): AppCookieChange {
+  if (setCookie === undefined) return null
+  const lines = Array.isArray(setCookie) ? setCookie as unknown[] : [setCookie]
+  let change: AppCookieChange = null
+  for (const raw of lines) {
+    const line = String(raw)
+    if (!line.startsWith(name) || line.charCodeAt(name.length) !== 61 /* = */) continue
+    const parts = line.split(';')
+    let maxAge: number | null = null
+    let expires: number | null = null
+    for (let i = 1; i < parts.length; i++) {
+      const part = parts[i]
+      const equals = part.indexOf('=')
+      if (equals === -1) continue
+      const attribute = part.slice(0, equals).trim().toLowerCase()
+      const value = part.slice(equals + 1).trim()
+      if (attribute === 'max-age' && /^-?\d+$/.test(value)) maxAge = Number(value)
+      else if (attribute === 'expires') expires = Date.parse(value)
+    }
+    const deleted = maxAge !== null ? maxAge <= 0 : expires !== null && !Number.isNaN(expires) && expires <= nowMs
+    change = deleted ? 'deleted' : { value: parts[0].slice(name.length + 1).trim() }
+  }
+  return change
 }
 
 const CHROMIUM = /(?:Chrome|Chromium)\/(\d+)/

@@ -2,6 +2,10 @@
 export const LB_COOKIE = 'AWSALB'
 /** Its twin for cross-site requests, with `SameSite=None; Secure`; same value. */
 export const LB_CORS_COOKIE = 'AWSALBCORS'
+/** ALB's target-group stickiness cookie of weighted forwards, written the same way (and its `CORS` twin). */
+export const TG_COOKIE = 'AWSALBTG'
+/** The suffix of every twin's name. */
+export const CORS_SUFFIX = 'CORS'
 /** ALB gives its cookies a fixed 7-day `Expires`; the stickiness window lives inside the value. */
 export const LB_COOKIE_LIFETIME_SECONDS = 7 * 86_400
 /** Most distinct values read from one request; more are ignored (a forged header may repeat a name). */
@@ -14,16 +18,17 @@ const NO_VALUES: readonly string[] = Object.freeze([])
  * repeats (ALB: read `AWSALB` first, then `AWSALBCORS`). Browsers send both with the same
  * value, and several of one name when cookies of other paths or domains exist; the caller
  * tries them in this order, so the outcome does not depend on anything but the header.
+ * `name` reads another pair the same way (`AWSALBTG` and `AWSALBTGCORS`, or prefixed names).
  */
-export function readLbCookies (header: string | undefined): readonly string[] {
+export function readLbCookies (header: string | undefined, name = LB_COOKIE): readonly string[] {
   if (header === undefined) return NO_VALUES
-  let at = header.indexOf(LB_COOKIE)
+  let at = header.indexOf(name)
   if (at === -1) return NO_VALUES
   // Allocated only when a value is found; one slice per value (this runs on every request).
   let lb: string[] | null = null
   let cors: string[] | null = null
   while (at !== -1) {
-    const next = at + LB_COOKIE.length
+    const next = at + name.length
     let valueAt = -1
     let isCors = false
     const before = at === 0 ? SEMICOLON : header.charCodeAt(at - 1)
@@ -37,7 +42,7 @@ export function readLbCookies (header: string | undefined): readonly string[] {
       }
     }
     if (valueAt === -1) {
-      at = header.indexOf(LB_COOKIE, at + 1)
+      at = header.indexOf(name, at + 1)
       continue
     }
     let end = header.indexOf(';', valueAt)
@@ -47,7 +52,7 @@ export function readLbCookies (header: string | undefined): readonly string[] {
       if (isCors) cors = addCandidate(cors, value)
       else lb = addCandidate(lb, value)
     }
-    at = header.indexOf(LB_COOKIE, end)
+    at = header.indexOf(name, end)
   }
   if (cors !== null) {
     if (lb === null) return cors
@@ -89,13 +94,20 @@ function isBlank (code: number): boolean {
 
 /**
  * Builds the two `Set-Cookie` lines in ALB's wire format:
- * `AWSALB=<v>; Expires=<now + 7 d>; Path=/` and `AWSALBCORS=<v>; Expires=<same>; Path=/; SameSite=None; Secure`.
- * The attribute suffix is rebuilt once per second, not per response.
+ * `AWSALB=<v>; Expires=<now + 7 d>; Path=/` and `AWSALBCORS=<v>; Expires=<same>; Path=/; SameSite=None; Secure`
+ * (or of another `name` and its `CORS` twin). The attribute suffix is rebuilt once per second, not per response.
  */
 export class LbCookieWriter {
+  readonly name: string
+  readonly corsName: string
   #second = -1
   #suffix = ''
   #corsSuffix = ''
+
+  constructor (name = LB_COOKIE) {
+    this.name = name
+    this.corsName = name + CORS_SUFFIX
+  }
 
   setCookies (value: string, nowMs: number): [string, string] {
     const second = Math.floor(nowMs / 1000)
@@ -105,6 +117,6 @@ export class LbCookieWriter {
       this.#suffix = `; Expires=${expires}; Path=/`
       this.#corsSuffix = `${this.#suffix}; SameSite=None; Secure`
     }
-    return [`${LB_COOKIE}=${value}${this.#suffix}`, `${LB_CORS_COOKIE}=${value}${this.#corsSuffix}`]
+    return [`${this.name}=${value}${this.#suffix}`, `${this.corsName}=${value}${this.#corsSuffix}`]
   }
 }

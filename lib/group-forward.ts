@@ -1,0 +1,196 @@
+import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, SEAL_OVERHEAD_BYTES, type CookieCodec } from './cookie-codec.js'
+import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
+import { decideAffinity, decideAppAffinity } from './stickiness/affinity.js'
+import { decodeBindings, encodeBindings, hashCookieValue, MAX_APP_BINDINGS, type AppBinding } from './stickiness/app-bindings.js'
+import { APP_COOKIE_SHARDS, isChromium80OrLater, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
+import { readLbCookies, type LbCookieWriter } from './stickiness/lb-cookie.js'
+import type { TargetGroup } from './target-group.js'
+import type { AffinityDecision } from './types.js'
+
+/** What every forward shares: built once per plugin instance. */
+export interface ForwardContext {
+  readonly groups: ReadonlyMap<string, TargetGroup>
+  readonly codec: CookieCodec
+  /** `AWSALB` + `AWSALBCORS` (with the cookie prefix). */
+  readonly lbWriter: LbCookieWriter
+  /** `AWSALBAPP-0..3` (with the cookie prefix). */
+  readonly appWriter: AppCookieWriter
+  readonly appSealer: AppCookieSealer
+  readonly now: () => number
+}
+
+/** What a request on an app-sticky route brought, kept for its response. */
+export interface AppRequestState {
+  /** Every binding the request's `AWSALBAPP-*` shards carried (none when they were absent or broken). */
+  readonly bindings: readonly AppBinding[]
+  /** The app cookie's value in the request, if it came. */
+  readonly appValue: string | undefined
+}
+
+const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
+
+/**
+ * A forward to one target group with a stickiness (the group's, or the route's override): how a
+ * request is decided and how the client is pinned. Built once per route, or per listener rule.
+ */
+export class GroupForward {
+  readonly group: TargetGroup
+  readonly stickiness: ResolvedStickiness | null
+  /** The app-cookie stickiness, when that is the type. */
+  readonly app: ResolvedAppCookieStickiness | null
+  readonly #context: ForwardContext
+  /** Set-Cookie lines sealed this second, by target id: a sealed value depends on nothing else. */
+  readonly #sealed = new Map<string, readonly [string, string]>()
+  #sealedSecond = -1
+
+  constructor (group: TargetGroup, stickiness: ResolvedStickiness | null, context: ForwardContext) {
+    this.group = group
+    this.stickiness = stickiness
+    this.app = stickiness?.type === 'app_cookie' ? stickiness : null
+    this.#context = context
+  }
+
+  /** The plugin's clock, in milliseconds: read once per request and handed to `decide` and `setCookies`. */
+  now (): number {
+    return this.#context.now()
+  }
+
+  /** Names of the duration-stickiness cookies this forward writes, to tell them from others on a reply. */
+  get lbCookieNames (): readonly [string, string] {
+    return [this.#context.lbWriter.name, this.#context.lbWriter.corsName]
+  }
+
+  /** The affinity of a request carrying this Cookie header, for `lb_cookie` stickiness or none. */
+  decide (cookieHeader: string | undefined, nowMs = this.#context.now()): AffinityDecision {
+    const stickiness = this.stickiness
+    return decideAffinity({
+      group: this.group,
+      stickiness,
+      cookies: stickiness === null || stickiness.type !== 'lb_cookie' ? [] : readLbCookies(cookieHeader, this.#context.lbWriter.name),
+      codec: this.#context.codec,
+      nowSeconds: Math.floor(nowMs / 1000)
+    })
+  }
+
+  /** The affinity of a request for `app_cookie` stickiness, and what its response needs to re-pin it. */
+  decideApp (cookieHeader: string | undefined, nowMs = this.#context.now()): { decision: AffinityDecision, state: AppRequestState } {
+    const app = this.app as ResolvedAppCookieStickiness
+    const context = this.#context
+    const shards = readAppShards(cookieHeader, context.appWriter.prefix)
+    const bindings = shards === null ? null : shards === 'invalid' ? 'invalid' : context.appSealer.open(shards) ?? 'invalid'
+    const appValue = readCookieValue(cookieHeader, app.cookieName)
+    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, nowSeconds: Math.floor(nowMs / 1000) })
+    return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue } }
+  }
+
+  /**
+   * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to the target `targetId`, with the window
+   * starting now (ALB resets it on every request); null when the stickiness is not `lb_cookie`.
+   * A new array each call (Fastify appends to the one it is given).
+   */
+  setCookies (targetId: string, nowMs = this.#context.now()): [string, string] | null {
+    const stickiness = this.stickiness
+    if (stickiness === null || stickiness.type !== 'lb_cookie') return null
+    const context = this.#context
+    const nowSeconds = Math.floor(nowMs / 1000)
+    // The value holds group, target, key and whole seconds only: every client pinned to this
+    // target in this second gets the same one, sealed once (a fresh nonce each second).
+    if (nowSeconds !== this.#sealedSecond) {
+      this.#sealedSecond = nowSeconds
+      this.#sealed.clear()
+    }
+    let lines = this.#sealed.get(targetId)
+    if (lines === undefined) {
+      const value = context.codec.seal(COOKIE_PURPOSE_LB, {
+        group: this.group.name,
+        targetId,
+        stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
+        issuedAtSeconds: nowSeconds
+      })
+      lines = context.lbWriter.setCookies(value, nowMs)
+      this.#sealed.set(targetId, lines)
+    }
+    return [lines[0], lines[1]]
+  }
+
+  /**
+   * ALB's four `AWSALBAPP-*` lines for a response: this group's binding follows the app cookie
+   * (set by the response, or brought by the request) to `targetId`, the request's target; the
+   * bindings of other groups ride along. A response that deletes the app cookie ends the binding,
+   * and when none is left the shards are deleted too. With no binding at all, four `_remove_`.
+   */
+  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, userAgent: string | undefined, nowMs: number): string[] {
+    const app = this.app as ResolvedAppCookieStickiness
+    const context = this.#context
+    const nowSeconds = Math.floor(nowMs / 1000)
+    const name = this.group.name
+    const change = readAppCookieChange(setCookie, app.cookieName, nowMs)
+    let own: AppBinding | null = null
+    const kept: AppBinding[] = []
+    for (const binding of state.bindings) {
+      if (binding.group === name) {
+        // No target this time (503): the client keeps its binding as it was.
+        if (targetId === null && change !== 'deleted') own = binding
+      } else if (binding.issuedAtSeconds + MAX_COOKIE_DURATION_SECONDS >= nowSeconds) {
+        // Another group's window is judged on its own routes; here only what no window can outlive goes.
+        kept.push(binding)
+      }
+    }
+    if (targetId !== null && change !== 'deleted') {
+      const value = change === null ? state.appValue : change.value
+      if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash: app.bindToCookieValue ? hashCookieValue(value) : null })
+    }
+    const sameSiteNone = isChromium80OrLater(userAgent)
+    if (own === null && kept.length === 0) {
+      return change === 'deleted' ? context.appWriter.clearCookies(sameSiteNone) : context.appWriter.setCookies(null, nowMs, sameSiteNone) as string[]
+    }
+    // Most recently used first, so the cap drops the longest unused.
+    const bindings = own === null ? kept : [own, ...kept]
+    if (bindings.length > MAX_APP_BINDINGS) bindings.length = MAX_APP_BINDINGS
+    return context.appWriter.setCookies(context.appSealer.seal(bindings, nowSeconds), nowMs, sameSiteNone) as string[]
+  }
+}
+
+/**
+ * Seals and opens the `AWSALBAPP` value. Equal binding sets sealed in the same second share one
+ * value, sealed once; opened short values are remembered by the codec.
+ */
+export class AppCookieSealer {
+  readonly #codec: CookieCodec
+  readonly #maxChars: number
+  /** The longest plaintext whose sealed base64url still fits in four shards. */
+  readonly #maxPlainBytes: number
+  readonly #sealed = new Map<string, string>()
+  #second = -1
+
+  constructor (codec: CookieCodec, prefix: string) {
+    this.#codec = codec
+    this.#maxChars = maxShardLength(prefix) * APP_COOKIE_SHARDS
+    this.#maxPlainBytes = Math.floor(this.#maxChars * 3 / 4) - SEAL_OVERHEAD_BYTES
+  }
+
+  /** Seals `bindings`, most recently used first; the last ones are left out when all would not fit in four shards. */
+  seal (bindings: readonly AppBinding[], nowSeconds: number): string {
+    if (nowSeconds !== this.#second || this.#sealed.size >= SEALED_PER_SECOND) {
+      this.#second = nowSeconds
+      this.#sealed.clear()
+    }
+    let plain = encodeBindings(bindings)
+    for (let count = bindings.length - 1; plain.length > this.#maxPlainBytes; count--) plain = encodeBindings(bindings.slice(0, count))
+    const key = plain.toString('latin1')
+    let value = this.#sealed.get(key)
+    if (value === undefined) {
+      value = this.#codec.sealBytes(COOKIE_PURPOSE_APP, plain)
+      this.#sealed.set(key, value)
+    }
+    return value
+  }
+
+  /** The bindings of a joined shard value; null when it does not open. */
+  open (value: string): readonly AppBinding[] | null {
+    return this.#codec.openWith(COOKIE_PURPOSE_APP, value, this.#maxChars, decodeBindings)
+  }
+}
+
+/** Most distinct binding sets remembered within one second. */
+const SEALED_PER_SECOND = 1024
