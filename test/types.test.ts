@@ -30,6 +30,25 @@ const options: FastifyStickyOptions = {
 export const missing: FastifyStickyOptions = { keys: [] }
 // @ts-expect-error algorithms are ALB's names
 export const wrong: FastifyStickyOptions = { targetGroups: [{ name: 'x', algorithm: 'random' }] }
+// @ts-expect-error app_cookie stickiness needs the app's cookie name
+export const noCookieName: FastifyStickyOptions = { targetGroups: [{ name: 'x', stickiness: { type: 'app_cookie' } }] }
+
+export const withListeners: FastifyStickyOptions = {
+  cookiePrefix: 'IN-',
+  targetGroups: [{ name: 'a', stickiness: { type: 'app_cookie', cookieName: 'JSESSIONID', bindToCookieValue: true } }, { name: 'b' }, { name: 'c' }],
+  listeners: [{
+    name: 'web',
+    rules: [{ priority: 1, conditions: { pathPattern: ['/a/*'], sourceIp: ['10.0.0.0/8'], httpHeader: [{ name: 'x', values: ['1'] }] }, forward: 'a' }],
+    default: { targetGroups: [{ name: 'b', weight: 90 }, { name: 'c', weight: 10 }], stickiness: { durationSeconds: 3600 } }
+  }]
+}
+
+/** A handler's view of the listener rule that routed a request. */
+export function ruleOf (affinity: AffinityDecision): string {
+  const rule = affinity.rule
+  if (rule === undefined) return 'none'
+  return `${rule.listener}:${rule.priority}:${rule.groupOutcome}:${rule.groupReason ?? ''}`
+}
 
 test('the Fastify augmentation types request.affinity, reply.forward, app.targetGroups and route config', async (t) => {
   const app = Fastify()
@@ -48,4 +67,6 @@ test('the Fastify augmentation types request.affinity, reply.forward, app.target
   t.same(targets.map((target) => target.id), ['a'])
   t.equal(narrowing({ outcome: 'reassigned', reason: 'expired', targetGroup: 'shop', target: targets[0], stickiness: 'lb_cookie', decidedBy: 'round_robin' }), 'expireda')
   t.equal(narrowing({ outcome: 'hit', targetGroup: 'shop', target: targets[0], stickiness: 'lb_cookie', decidedBy: 'lb_cookie' }), 'alb_cookie')
+  t.equal(narrowing({ outcome: 'hit', targetGroup: 'shop', target: targets[0], stickiness: 'app_cookie', decidedBy: 'app_cookie' }), 'aapp_cookie')
+  t.equal(ruleOf({ outcome: 'new', targetGroup: 'b', target: targets[0], stickiness: 'none', decidedBy: 'round_robin', rule: { listener: 'web', priority: 'default', groupOutcome: 'reassigned', groupReason: 'expired' } }), 'web:default:reassigned:expired')
 })
