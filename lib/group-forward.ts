@@ -2,7 +2,7 @@ import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, SEAL_OVERHEAD_BYTES, type Cookie
 import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
 import { decideAffinity, decideAppAffinity } from './stickiness/affinity.js'
 import { decodeBindings, encodeBindings, hashCookieValue, MAX_APP_BINDINGS, type AppBinding } from './stickiness/app-bindings.js'
-import { APP_COOKIE_SHARDS, isChromium80OrLater, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
+import { APP_COOKIE_SHARDS, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
 import { readLbCookies, type LbCookieWriter } from './stickiness/lb-cookie.js'
 import type { TargetGroup } from './target-group.js'
 import type { AffinityDecision } from './types.js'
@@ -118,8 +118,9 @@ export class GroupForward {
    * (set by the response, or brought by the request) to `targetId`, the request's target; the
    * bindings of other groups ride along. A response that deletes the app cookie ends the binding,
    * and when none is left the shards are deleted too. With no binding at all, four `_remove_`.
+   * `sameSiteNone` adds `SameSite=None; Secure` (see `sameSiteNoneFor`).
    */
-  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, userAgent: string | undefined, nowMs: number): string[] {
+  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number): string[] {
     const app = this.app as ResolvedAppCookieStickiness
     const context = this.#context
     const nowSeconds = Math.floor(nowMs / 1000)
@@ -140,7 +141,6 @@ export class GroupForward {
       const value = change === null ? state.appValue : change.value
       if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash: app.bindToCookieValue ? hashCookieValue(value) : null })
     }
-    const sameSiteNone = isChromium80OrLater(userAgent)
     if (own === null && kept.length === 0) {
       return change === 'deleted' ? context.appWriter.clearCookies(sameSiteNone) : context.appWriter.setCookies(null, nowMs, sameSiteNone) as string[]
     }

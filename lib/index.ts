@@ -6,7 +6,7 @@ import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions } from './options.js'
 import { Proxy } from './proxy.js'
-import { APP_COOKIE_PREFIX, AppCookieWriter } from './stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
 import { LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
 import type { AffinityDecision, FastifyStickyOptions, RuleMatch } from './types.js'
@@ -135,12 +135,21 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
   ;(request as StickyRequest)[kForward] = forward
 }
 
+/**
+ * ALB adds `SameSite=None; Secure` to `AWSALBAPP-*` for Chromium 80 and later; here only over
+ * HTTPS too (`request.protocol`, which honours `trustProxy`), since Chromium drops `Secure`
+ * cookies that come over plain HTTP from any host but localhost, which would end stickiness.
+ */
+function sameSiteNoneFor (request: FastifyRequest): boolean {
+  return request.protocol === 'https' && isChromium80OrLater(request.headers['user-agent'])
+}
+
 /** The onSend hook of app-sticky routes: `AWSALBAPP-0..3` follow the app cookie the response sets, keeps or deletes. */
 const writeAppCookies: onSendHookHandler = function writeAppCookies (request, reply, payload, done) {
   const state = (request as StickyRequest)[kAppState]
   const forward = (request as StickyRequest)[kForward]
   if (state !== null && forward !== null && forward.app !== null) {
-    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), request.headers['user-agent'], forward.now())
+    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), sameSiteNoneFor(request), forward.now())
     reply.header('set-cookie', lines)
   }
   done(null, payload)

@@ -178,15 +178,22 @@ test('after a failover the session stays on the new target, even when the old on
   }
 })
 
-test('SameSite=None; Secure only for Chromium 80 and later', async (t) => {
+test('SameSite=None; Secure only for Chromium 80 and later, over HTTPS', async (t) => {
   const targets = await startTargets(t, 1)
-  const app = await gateway(t, { targetGroups: [shopGroup(targets)] })
-  const chrome = appLines(await app.inject({ url: '/login', headers: { 'user-agent': CHROME_120 } }))
-  t.ok(chrome.every((line) => line.endsWith('; Path=/; SameSite=None; Secure')), `Chrome 120: ${chrome[0]}`)
+  // Behind a TLS-terminating proxy: X-Forwarded-Proto says https.
+  const app = await buildGateway(t, { targetGroups: [shopGroup(targets)] }, { trustProxy: '127.0.0.1' })
+  exposeAffinity(app)
+  app.all('/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
+  const https = { 'x-forwarded-proto': 'https' }
+  const chrome = appLines(await app.inject({ url: '/login', headers: { ...https, 'user-agent': CHROME_120 } }))
+  t.ok(chrome.every((line) => line.endsWith('; Path=/; SameSite=None; Secure')), `Chrome 120 over HTTPS: ${chrome[0]}`)
   for (const ua of [CHROME_79, 'Mozilla/5.0 (Macintosh) Gecko/20100101 Firefox/130.0', undefined]) {
-    const lines = appLines(await app.inject({ url: '/login', headers: ua === undefined ? {} : { 'user-agent': ua } }))
+    const lines = appLines(await app.inject({ url: '/login', headers: ua === undefined ? https : { ...https, 'user-agent': ua } }))
     t.ok(lines.every((line) => line.endsWith('; Path=/')), `${ua ?? 'no user agent'}: no SameSite: ${lines[0]}`)
   }
+  // Chromium drops Secure cookies sent over plain HTTP (but to localhost): they would never come back.
+  const plain = appLines(await app.inject({ url: '/login', headers: { 'user-agent': CHROME_120 } }))
+  t.ok(plain.every((line) => line.endsWith('; Path=/')), `Chrome 120 over plain HTTP: no Secure: ${plain[0]}`)
 })
 
 test('the window: sliding on every request, and an idle client past it is reassigned', async (t) => {
