@@ -1,8 +1,11 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
-import { test } from 'tap'
-import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
+import { test, type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
+import { decodeBindings } from '../lib/stickiness/app-bindings.js'
+import { readAppShards } from '../lib/stickiness/app-cookie.js'
 import { CookieJar, onHealthChange, waitFor } from './setup.js'
 
 // The example imports `fastify-sticky` by name, i.e. dist/: `npm test` builds it first.
@@ -18,6 +21,7 @@ interface Backend {
 }
 interface Shop {
   url: string
+  gateway: FastifyInstance
   backends: Backend[]
   close (): Promise<void>
 }
@@ -86,7 +90,7 @@ function pinnedBy (value: string | undefined): string {
 }
 
 function describe (res: Response): string {
-  return `${res.status} x-served-by=${res.headers.get('x-served-by')} x-sticky-affinity=${res.headers.get('x-sticky-affinity')} body=${res.body.slice(0, 200)}`
+  return `${res.status} x-served-by=${res.headers.get('x-served-by')} x-sticky-affinity=${res.headers.get('x-sticky-affinity')} x-sticky-decided-by=${res.headers.get('x-sticky-decided-by')} body=${res.body.slice(0, 200)}`
 }
 
 test('node examples/shop/start.js: the cart stays on one backend, and moves with a new cookie when it stops', async (t) => {
@@ -318,4 +322,256 @@ test('the page polls /demo/health and has the health panel', async (t) => {
   ]) t.ok(page.includes(part), `the page has ${part}`)
   t.notOk(/innerHTML|outerHTML|insertAdjacentHTML/.test(page), 'the page builds no markup from strings')
   t.notOk(page.includes('target.origin'), 'the page shows no target address')
+})
+
+const SHARD_NAMES = ['AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3']
+const HTTP_DATE = /^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$/
+const EPOCH = 'Thu, 01 Jan 1970 00:00:00 GMT'
+const WEEK_MS = 7 * 86_400_000
+
+/** The response's `AWSALBAPP-*` Set-Cookie lines, in the order sent. */
+function shardLines (res: Response): string[] {
+  return res.headers.getSetCookie().filter((line) => line.startsWith('AWSALBAPP-'))
+}
+
+/** The response's `connect.sid` Set-Cookie lines. */
+function sessionLines (res: Response): string[] {
+  return res.headers.getSetCookie().filter((line) => line.startsWith('connect.sid='))
+}
+
+/** The bindings the jar's `AWSALBAPP-*` shards carry, group → target id; or what they are instead. */
+function bindingsOf (jar: CookieJar): Record<string, string> | string {
+  const value = readAppShards(jar.headers().cookie)
+  if (value === null || value === 'invalid') return `(${value})`
+  const bindings = codec.openWith(COOKIE_PURPOSE_APP, value, 20_000, decodeBindings)
+  if (bindings === null) return `(undecodable: ${value})`
+  return Object.fromEntries(bindings.map((binding) => [binding.group, binding.targetId]))
+}
+
+/** What a /account response says, in one object to compare. */
+function accountView (res: Response): { status: number, servedBy: string | null, affinity: string | null, decidedBy: string | null, body: unknown } {
+  let body: unknown
+  try {
+    body = res.json()
+  } catch {
+    body = res.body
+  }
+  return {
+    status: res.status,
+    servedBy: res.headers.get('x-served-by'),
+    affinity: res.headers.get('x-sticky-affinity'),
+    decidedBy: res.headers.get('x-sticky-decided-by'),
+    body
+  }
+}
+
+/** Logs `user` in through the shop; resolves to the backend that holds the session. */
+async function logIn (t: Test, send: ReturnType<typeof client>['send'], user: string): Promise<string> {
+  const res = await send('POST', '/account/login', { user })
+  const backend = res.headers.get('x-served-by')
+  if (res.status !== 200 || backend === null) throw new Error(`POST /account/login as ${user}: ${describe(res)}`)
+  t.same(res.json(), { backend, user, sessionKnown: true, visits: 0 }, `${user} is logged in on ${backend}: ${res.body}`)
+  return backend
+}
+
+test('the account app: login sets connect.sid, the gateway adds AWSALBAPP-0..3, and both keep /account/me on that backend', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { jar, send } = client(shop.url)
+
+  const anonymous = await send('GET', '/account/me')
+  t.same(accountView(anonymous), { status: 200, servedBy: anonymous.headers.get('x-served-by'), affinity: 'new', decidedBy: 'round_robin', body: { backend: anonymous.headers.get('x-served-by'), user: null, sessionKnown: false, visits: 0 } },
+    `without cookies: a new pick, nobody logged in: ${describe(anonymous)}`)
+  t.same(shardLines(anonymous).map((line) => line.split(';')[0]), SHARD_NAMES.map((name) => `${name}=_remove_`), `nothing bound yet: four _remove_: ${shardLines(anonymous).join(' | ')}`)
+  t.same(sessionLines(anonymous), [], `no connect.sid before a login: ${anonymous.headers.getSetCookie().join(' | ')}`)
+
+  const sentAt = Date.now()
+  const login = await send('POST', '/account/login', { user: 'ann' })
+  const backend = login.headers.get('x-served-by') ?? '(no x-served-by)'
+  t.match(backend, /^cart-[abc]$/, `a demo backend logged ann in: ${describe(login)}`)
+  t.same(login.json(), { backend, user: 'ann', sessionKnown: true, visits: 0 }, `the session is ann's, on ${backend}: ${login.body}`)
+  t.match(sessionLines(login), [/^connect\.sid=[A-Za-z0-9_-]{32}; Path=\/; HttpOnly; SameSite=Lax$/], `the backend set its session cookie, HttpOnly: ${sessionLines(login).join(' | ')}`)
+  t.equal(sessionLines(login).length, 1, `one connect.sid line: ${sessionLines(login).join(' | ')}`)
+  const shards = shardLines(login)
+  t.same(shards.map((line) => line.split('=')[0]), SHARD_NAMES, `the gateway added all four names, in order: ${shards.join(' | ')}`)
+  t.match(shards[0], /^AWSALBAPP-0=[A-Za-z0-9_-]{40,}; Expires=[^;]+; Path=\/$/, `the first shard holds a sealed value, readable by the page (no HttpOnly): ${shards[0]}`)
+  t.same(shards.slice(1).map((line) => line.split(';')[0]), SHARD_NAMES.slice(1).map((name) => `${name}=_remove_`), `the others are unused: ${shards.join(' | ')}`)
+  for (const line of shards) {
+    const expires = /; Expires=([^;]+)/.exec(line)?.[1] ?? '(none)'
+    t.match(expires, HTTP_DATE, `an HTTP date: ${line}`)
+    const inMs = Date.parse(expires) - sentAt
+    t.ok(Math.abs(inMs - WEEK_MS) < 60_000, `kept for ALB's 7 days: ${line} (${Math.round(inMs / 1000)} s from now)`)
+  }
+  t.same(bindingsOf(jar), { accounts: backend }, `the sealed value binds the accounts group to ${backend}`)
+  t.notOk(jar.cookies.has('AWSALB'), `/account writes no AWSALB: ${[...jar.cookies.keys()].join(', ')}`)
+
+  for (let i = 1; i <= 5; i++) {
+    const res = await send('GET', '/account/me')
+    t.same(accountView(res), { status: 200, servedBy: backend, affinity: 'hit', decidedBy: 'app_cookie', body: { backend, user: 'ann', sessionKnown: true, visits: i } },
+      `GET /account/me #${i} is a hit on ${backend}, which knows ann: ${describe(res)}`)
+  }
+  t.same(bindingsOf(jar), { accounts: backend }, `still bound to ${backend}`)
+})
+
+test('the account app: without its AWSALBAPP-* cookies a request is new; without connect.sid it is reassigned', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { jar, send } = client(shop.url)
+  const backend = await logIn(t, send, 'bo')
+  const sid = jar.cookies.get('connect.sid')
+  if (sid === undefined) throw new Error(`no connect.sid after the login: ${[...jar.cookies.keys()].join(', ')}`)
+
+  const sidOnly = client(shop.url)
+  sidOnly.jar.cookies.set('connect.sid', sid)
+  const unbound = await sidOnly.send('GET', '/account/me')
+  const picked = unbound.headers.get('x-served-by') ?? '(no x-served-by)'
+  t.same({ affinity: unbound.headers.get('x-sticky-affinity'), decidedBy: unbound.headers.get('x-sticky-decided-by') }, { affinity: 'new', decidedBy: 'round_robin' },
+    `connect.sid without the shards: ALB needs both, so a new pick: ${describe(unbound)}`)
+  t.same(bindingsOf(sidOnly.jar), { accounts: picked }, `the gateway binds the app cookie it saw to ${picked}, the backend that answered`)
+
+  const shardsOnly = client(shop.url)
+  for (const [name, value] of jar.cookies) if (name.startsWith('AWSALBAPP-')) shardsOnly.jar.cookies.set(name, value)
+  t.equal(shardsOnly.jar.cookies.size, 4, `the four shards copied: ${[...shardsOnly.jar.cookies.keys()].join(', ')}`)
+  const orphan = await shardsOnly.send('GET', '/account/me')
+  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-missing', `the shards without connect.sid: ${describe(orphan)}`)
+  t.same(orphan.json().user, null, `nobody is logged in: ${orphan.body}`)
+
+  const both = await send('GET', '/account/me')
+  t.same(accountView(both), { status: 200, servedBy: backend, affinity: 'hit', decidedBy: 'app_cookie', body: { backend, user: 'bo', sessionKnown: true, visits: 1 } },
+    `with both cookies: a hit on ${backend}: ${describe(both)}`)
+})
+
+test('the account app: logout deletes connect.sid and AWSALBAPP-0..3, and the next request is new', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { jar, send } = client(shop.url)
+  const backend = await logIn(t, send, 'cy')
+  const sid = jar.cookies.get('connect.sid')
+
+  const logout = await send('POST', '/account/logout')
+  t.same(accountView(logout), { status: 200, servedBy: backend, affinity: 'hit', decidedBy: 'app_cookie', body: { backend, user: null, sessionKnown: false, visits: 0 } },
+    `the logout reaches ${backend}, which held the session: ${describe(logout)}`)
+  t.same(sessionLines(logout), ['connect.sid=; Max-Age=0; Path=/'], `the backend deletes its cookie: ${logout.headers.getSetCookie().join(' | ')}`)
+  t.same(shardLines(logout), SHARD_NAMES.map((name) => `${name}=_remove_; Expires=${EPOCH}; Path=/`), `and the gateway its four: ${shardLines(logout).join(' | ')}`)
+  t.same([...jar.cookies.keys()].filter((name) => name === 'connect.sid' || name.startsWith('AWSALBAPP-')), [], `the jar dropped them all: ${[...jar.cookies.keys()].join(', ')}`)
+
+  const after = await send('GET', '/account/me')
+  t.equal(after.headers.get('x-sticky-affinity'), 'new', `no binding is left: a new pick: ${describe(after)}`)
+  t.same({ user: after.json().user, sessionKnown: after.json().sessionKnown }, { user: null, sessionKnown: false }, `nobody is logged in: ${after.body}`)
+
+  // Had the backend kept the session, the old cookie would still open it there.
+  const holder = shop.backends.find(({ id }) => id === backend) as Backend
+  const direct = await fetch(new URL('/account/me', holder.url), { headers: { cookie: `connect.sid=${sid}` } })
+  const directBody = await direct.text()
+  t.same(JSON.parse(directBody), { backend, user: null, sessionKnown: false, visits: 0 }, `${backend} forgot the session: ${directBody}`)
+})
+
+test('the account app: when its backend stops the login is bound to another, and stays there once the first is back', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { jar, send } = client(shop.url)
+  const first = await logIn(t, send, 'dee')
+  const sid = jar.cookies.get('connect.sid')
+
+  const stopped = await send('POST', `/demo/backends/${first}/stop`)
+  t.same(stopped.json(), { id: first, state: 'stopped' }, `stop ${first}: ${stopped.body}`)
+  const moved = await send('GET', '/account/me')
+  const second = moved.headers.get('x-served-by') ?? '(no x-served-by)'
+  t.match(second, /^cart-[abc]$/, `a demo backend answers: ${describe(moved)}`)
+  t.not(second, first, `not the stopped ${first}: ${describe(moved)}`)
+  // Refused by the stopped process (redispatched), or already taken out by its failed health checks.
+  t.ok(['reassigned;target-unreachable', 'reassigned;target-unhealthy'].includes(moved.headers.get('x-sticky-affinity') ?? ''), `the affinity says why: ${describe(moved)}`)
+  t.same(moved.json(), { backend: second, user: null, sessionKnown: false, visits: 0 }, `the session lived in ${first}'s memory: ${second} does not know it: ${moved.body}`)
+  t.same(bindingsOf(jar), { accounts: second }, `AWSALBAPP now binds the login to ${second}`)
+  t.equal(jar.cookies.get('connect.sid'), sid, 'connect.sid is unchanged: no backend set or deleted it')
+
+  const again = await send('GET', '/account/me')
+  t.same(accountView(again), { status: 200, servedBy: second, affinity: 'hit', decidedBy: 'app_cookie', body: { backend: second, user: null, sessionKnown: false, visits: 0 } },
+    `the next request is a hit on ${second}: ${describe(again)}`)
+
+  const started = await send('POST', `/demo/backends/${first}/start`)
+  t.same(started.json(), { id: first, state: 'running' }, `start ${first}: ${started.body}`)
+  const accounts = shop.gateway.targetGroups.get('accounts')
+  if (accounts === undefined) throw new Error(`no accounts group among ${[...shop.gateway.targetGroups.keys()].join(', ')}`)
+  const stateOfFirst = () => accounts.describe().targets.find(({ id }) => id === first)
+  await waitFor(() => stateOfFirst()?.state === 'healthy', 5000, `${first} healthy in the accounts group`)
+  t.match(stateOfFirst(), { state: 'healthy', routable: true }, `${first} takes new clients again: ${JSON.stringify(stateOfFirst())}`)
+
+  for (let i = 1; i <= 5; i++) {
+    const res = await send('GET', '/account/me')
+    t.same(accountView(res), { status: 200, servedBy: second, affinity: 'hit', decidedBy: 'app_cookie', body: { backend: second, user: null, sessionKnown: false, visits: 0 } },
+      `GET /account/me #${i} after ${first} is back stays on ${second}: ${describe(res)}`)
+  }
+
+  const relogin = await send('POST', '/account/login', { user: 'dee' })
+  t.same(accountView(relogin), { status: 200, servedBy: second, affinity: 'hit', decidedBy: 'app_cookie', body: { backend: second, user: 'dee', sessionKnown: true, visits: 0 } },
+    `logging in again makes the session on ${second}: ${describe(relogin)}`)
+  t.not(jar.cookies.get('connect.sid'), sid, 'with a new session id')
+  const known = await send('GET', '/account/me')
+  t.same(known.json(), { backend: second, user: 'dee', sessionKnown: true, visits: 1 }, `and ${second} knows it: ${known.body}`)
+})
+
+test('the account app: a user name must be 1 to 32 of A-Z a-z 0-9 space _ -', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+
+  const bad: Array<[string, unknown]> = [
+    ['empty', { user: '' }],
+    ['only spaces', { user: '   ' }],
+    ['33 characters', { user: 'x'.repeat(33) }],
+    ['a semicolon', { user: 'ann;admin' }],
+    ['markup', { user: '<b>ann</b>' }],
+    ['a letter outside A-Z', { user: 'Åsa' }],
+    ['a newline', { user: 'ann\nbo' }],
+    ['a number', { user: 42 }],
+    ['null', { user: null }],
+    ['no user', { name: 'ann' }],
+    ['a JSON string', 'ann']
+  ]
+  for (const [what, body] of bad) {
+    const { jar, send } = client(shop.url)
+    const res = await send('POST', '/account/login', body)
+    t.equal(res.status, 400, `${what}: 400: ${describe(res)}`)
+    t.same(sessionLines(res), [], `${what}: no session cookie: ${res.headers.getSetCookie().join(' | ')}`)
+    t.same(bindingsOf(jar), '(null)', `${what}: nothing bound: ${[...jar.cookies].join(', ')}`)
+  }
+
+  const notJson = await fetch(new URL('/account/login', shop.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+  t.equal(notJson.status, 400, `a body that is not JSON: ${notJson.status} ${await notJson.text()}`)
+  const tooLong = await fetch(new URL('/account/login', shop.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'a', pad: 'x'.repeat(5000) }), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+  t.equal(tooLong.status, 413, `a body over 4 KB: ${tooLong.status} ${await tooLong.text()}`)
+
+  for (const user of ['a', 'A-z_0 9', 'x'.repeat(32), ' padded ']) {
+    const { send } = client(shop.url)
+    const res = await send('POST', '/account/login', { user })
+    t.same({ status: res.status, user: res.json().user, cookies: sessionLines(res).length }, { status: 200, user, cookies: 1 }, `${JSON.stringify(user)} is a user name: ${describe(res)}`)
+  }
+  const { send } = client(shop.url)
+  const query = await send('POST', '/account/login?user=query%20user')
+  t.same({ status: query.status, user: query.json().user }, { status: 200, user: 'query user' }, `or ?user= without a body: ${describe(query)}`)
+  const badQuery = await send('POST', '/account/login?user=%3Cb%3E')
+  t.equal(badQuery.status, 400, `a bad ?user= too: ${describe(badQuery)}`)
+})
+
+test('the page has the account panel: login form, who am I, logout, and the AWSALBAPP-* cookies', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const res = await send('GET', '/')
+  t.equal(res.headers.get('content-security-policy'), "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'",
+    `the page's policy is unchanged: ${res.headers.get('content-security-policy')}`)
+  const page = res.body
+  for (const part of [
+    '<h2>Account (app-cookie stickiness)</h2>',
+    'The gateway writes <code>AWSALBAPP-*</code> only once the backend sets <code>connect.sid</code>; logging out deletes both.',
+    'id="login-form"', 'id="user"', 'maxlength="32"', 'id="whoami"', 'id="logout"', 'id="app-cookies"', 'id="account-sid"', 'id="account-affinity"', 'id="account-served-by"',
+    "accountRequest('POST', '/account/login', { user: $('user').value })", "accountRequest('GET', '/account/me')", "accountRequest('POST', '/account/logout')",
+    "'AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3'", "'_remove_'", 'document.cookie', "'x-sticky-affinity'", "'x-sticky-decided-by'", 'HttpOnly',
+    'event.preventDefault()'
+  ]) t.ok(page.includes(part), `the page has ${part}`)
+  // form-action 'none' blocks a real submission: the form is sent by fetch only.
+  t.notMatch(page, /<form[^>]*\baction=/, 'the login form has no action')
+  t.notMatch(page, /\son[a-z]+="/, 'no inline event handler attributes')
+  t.notOk(/innerHTML|outerHTML|insertAdjacentHTML/.test(page), 'the page builds no markup from strings')
 })

@@ -1,29 +1,48 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 
 export const SESSION_COOKIE = 'shop_session'
+/** The account app's session cookie, named as Express's session middleware names it. */
+export const ACCOUNT_COOKIE = 'connect.sid'
+/** A user name: 1 to 32 of `A-Z a-z 0-9 space _ -`, not only spaces. */
+export const USER_NAME = /^(?=.*[^ ])[A-Za-z0-9 _-]{1,32}$/
 
 const MAX_BODY_BYTES = 4096
 const MAX_NAME_LENGTH = 60
 // Every request without a known session makes one; the oldest go first so memory stays bounded.
 const MAX_SESSIONS = 10_000
+// Logins are bounded the same way, and kept apart: a burst of carts does not log anyone out.
+const MAX_ACCOUNT_SESSIONS = 1000
 
 /**
- * Starts one demo cart service on an ephemeral port of 127.0.0.1. It keeps carts in its own
- * memory, keyed by a session id it sets as the `shop_session` cookie, and names itself in
- * `x-served-by` on every response:
+ * Starts one demo backend on an ephemeral port of 127.0.0.1, with two apps that keep their
+ * sessions in its own memory, and names itself in `x-served-by` on every response.
+ *
+ * The cart app, keyed by a session id it sets as the `shop_session` cookie:
  *
  * - `GET /cart` → `{ servedBy, sessionKnown, items: [{ name, quantity }] }`
  * - `POST /cart/items` with JSON `{ name }` → adds one of `name`, answers the cart
  * - `DELETE /cart/items` → empties the cart, answers it
- * - `GET /health` → `{ status: 'ok', servedBy }`, for the gateway's health checks (no session)
+ *
+ * The account app, whose login sets `connect.sid` (what the gateway's app-cookie stickiness follows);
+ * each answers `{ backend, user, sessionKnown, visits }`:
+ *
+ * - `POST /account/login` with JSON `{ user }` (or `?user=`) → a new session for that user name
+ *   (1 to 32 of `A-Z a-z 0-9 space _ -`, else 400) and its cookie
+ * - `GET /account/me` → the session's user and how often it asked; `sessionKnown: false` and no
+ *   user when this process has no such session (never logged in here, or lost with a restart)
+ * - `POST /account/logout` → forgets the session and deletes the cookie (`Max-Age=0`)
+ *
+ * And `GET /health` → `{ status: 'ok', servedBy }`, for the gateway's health checks (no session).
  *
  * `stop()` closes the server and every connection, so connections are refused, and forgets
- * every cart, like a killed process; `start()` listens again on the same port.
+ * every cart and login, like a killed process; `start()` listens again on the same port.
  */
 export async function startBackend (id) {
   let carts = new Map()
+  /** Login sessions by `connect.sid` value: `{ user, visits }`, oldest first. */
+  let accounts = new Map()
   let server = null
   let port = 0
   // start() and stop() run one at a time, in the order they were called.
@@ -47,6 +66,9 @@ export async function startBackend (id) {
       return answerCart(req, res, session)
     }
     if (path === '/cart/items' && req.method === 'POST') return addItem(req, res)
+    if (path === '/account/login' && req.method === 'POST') return login(req, res)
+    if (path === '/account/me' && req.method === 'GET') return answerAccount(res, accountOf(req), true)
+    if (path === '/account/logout' && req.method === 'POST') return logout(req, res)
     sendJson(res, 404, { error: 'Not Found', message: `${req.method} ${path} is not a route of ${id}`, servedBy: id })
   }
 
@@ -69,17 +91,10 @@ export async function startBackend (id) {
   }
 
   function addItem (req, res) {
-    const chunks = []
-    let size = 0
-    req.on('data', (chunk) => {
-      size += chunk.length
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk)
-    })
-    req.on('end', () => {
-      if (size > MAX_BODY_BYTES) return sendJson(res, 413, { error: 'Payload Too Large', message: `at most ${MAX_BODY_BYTES} bytes`, servedBy: id })
+    readBody(req, res, (body) => {
       let name
       try {
-        name = JSON.parse(Buffer.concat(chunks).toString('utf8')).name
+        name = JSON.parse(body.toString('utf8')).name
       } catch {}
       if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_NAME_LENGTH) {
         return sendJson(res, 400, { error: 'Bad Request', message: `send JSON { "name": "<1 to ${MAX_NAME_LENGTH} characters>" }`, servedBy: id })
@@ -88,6 +103,70 @@ export async function startBackend (id) {
       name = name.trim()
       session.items.set(name, (session.items.get(name) ?? 0) + 1)
       answerCart(req, res, session)
+    })
+  }
+
+  /** The request's login session of this process, or undefined: unlike a cart, never made on the way. */
+  function accountOf (req) {
+    const sessionId = readCookie(req.headers.cookie, ACCOUNT_COOKIE)
+    const account = sessionId === undefined ? undefined : accounts.get(sessionId)
+    return account === undefined ? undefined : { sessionId, account }
+  }
+
+  function answerAccount (res, session, visit = false) {
+    if (session !== undefined && visit) session.account.visits++
+    sendJson(res, 200, {
+      backend: id,
+      user: session?.account.user ?? null,
+      sessionKnown: session !== undefined,
+      visits: session?.account.visits ?? 0
+    })
+  }
+
+  function login (req, res) {
+    readBody(req, res, (body) => {
+      let user
+      if (body.length === 0) {
+        user = new URL(req.url ?? '/', 'http://backend').searchParams.get('user') ?? undefined
+      } else {
+        try {
+          user = JSON.parse(body.toString('utf8')).user
+        } catch {}
+      }
+      if (typeof user !== 'string' || !USER_NAME.test(user)) {
+        return sendJson(res, 400, { error: 'Bad Request', message: 'send JSON { "user": "<1 to 32 of A-Z a-z 0-9 space _ ->" }, or ?user=', servedBy: id })
+      }
+      // A login always starts a new session id (no session fixation); the previous one ends here.
+      const previous = accountOf(req)
+      if (previous !== undefined) accounts.delete(previous.sessionId)
+      if (accounts.size >= MAX_ACCOUNT_SESSIONS) accounts.delete(accounts.keys().next().value)
+      const sessionId = randomBytes(24).toString('base64url')
+      const account = { user, visits: 0 }
+      accounts.set(sessionId, account)
+      res.setHeader('set-cookie', `${ACCOUNT_COOKIE}=${sessionId}; Path=/; HttpOnly; SameSite=Lax`)
+      answerAccount(res, { sessionId, account })
+    })
+  }
+
+  function logout (req, res) {
+    const session = accountOf(req)
+    if (session !== undefined) accounts.delete(session.sessionId)
+    // Deleted whether or not this process knew it: the browser drops it, and the gateway its AWSALBAPP-*.
+    res.setHeader('set-cookie', `${ACCOUNT_COOKIE}=; Max-Age=0; Path=/`)
+    answerAccount(res, undefined)
+  }
+
+  /** Collects a request body of up to MAX_BODY_BYTES for `use`; a larger one is answered 413. */
+  function readBody (req, res, use) {
+    const chunks = []
+    let size = 0
+    req.on('data', (chunk) => {
+      size += chunk.length
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (size > MAX_BODY_BYTES) return sendJson(res, 413, { error: 'Payload Too Large', message: `at most ${MAX_BODY_BYTES} bytes`, servedBy: id })
+      use(Buffer.concat(chunks))
     })
   }
 
@@ -109,6 +188,7 @@ export async function startBackend (id) {
       const closing = server
       server = null
       carts = new Map()
+      accounts = new Map()
       const closed = once(closing, 'close')
       closing.close()
       closing.closeAllConnections()

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import fastifySticky, { stickyProxy } from 'fastify-sticky'
-import { startBackend } from './backend.js'
+import { ACCOUNT_COOKIE, startBackend } from './backend.js'
 
 // A fixed key so that the demo's cookies survive a restart of the example. It is public:
 // a real deployment sets its own secret keys (e.g. from the environment) and never commits them.
@@ -20,8 +20,10 @@ const PAGE = new URL('./index.html', import.meta.url)
 const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'"
 
 /**
- * Starts the three demo cart backends and the sticky gateway in front of them, listening on
+ * Starts the three demo backends and the sticky gateway in front of them, listening on
  * `host:port` (0 for an ephemeral port), once every backend has had its first health check.
+ * `/cart` keeps a client on one backend with the `AWSALB` cookie (group `carts`), `/account`
+ * with `AWSALBAPP-*` once a login sets `connect.sid` (group `accounts`).
  * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals).
  * Resolves to `{ url, gateway, backends, close() }`.
  */
@@ -46,6 +48,13 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
         stickiness: { type: 'lb_cookie', durationSeconds: 3600 },
         healthCheck: check
+      }, {
+        // ALB's application-based stickiness: nothing binds a client until a backend sets the app's
+        // own session cookie, and the binding ends when the app deletes it (logout).
+        name: 'accounts',
+        targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
+        stickiness: { type: 'app_cookie', cookieName: ACCOUNT_COOKIE, durationSeconds: 3600 },
+        healthCheck: check
       }]
     })
 
@@ -54,11 +63,14 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       const affinity = request.affinity
       if (affinity !== null) {
         reply.header('x-sticky-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+        // The cookie that kept the client (`lb_cookie`, `app_cookie`), or the algorithm that chose anew.
+        if (affinity.decidedBy !== undefined) reply.header('x-sticky-decided-by', affinity.decidedBy)
       }
       return payload
     })
 
     await gateway.register(stickyProxy, { prefix: '/cart', targetGroup: 'carts', rewritePrefix: '/cart' })
+    await gateway.register(stickyProxy, { prefix: '/account', targetGroup: 'accounts', rewritePrefix: '/account' })
 
     gateway.get('/', (request, reply) => {
       reply
@@ -76,6 +88,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       return backend
     }
     gateway.get('/demo/backends', async () => backends.map(describe))
+    // `carts` and `accounts`: the same three backends, each group with its own health checks.
+    const groups = [...gateway.targetGroups.values()]
     // The gateway's view next to each process's: listed field by field, so that no target address
     // (its origin) reaches the page, whatever describe() grows to hold.
     const carts = gateway.targetGroups.get('carts')
@@ -121,10 +135,12 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       await backend.start()
       // A restarted process is a new target, as an orchestrator registers a replacement: the
       // unhealthy one (nothing to drain) goes, the new one is `initial` until a check passes.
-      const target = carts.describe().targets.find(({ id }) => id === backend.id)
-      if (!wasRunning && target?.state === 'unhealthy') {
-        await carts.deregister(backend.id)
-        carts.register({ id: backend.id, url: backend.url })
+      for (const group of groups) {
+        const target = group.describe().targets.find(({ id }) => id === backend.id)
+        if (!wasRunning && target?.state === 'unhealthy') {
+          await group.deregister(backend.id)
+          group.register({ id: backend.id, url: backend.url })
+        }
       }
       return describe(backend)
     })
@@ -133,7 +149,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     // A backend is `initial` until its first check passes, and takes no new client before: wait,
     // so a first visitor is not pinned to one while the group fails open, then moved at once.
     const deadline = Date.now() + check.intervalMs + check.timeoutMs
-    while (carts.describe().targets.some((target) => target.state === 'initial') && Date.now() < deadline) await sleep(20)
+    const initial = () => groups.some((group) => group.describe().targets.some((target) => target.state === 'initial'))
+    while (initial() && Date.now() < deadline) await sleep(20)
   } catch (err) {
     await close()
     throw err
