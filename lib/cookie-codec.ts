@@ -110,11 +110,13 @@ export class CookieCodec {
   /**
    * Opens a value sealed for `purpose` and hands the plaintext to `parse`, which returns null for
    * a plaintext it does not accept; `rotated` says whether a key other than the first opened it.
-   * Values up to `maxChars` are tried; short ones are remembered with their parsed result, so a
-   * given `purpose` must always be opened with the same `parse`.
+   * Values up to `maxChars` are tried; with `remember`, short ones are kept with their parsed
+   * result, so a given `purpose` must always be opened with the same `parse`. Values a client
+   * rarely shares with others (app-cookie sets) are better not remembered: they would push out
+   * the shared `AWSALB` ones.
    */
-  openWith<T> (purpose: number, value: string, maxChars: number, parse: (plain: Buffer, rotated: boolean) => T | null): T | null {
-    const cached = this.#opened.get(value)
+  openWith<T> (purpose: number, value: string, maxChars: number, parse: (plain: Buffer, rotated: boolean) => T | null, remember = true): T | null {
+    const cached = remember ? this.#opened.get(value) : undefined
     if (cached !== undefined) return cached.purpose === purpose ? cached.opened as T : null
     if (value.length > maxChars || !BASE64URL.test(value)) return null
     const sealed = Buffer.from(value, 'base64url')
@@ -135,7 +137,7 @@ export class CookieCodec {
       const plain = decrypt(ringKey.key, nonce, aadOf(header, purpose), body, tag)
       if (plain === null) continue
       const opened = parse(plain, i !== 0)
-      if (opened !== null && value.length <= MAX_CACHED_CHARS) this.#remember(value, purpose, opened)
+      if (opened !== null && remember && value.length <= MAX_CACHED_CHARS) this.#remember(value, purpose, opened)
       return opened
     }
     return null

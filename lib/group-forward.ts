@@ -188,7 +188,7 @@ export class AppCookieSealer {
 
   /** The bindings of a joined shard value; null when it does not open. */
   open (value: string): readonly AppBinding[] | null {
-    return this.#codec.openWith(COOKIE_PURPOSE_APP, value, this.#maxChars, decodeBindings)
+    return this.#codec.openWith(COOKIE_PURPOSE_APP, value, this.#maxChars, decodeBindings, false)
   }
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { FastifyReply } from 'fastify'
 import { COOKIE_PURPOSE_TG } from './cookie-codec.js'
 import { GroupForward, type ForwardContext } from './group-forward.js'
@@ -19,7 +20,8 @@ export interface Routed {
 
 /**
  * ALB's weighted forward: up to five target groups. A client whose `AWSALBTG` cookie (group
- * stickiness) names one of them, within its window, stays there, whatever its weight now; any
+ * stickiness) names one of them, within its window, stays there, whatever its weight now (a
+ * cookie of another forward: only in a group of weight above 0 here); any
  * other client goes to a group by smooth weighted round robin (nginx's), so the split is exact
  * over every run of `sum(weights)` new clients.
  */
@@ -30,6 +32,8 @@ export class WeightedForward {
   readonly #current: number[]
   readonly #byName: ReadonlyMap<string, number>
   readonly #stickinessSeconds: number | null
+  /** Sealed into its `AWSALBTG` values: which forward placed the client. */
+  readonly #id: string
   readonly #context: ListenerContext
   /** Per group: `AWSALBTG` lines sealed this second. */
   readonly #sealed: Array<readonly [string, string] | undefined>
@@ -45,6 +49,8 @@ export class WeightedForward {
     this.#current = this.#weights.map(() => 0)
     this.#byName = new Map(resolved.targetGroups.map(({ name }, i) => [name, i]))
     this.#stickinessSeconds = resolved.stickinessSeconds
+    // Short and fixed-size, whatever the listener's name: it rides in every AWSALBTG value.
+    this.#id = createHash('sha256').update(`${listener}\0${priority}`).digest('base64url').slice(0, 12)
     this.#sealed = this.forwards.map(() => undefined)
     const match = (groupOutcome: RuleMatch['groupOutcome'], groupReason?: GroupReassignReason): RuleMatch =>
       Object.freeze(groupReason === undefined ? { listener, priority, groupOutcome } : { listener, priority, groupOutcome, groupReason })
@@ -66,7 +72,9 @@ export class WeightedForward {
         const opened = this.#context.codec.open(COOKIE_PURPOSE_TG, value)
         const at = opened === null ? undefined : this.#byName.get(opened.payload.group)
         if (opened === null) reason ??= 'undecodable'
-        else if (at === undefined) reason ??= 'group-mismatch'
+        // Another forward's cookie keeps a client in a group this one shares, so a canary holds
+        // across rules; but never in a group this forward gives weight 0.
+        else if (at === undefined || (this.#weights[at] === 0 && opened.payload.targetId !== this.#id)) reason ??= 'group-mismatch'
         else if (opened.payload.issuedAtSeconds + seconds < nowSeconds) reason ??= 'expired'
         else {
           index = at
@@ -103,7 +111,7 @@ export class WeightedForward {
     if (lines === undefined) {
       const value = this.#context.codec.seal(COOKIE_PURPOSE_TG, {
         group: this.forwards[index].group.name,
-        targetId: '',
+        targetId: this.#id,
         stickyUntilSeconds: nowSeconds + seconds,
         issuedAtSeconds: nowSeconds
       })

@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { APP_COOKIE_PREFIX, appShardCookies, isChromium80OrLater, maxShardLength, readAppShards } from '../lib/stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, appShardCookies, isChromium80OrLater, maxShardLength, parseCookieDate, readAppCookieChange, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
 
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0)
 const LIMIT = maxShardLength()
@@ -64,4 +64,48 @@ test('SameSite=None only for Chromium 80 and later, as ALB sniffs it', async (t)
   t.equal(isChromium80OrLater('Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0'), false, 'Firefox')
   t.equal(isChromium80OrLater('curl/8.5.0'), false)
   t.equal(isChromium80OrLater(undefined), false)
+})
+
+test('cookie dates are read as browsers read them (RFC 6265 §5.1.1): what they ignore is no date', async (t) => {
+  const cases: Array<[string, number | null]> = [
+    ['Thu, 01 Jan 1970 00:00:00 GMT', 0],
+    ['Sat, 28 Nov 2026 23:33:54 GMT', Date.UTC(2026, 10, 28, 23, 33, 54)],
+    ['Sunday, 06-Nov-94 08:49:37 GMT', Date.UTC(1994, 10, 6, 8, 49, 37)],
+    ['Sun Nov  6 08:49:37 1994', Date.UTC(1994, 10, 6, 8, 49, 37)],
+    ['Wed, 21 Oct 15 07:28:00 GMT', Date.UTC(2015, 9, 21, 7, 28, 0)],
+    ['0', null],
+    ['-1', null],
+    ['yesterday', null],
+    ['Thu, 01 Jan 1600 00:00:00 GMT', null],
+    ['Thu, 31 Apr 2026 00:00:00 GMT', null],
+    ['Thu, 01 Jan 2026 24:00:00 GMT', null],
+    ['', null]
+  ]
+  for (const [text, expected] of cases) t.equal(parseCookieDate(text), expected, JSON.stringify(text))
+})
+
+test('a response deletes the app cookie with Max-Age <= 0 or a past Expires; an Expires browsers ignore does not', async (t) => {
+  const now = Date.UTC(2026, 10, 21)
+  const cases: Array<[string | string[], unknown]> = [
+    ['sid=abc; Path=/; HttpOnly', { value: 'abc' }],
+    ['sid=; Max-Age=0; Path=/', 'deleted'],
+    ['sid=; max-age=-5', 'deleted'],
+    ['sid=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT', 'deleted'],
+    ['sid=x; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT', { value: 'x' }],
+    ['sid=x; Expires=0', { value: 'x' }],
+    ['sid=x; EXPIRES=Wed, 21 Oct 2015 07:28:00 GMT', 'deleted'],
+    [['sid=; Max-Age=0', 'sid=new; Path=/'], { value: 'new' }],
+    [['sid2=a', 'xsid=b', 'other=c'], null]
+  ]
+  for (const [lines, expected] of cases) t.same(readAppCookieChange(lines, 'sid', now), expected, JSON.stringify(lines))
+})
+
+test('the app cookie is read from whole cookie-pairs only', async (t) => {
+  t.equal(readCookieValue('sid=a; b=c', 'sid'), 'a')
+  t.equal(readCookieValue('b=c;sid=a', 'sid'), 'a')
+  t.equal(readCookieValue('b=c;  \tsid=a', 'sid'), 'a')
+  t.equal(readCookieValue('note=a sid=x', 'sid'), undefined, 'inside another value')
+  t.equal(readCookieValue('xsid=a; sid2=b', 'sid'), undefined, 'other names that contain it')
+  t.equal(readCookieValue('xsid=a; sid=b; sid=c', 'sid'), 'b', 'the first of its name')
+  t.equal(readCookieValue(undefined, 'sid'), undefined)
 })

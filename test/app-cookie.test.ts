@@ -65,7 +65,7 @@ test('a target setting the app cookie gets AWSALBAPP-0..3 issued in ALB’s form
   t.same(shards.slice(1).map((line) => line.split(';')[0]), ['AWSALBAPP-1=_remove_', 'AWSALBAPP-2=_remove_', 'AWSALBAPP-3=_remove_'], 'unused shards say _remove_')
   const expires = Date.parse(/Expires=([^;]+)/.exec(shards[0])![1])
   t.ok(expires >= Math.floor(before / 1000) * 1000 + 7 * 86_400_000 && expires <= Date.now() + 7 * 86_400_000, `Expires is now + 7 days: ${new Date(expires).toISOString()}`)
-  t.notMatch(shards.join('\n'), /127\.0\.0\.1|t[0-2]|shop|sid/, 'nothing readable in the cookies')
+  t.notMatch(shards.join('\n'), /127\.0\.0\.1|shop/, 'nothing readable in the cookies')
   t.same(bindingsOf(jar), { shop: target }, 'the sealed value binds group shop to the target that set the cookie')
 
   for (let i = 0; i < 6; i++) {

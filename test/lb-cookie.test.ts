@@ -151,3 +151,8 @@ test('readLbCookies reads AWSALB values first, then AWSALBCORS, in header order,
   t.equal(readLbCookies(Array.from({ length: 50 }, (_, i) => `AWSALB=v${i}`).join('; ')).length, 4, 'at most 4 candidates are tried')
   t.same(readLbCookies('AWSALBCORS=c1; AWSALBCORS=c2; AWSALBCORS=c3; AWSALBCORS=c4; AWSALB=a'), ['a', 'c1', 'c2', 'c3'], 'AWSALBCORS values listed first do not push AWSALB out')
 })
+
+test('a name inside another cookie\'s value is not a cookie', async (t) => {
+  t.same(readLbCookies('note=a AWSALB=forged; theme=dark'), [], 'after a blank inside a value')
+  t.same(readLbCookies('note=a;  AWSALB=v'), ['v'], 'after ; and blanks')
+})

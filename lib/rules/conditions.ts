@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { BlockList, isIP } from 'node:net'
 import { FST_STICKY_OPTION_INVALID } from '../errors.js'
+import { originFormOf } from '../proxy.js'
 import { invalid } from '../options.js'
 
 /** What a condition reads from a request; a FastifyRequest satisfies it structurally. */
@@ -165,12 +166,13 @@ class CompiledConditions implements RuleConditions {
     if (this.#methods !== null && !this.#methods.has(request.method)) return false
     if (this.#host !== null && !this.#host.test(request.hostname)) return false
     // The path RegExp stops at the first '?', so the url needs no slicing.
-    if (this.#path !== null && !this.#path.test(request.url)) return false
+    if (this.#path !== null && !this.#path.test(pathOf(request.url))) return false
     if (this.#headers.length > 0) {
       // Read once: Fastify's headers getter may copy them on every read.
       const headers = request.headers
       for (const header of this.#headers) {
-        if (!matchesHeader(headers[header.name], header.pattern)) return false
+        // Own headers only: Node's headers object has a prototype (`constructor`, `__proto__`).
+        if (!matchesHeader(Object.hasOwn(headers, header.name) ? headers[header.name] : undefined, header.pattern)) return false
       }
     }
     if (this.#query !== null && !matchesQuery(request.url, this.#query)) return false
@@ -181,6 +183,19 @@ class CompiledConditions implements RuleConditions {
     }
     return true
   }
+}
+
+const ENCODED_UNRESERVED = /%(?:[46][1-9A-F]|[57][0-9A]|3[0-9]|2[DE]|5F|7E)/gi
+
+/**
+ * The path the target will be sent, as a rule must see it: the absolute form
+ * (`GET http://host/admin`) reduced to its path as the proxy does, and percent-encoded unreserved
+ * characters (`/%61dmin`) decoded, as RFC 3986 §6.2.2.2 makes them equivalent and targets read
+ * them. Either way a client could otherwise pass a rule for a path its target still serves.
+ */
+function pathOf (url: string): string {
+  const path = url.charCodeAt(0) === 47 /* / */ ? url : originFormOf(url)
+  return path.includes('%') ? path.replace(ENCODED_UNRESERVED, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16))) : path
 }
 
 function matchesHeader (value: string | string[] | undefined, pattern: RegExp): boolean {

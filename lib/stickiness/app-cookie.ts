@@ -1,4 +1,4 @@
-import { LB_COOKIE_LIFETIME_SECONDS } from './lb-cookie.js'
+import { LB_COOKIE_LIFETIME_SECONDS, startsPair } from './lb-cookie.js'
 
 /** ALB's application-stickiness cookies: `AWSALBAPP-0` to `AWSALBAPP-3`, one value split over them. */
 export const APP_COOKIE_PREFIX = 'AWSALBAPP-'
@@ -73,6 +73,8 @@ export class AppCookieWriter {
   #second = -1
   #suffix = ''
   #sameSiteSuffix = ''
+  /** The four `_remove_` lines of this second, without and with `SameSite=None`. */
+  #removed: [string[], string[]] = [[], []]
 
   constructor (prefix = APP_COOKIE_PREFIX) {
     this.prefix = prefix
@@ -88,8 +90,15 @@ export class AppCookieWriter {
       this.#second = second
       this.#suffix = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
       this.#sameSiteSuffix = `${this.#suffix}; SameSite=None; Secure`
+      this.#removed = [this.#lines(null, this.#suffix), this.#lines(null, this.#sameSiteSuffix)]
     }
-    const suffix = sameSiteNone ? this.#sameSiteSuffix : this.#suffix
+    // A new array each call: Fastify appends to the one it is given.
+    if (value === null) return [...this.#removed[sameSiteNone ? 1 : 0]]
+    return this.#lines(value, sameSiteNone ? this.#sameSiteSuffix : this.#suffix)
+  }
+
+  #lines (value: string | null, suffix: string): string[] {
+    const limit = this.#limit
     const lines: string[] = []
     for (let i = 0; i < APP_COOKIE_SHARDS; i++) {
       const part = value === null ? '' : value.slice(i * limit, (i + 1) * limit)
@@ -107,14 +116,17 @@ export class AppCookieWriter {
   }
 }
 
-/** The first value of cookie `name` in a Cookie header (RFC 6265 §5.4 order), or undefined. */
+/**
+ * The first value of cookie `name` in a Cookie header (RFC 6265 §5.4 order), or undefined. A name
+ * counts only at the start of a cookie-pair: at the header's start or after `;` and blanks, not
+ * after a blank inside another cookie's value (`note=a sid=x` holds no `sid`).
+ */
 export function readCookieValue (header: string | undefined, name: string): string | undefined {
   if (header === undefined) return undefined
   let at = header.indexOf(name)
   while (at !== -1) {
     const end = at + name.length
-    const before = at === 0 ? 59 : header.charCodeAt(at - 1)
-    if ((before === 59 || before === 32 || before === 9) && header.charCodeAt(end) === 61 /* = */) {
+    if (startsPair(header, at) && header.charCodeAt(end) === 61 /* = */) {
       const stop = header.indexOf(';', end + 1)
       return header.slice(end + 1, stop === -1 ? header.length : stop).trim()
     }
@@ -148,12 +160,54 @@ export function readAppCookieChange (setCookie: unknown, name: string, nowMs: nu
       const attribute = part.slice(0, equals).trim().toLowerCase()
       const value = part.slice(equals + 1).trim()
       if (attribute === 'max-age' && /^-?\d+$/.test(value)) maxAge = Number(value)
-      else if (attribute === 'expires') expires = Date.parse(value)
+      else if (attribute === 'expires') expires = parseCookieDate(value)
     }
-    const deleted = maxAge !== null ? maxAge <= 0 : expires !== null && !Number.isNaN(expires) && expires <= nowMs
+    const deleted = maxAge !== null ? maxAge <= 0 : expires !== null && expires <= nowMs
     change = deleted ? 'deleted' : { value: parts[0].slice(name.length + 1).trim() }
   }
   return change
+}
+
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']
+const DATE_DELIMITER = /[\x09\x20-\x2F\x3B-\x40\x5B-\x60\x7B-\x7E]+/
+
+/**
+ * A cookie's `Expires` as browsers read it (RFC 6265 §5.1.1): time, day, month and year tokens in
+ * any order; anything else, or an impossible date, is null — the attribute is then ignored and
+ * the cookie lives for the session, so it must not count as a deletion.
+ */
+export function parseCookieDate (text: string): number | null {
+  let time: number[] | null = null
+  let day: number | null = null
+  let month: number | null = null
+  let year: number | null = null
+  for (const token of text.split(DATE_DELIMITER)) {
+    if (token === '') continue
+    const clock: RegExpExecArray | null = time === null ? /^(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\D|$)/.exec(token) : null
+    if (clock !== null) {
+      time = [Number(clock[1]), Number(clock[2]), Number(clock[3])]
+      continue
+    }
+    const dayMatch: RegExpExecArray | null = day === null ? /^(\d{1,2})(?:\D|$)/.exec(token) : null
+    if (dayMatch !== null) {
+      day = Number(dayMatch[1])
+      continue
+    }
+    const monthAt: number = month === null ? MONTHS.indexOf(token.slice(0, 3).toLowerCase()) : -1
+    if (monthAt !== -1) {
+      month = monthAt
+      continue
+    }
+    const yearMatch: RegExpExecArray | null = year === null ? /^(\d{2,4})(?:\D|$)/.exec(token) : null
+    if (yearMatch !== null) year = Number(yearMatch[1])
+  }
+  if (time === null || day === null || month === null || year === null) return null
+  if (year >= 70 && year <= 99) year += 1900
+  else if (year <= 69) year += 2000
+  if (day < 1 || day > 31 || year < 1601 || time[0] > 23 || time[1] > 59 || time[2] > 59) return null
+  const ms = Date.UTC(year, month, day, time[0], time[1], time[2])
+  // 31 April and the like roll over: browsers refuse them.
+  return new Date(ms).getUTCDate() === day ? ms : null
 }
 
 const CHROMIUM = /(?:Chrome|Chromium)\/(\d+)/

@@ -31,8 +31,7 @@ export function readLbCookies (header: string | undefined, name = LB_COOKIE): re
     const next = at + name.length
     let valueAt = -1
     let isCors = false
-    const before = at === 0 ? SEMICOLON : header.charCodeAt(at - 1)
-    if (before === SEMICOLON || before === SPACE || before === TAB) {
+    if (startsPair(header, at)) {
       const after = header.charCodeAt(next)
       if (after === EQUALS) {
         valueAt = next + 1
@@ -62,12 +61,18 @@ export function readLbCookies (header: string | undefined, name = LB_COOKIE): re
   return lb ?? NO_VALUES
 }
 
-const SEMICOLON = 59
 const SPACE = 32
 const TAB = 9
 const EQUALS = 61
 const C = 67
 const DQUOTE = 34
+
+/** True when position `at` of a Cookie header starts a cookie-pair: only blanks between it and the previous `;` (or the start). */
+export function startsPair (header: string, at: number): boolean {
+  let i = at - 1
+  while (i >= 0 && (header.charCodeAt(i) === SPACE || header.charCodeAt(i) === TAB)) i--
+  return i < 0 || header.charCodeAt(i) === 59 /* ; */
+}
 
 function addCandidate (list: string[] | null, value: string): string[] {
   if (list === null) return [value]
