@@ -25,6 +25,8 @@ export interface AppRequestState {
   readonly bindings: readonly AppBinding[]
   /** The app cookie's value in the request, if it came. */
   readonly appValue: string | undefined
+  /** With `bindToCookieValue`, its hash (else null): computed once, for the decision and the new binding. */
+  readonly appHash: string | null
 }
 
 const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
@@ -79,8 +81,9 @@ export class GroupForward {
     const shards = readAppShards(cookieHeader, context.appWriter.prefix)
     const bindings = shards === null ? null : shards === 'invalid' ? 'invalid' : context.appSealer.open(shards) ?? 'invalid'
     const appValue = readCookieValue(cookieHeader, app.cookieName)
-    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, nowSeconds: Math.floor(nowMs / 1000) })
-    return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue } }
+    const appHash = app.bindToCookieValue && appValue !== undefined ? hashCookieValue(appValue) : null
+    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000) })
+    return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash } }
   }
 
   /**
@@ -139,7 +142,8 @@ export class GroupForward {
     }
     if (targetId !== null && change !== 'deleted') {
       const value = change === null ? state.appValue : change.value
-      if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash: app.bindToCookieValue ? hashCookieValue(value) : null })
+      const valueHash = !app.bindToCookieValue ? null : change === null ? state.appHash : hashCookieValue(change.value)
+      if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash })
     }
     if (own === null && kept.length === 0) {
       return change === 'deleted' ? context.appWriter.clearCookies(sameSiteNone) : context.appWriter.setCookies(null, nowMs, sameSiteNone) as string[]

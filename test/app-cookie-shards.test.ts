@@ -1,8 +1,13 @@
 import { test } from 'tap'
-import { APP_COOKIE_PREFIX, appShardCookies, isChromium80OrLater, maxShardLength, parseCookieDate, readAppCookieChange, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater, maxShardLength, parseCookieDate, readAppCookieChange, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
 
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0)
 const LIMIT = maxShardLength()
+
+/** ALB's four lines for `value` at NOW, from a fresh writer. */
+function appShardCookies (value: string | null, nowMs: number, sameSiteNone: boolean): string[] | null {
+  return new AppCookieWriter().setCookies(value, nowMs, sameSiteNone)
+}
 
 /** The Cookie header a browser sends back for these Set-Cookie lines. */
 function cookieHeader (lines: string[]): string {

@@ -3,7 +3,7 @@ import type { ResolvedAppCookieStickiness, ResolvedStickiness } from '../options
 import type { Target } from '../target.js'
 import type { TargetGroup } from '../target-group.js'
 import type { AffinityDecision, ReassignReason } from '../types.js'
-import { hashCookieValue, type AppBinding } from './app-bindings.js'
+import type { AppBinding } from './app-bindings.js'
 
 /** Everything the decision depends on; nothing else is read. */
 export interface AffinityInput {
@@ -80,6 +80,8 @@ export interface AppAffinityInput {
   readonly bindings: readonly AppBinding[] | null | 'invalid'
   /** The app cookie's value in the request, if it came. */
   readonly appValue: string | undefined
+  /** With `bindToCookieValue`: `hashCookieValue(appValue)`, computed once per request by the caller. */
+  readonly appHash: string | null
   readonly nowSeconds: number
 }
 
@@ -104,7 +106,7 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   if (binding === undefined) return choose(group, stickiness, null, nowMs)
   // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
   if (input.appValue === undefined) return choose(group, stickiness, 'app-cookie-missing', nowMs)
-  if (stickiness.bindToCookieValue && binding.valueHash !== hashCookieValue(input.appValue)) return choose(group, stickiness, 'app-cookie-mismatch', nowMs)
+  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return choose(group, stickiness, 'app-cookie-mismatch', nowMs)
   const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds)
   if (typeof verdict === 'string') return choose(group, stickiness, verdict, nowMs)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }

@@ -53,20 +53,15 @@ export function readAppShards (header: string | undefined, prefix = APP_COOKIE_P
   return value === '' ? null : value
 }
 
-/**
- * Builds ALB's four `Set-Cookie` lines for a value: `<prefix>0=<first part>; Expires=<now + 7 d>;
- * Path=/`, and so on, every name always written, the unused ones as `_remove_`. `SameSite=None;
- * Secure` is added for Chromium 80 and later only, as ALB does. `value` null writes four
- * `_remove_`. Returns null when the value does not fit in four shards.
- */
-export function appShardCookies (value: string | null, nowMs: number, sameSiteNone: boolean, prefix = APP_COOKIE_PREFIX): string[] | null {
-  return new AppCookieWriter(prefix).setCookies(value, nowMs, sameSiteNone)
-}
-
 /** Past `Expires` of the lines that delete the shards. */
 const EPOCH = new Date(0).toUTCString()
 
-/** Writes the four shard lines; the attribute suffixes are rebuilt once per second, not per response. */
+/**
+ * Writes ALB's four `Set-Cookie` lines for a value: `<prefix>0=<first part>; Expires=<now + 7 d>;
+ * Path=/`, and so on, every name always written, the unused ones as `_remove_`; `SameSite=None;
+ * Secure` when asked (the caller decides: Chromium 80 and later, as ALB). The attribute suffixes
+ * are rebuilt once per second, not per response.
+ */
 export class AppCookieWriter {
   readonly prefix: string
   readonly #limit: number
