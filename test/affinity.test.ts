@@ -53,7 +53,7 @@ test('a bad cookie is reassigned with its reason and a fresh cookie, never an er
     const res = await app.inject({ url: '/cart', headers: { cookie } })
     t.equal(res.statusCode, 200, `${what}: 200`)
     t.equal(res.headers['x-affinity'], expected, `${what}: ${expected}`)
-    const jar = new CookieJar()
+    const jar = new CookieJar(() => NOW)
     jar.store(res.headers['set-cookie'])
     const fresh = codec.open(COOKIE_PURPOSE_LB, jar.cookies.get('AWSALB') ?? '')
     t.equal(fresh?.payload.targetId, echoOf(res).target, `${what}: a fresh cookie names the target that answered`)

@@ -200,7 +200,7 @@ test('the window: sliding on every request, and an idle client past it is reassi
   const targets = await startTargets(t, 2)
   let now = Date.UTC(2026, 10, 21, 12)
   const app = await gateway(t, { targetGroups: [shopGroup(targets, { durationSeconds: 60 })], now: () => now })
-  const jar = new CookieJar()
+  const jar = new CookieJar(() => now)
   const target = echoOf(await send(app, jar, '/login')).target
   for (let i = 0; i < 3; i++) {
     now += 50_000

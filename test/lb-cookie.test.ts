@@ -66,7 +66,7 @@ test('every response re-seals: the stickiness window slides, and is enforced ins
   const targets = await startTargets(t, 3)
   let now = Date.parse('2026-11-21T12:00:00Z')
   const app = await gateway(t, targets, { now: () => now, durationSeconds: 60 })
-  const jar = new CookieJar()
+  const jar = new CookieJar(() => now)
   const first = await app.inject({ url: '/' })
   jar.store(first.headers['set-cookie'])
   const pinned = echoOf(first).target
@@ -94,7 +94,7 @@ test('one value per target and second: sealed once, shared by the clients of tha
   let now = Date.parse('2026-11-21T12:00:00.100Z')
   const app = await gateway(t, targets, { now: () => now })
   const valueOf = (res: { headers: Record<string, unknown> }): string => {
-    const jar = new CookieJar()
+    const jar = new CookieJar(() => now)
     jar.store(res.headers['set-cookie'] as string[])
     return jar.cookies.get('AWSALB') ?? ''
   }

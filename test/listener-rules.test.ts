@@ -109,7 +109,7 @@ test('AWSALBTG that cannot be honoured is reassigned by weight, with the reason'
     targetGroups: [group('blue', [targets[0]], { durationSeconds: 60 }), group('green', [targets[1]], { durationSeconds: 60 }), group('other', [targets[0]])],
     listeners: [{ name: 'web', default: { targetGroups: [{ name: 'blue', weight: 1 }, { name: 'green', weight: 1 }], stickiness: { durationSeconds: 60 } } }]
   })
-  const jar = new CookieJar()
+  const jar = new CookieJar(() => now)
   const first = await send(app, jar)
   const value = jar.cookies.get('AWSALBTG')!
   const seal = (name: string, issuedAtSeconds = Math.floor(now / 1000)) => codec.seal(COOKIE_PURPOSE_TG, { group: name, targetId: '', stickyUntilSeconds: issuedAtSeconds + 60, issuedAtSeconds })

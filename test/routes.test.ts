@@ -149,7 +149,7 @@ test('each route holds a client for its own window since the last response, whic
   app.get('/api/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
   app.get('/cart/*', { config: { targetGroup: 'shop', stickiness: { durationSeconds: 60 } } }, (_request, reply) => reply.forward())
   exposeAffinity(app)
-  const jar = new CookieJar()
+  const jar = new CookieJar(() => now)
   jar.store((await app.inject({ url: '/api/a' })).headers['set-cookie'])
   now += 30_000
   const cart = await app.inject({ url: '/cart/a', headers: jar.headers() })

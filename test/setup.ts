@@ -134,11 +134,20 @@ export async function buildGateway (t: Tap, options: FastifyStickyOptions, serve
   return app
 }
 
-/** A browser's cookie jar, reduced to what the tests need: name → value, from Set-Cookie lines. */
+/**
+ * A browser's cookie jar, reduced to what the tests need: name → value, from Set-Cookie lines.
+ * It judges `Expires` by `now`: a test that gives the gateway a clock gives the jar the same one,
+ * or the jar would drop the gateway's cookies once the real date passes the test's.
+ */
 export class CookieJar {
   readonly cookies = new Map<string, string>()
+  readonly #now: () => number
 
-  /** Stores every cookie of a response's `set-cookie` header; one with `Max-Age` ≤ 0 or a past `Expires` is dropped, as a browser does. */
+  constructor (now: () => number = Date.now) {
+    this.#now = now
+  }
+
+  /** Stores every cookie of a response's `set-cookie` header; one with `Max-Age` ≤ 0 or an `Expires` not after the clock's now is dropped, as a browser does. */
   store (setCookie: string | string[] | undefined): void {
     if (setCookie === undefined) return
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
@@ -147,7 +156,7 @@ export class CookieJar {
       const name = pair.slice(0, at).trim()
       const maxAge = attributes.find((attribute) => /^\s*max-age=/i.test(attribute))
       const expires = attributes.find((attribute) => /^\s*expires=/i.test(attribute))
-      const gone = maxAge !== undefined ? Number(maxAge.split('=')[1]) <= 0 : expires !== undefined && Date.parse(expires.split('=')[1]) <= Date.now()
+      const gone = maxAge !== undefined ? Number(maxAge.split('=')[1]) <= 0 : expires !== undefined && Date.parse(expires.split('=')[1]) <= this.#now()
       if (gone) this.cookies.delete(name)
       else this.cookies.set(name, pair.slice(at + 1).trim())
     }
