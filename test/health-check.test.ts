@@ -2,7 +2,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { HealthCheckOptions } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, exposeAffinity, onHealthChange, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, exposeAffinity, onHealthChange, recordHealthChanges, startServer, startTargets, waitFor, type TestTarget } from './setup.js'
 
 type Tap = Parameters<typeof startTargets>[0]
 
@@ -195,4 +195,54 @@ test('a flapping target (pass, fail, pass, fail …) never reaches the unhealthy
   const states = new Set<string>()
   await waitFor(() => { states.add(group.get('flap')?.health.state ?? 'absent'); return checks >= 12 }, 3000, '12 checks')
   t.same([...states].filter((state) => state !== 'initial'), ['healthy'], `healthy all along after its first pass: ${[...states].join(',')}`)
+})
+
+test('checks have a connection of their own: a target whose every connection is busy stays healthy', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, {
+    connectionsPerTarget: 4,
+    targetGroups: [{
+      name: 'g',
+      targets: [{ id: 't0', url: targets[0].url }],
+      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+    }]
+  })
+  app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  await waitForState(app, 't0', 'healthy')
+  const changes = recordHealthChanges(t, 'g')
+  // Twice as many long requests as connections: four held at the target, four queued.
+  const held = Array.from({ length: 8 }, async () => await app.inject({ url: '/hold' }))
+  await waitFor(() => groupOf(app).get('t0')?.outstanding === 8, 3000, 'eight requests in flight')
+  const before = targets[0].hits
+  await waitFor(() => targets[0].hits >= before + 10, 3000, 'ten more checks')
+  t.same(changes.map(({ from, to }) => `${from}>${to}`), [], 'no state change while every connection was busy')
+  t.equal(stateOf(app, 't0'), 'healthy')
+  targets[0].release()
+  await waitFor(() => groupOf(app).get('t0')?.outstanding === 4, 3000, 'the first four answered')
+  targets[0].release()
+  for (const res of await Promise.all(held)) t.equal(res.statusCode, 200)
+})
+
+test('a hung target whose connections are all taken by hung requests is unhealthy within unhealthyThreshold × interval + timeout', async (t) => {
+  let hung = false
+  const server = await startServer(t, (_req, res) => { if (!hung) res.end('ok') })
+  const app = await buildGateway(t, {
+    connectionsPerTarget: 2,
+    idleTimeoutMs: 3000,
+    targetGroups: [{
+      name: 'g',
+      targets: [{ id: 'h', url: server.url }],
+      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+    }]
+  })
+  app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  await waitForState(app, 'h', 'healthy')
+  hung = true
+  const hungAt = Date.now()
+  const requests = Array.from({ length: 4 }, async () => await app.inject({ url: '/' }))
+  await waitFor(() => stateOf(app, 'h') === 'unhealthy:Target.Timeout', 2000, `unhealthy (is ${stateOf(app, 'h')})`)
+  const tookMs = Date.now() - hungAt
+  // 2 × 40 + 30 = 110 ms, plus the interval's jitter and a busy machine; the idle timeout is 3 s.
+  t.ok(tookMs < 1000, `unhealthy after ${tookMs} ms, not after the traffic's idle timeout`)
+  for (const res of await Promise.all(requests)) t.equal(res.statusCode, 504, 'the hung requests end at their own deadline')
 })

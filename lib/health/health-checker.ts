@@ -9,24 +9,27 @@ const TIMEOUT: CheckResult = Object.freeze({ ok: false, reason: 'Target.Timeout'
 const MISMATCH: CheckResult = Object.freeze({ ok: false, reason: 'Target.ResponseCodeMismatch' })
 const FAILED: CheckResult = Object.freeze({ ok: false, reason: 'Target.FailedHealthChecks' })
 
-/** A fleet's first checks spread over up to this long, so they do not all start at once. */
+/** A target registered at run time is first checked within up to this long. */
 const MAX_FIRST_CHECK_SPREAD_MS = 1000
 /** Later checks come every interval, ± this share of it. */
 const INTERVAL_JITTER = 0.05
 
 /**
- * Active health checks of one target group: `GET path` on each watched target through the
- * target's own pool (or, with a `port` of its own, a one-connection pool to that port of the
- * target's host), one check at a time per target (the next is scheduled when one ends),
- * with jitter; every timer is unref'd, so checks never keep the process alive. Results go to
- * `report`; the group turns them into states (see target-state.ts).
+ * Active health checks of one target group: `GET path` on each watched target over a connection
+ * of its own (a one-connection pool to the target's traffic port, or to its check `port`), never
+ * queued behind the target's traffic, so a busy target is not taken for a dead one and a hung
+ * one is found within `unhealthyThreshold × intervalMs + timeoutMs`. One check at a time per
+ * target (the next is scheduled when one ends), with jitter; the group's first checks spread over
+ * a whole interval so targets and gateway instances do not probe in step. Every timer is
+ * unref'd, so checks never keep the process alive. Results go to `report`; the group turns them
+ * into states (see target-state.ts).
  */
 export class HealthChecker {
   readonly #settings: ResolvedHealthCheck
   readonly #report: (target: Target, result: CheckResult) => void
   readonly #watched = new Set<Target>()
   readonly #timers = new Map<Target, NodeJS.Timeout>()
-  /** Pools to the check port, when it is not the traffic port. */
+  /** Each watched target's one-connection pool for its checks. */
   readonly #pools = new Map<Target, Pool>()
   #running = 0
   #closed = false
@@ -36,17 +39,19 @@ export class HealthChecker {
     this.#report = report
   }
 
-  /** Starts checking `target`: the first check comes within a fraction of the interval (at most 1 s). */
-  watch (target: Target): void {
+  /**
+   * Starts checking `target`. `spread` (the group's first targets): the first check comes at a
+   * random point of the first interval; else (registered at run time) within a tenth of the
+   * interval, at most 1 s.
+   */
+  watch (target: Target, spread = false): void {
     if (this.#closed || this.#watched.has(target)) return
     this.#watched.add(target)
-    const { port } = this.#settings
-    if (port !== null) {
-      const url = new URL(target.origin)
-      url.port = String(port)
-      this.#pools.set(target, new Pool(url.origin, { connections: 1, pipelining: 1 }))
-    }
-    this.#schedule(target, Math.random() * Math.min(this.#settings.intervalMs / 10, MAX_FIRST_CHECK_SPREAD_MS))
+    const { port, intervalMs } = this.#settings
+    const url = new URL(target.origin)
+    if (port !== null) url.port = String(port)
+    this.#pools.set(target, new Pool(url.origin, { connections: 1, pipelining: 1 }))
+    this.#schedule(target, Math.random() * (spread ? intervalMs : Math.min(intervalMs / 10, MAX_FIRST_CHECK_SPREAD_MS)))
   }
 
   /** Stops checking `target`; a check already running is not reported. */
@@ -102,7 +107,7 @@ export class HealthChecker {
     // AbortSignal.timeout's timer is unref'd and exact; undici's own timeouts tick once a second.
     const signal = AbortSignal.timeout(timeoutMs)
     try {
-      const pool = this.#pools.get(target) ?? target.pool
+      const pool = this.#pools.get(target) as Pool
       const { statusCode, body } = await pool.request({ method: 'GET', path, headers: { 'user-agent': 'fastify-sticky-health-check' }, signal })
       await body.dump({ limit: 65_536, signal })
       return matchesStatus(matcher, statusCode) ? PASS : MISMATCH
