@@ -60,3 +60,7 @@ export const FST_STICKY_FORWARDED_FOR_TOO_LONG = createError<[number]>(
 /** The request cannot be forwarded as it is (undici refused its headers or body framing). */
 export const FST_STICKY_REQUEST_INVALID = createError(
   'FST_STICKY_REQUEST_INVALID', 'The request cannot be forwarded as sent', 400)
+
+/** The request body did not arrive within `clientBodyTimeoutMs` (nginx's 408). */
+export const FST_STICKY_REQUEST_TIMEOUT = createError<[number]>(
+  'FST_STICKY_REQUEST_TIMEOUT', 'The request body did not arrive within %dms', 408)

@@ -88,6 +88,13 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     if (forwards.some((forward) => forward.app !== null)) route.onSend = [...hooksOf(route.onSend), writeAppCookies]
   })
 
+  // Fastify runs onClose only once every in-flight request has ended: a response that streams
+  // for ever would hold app.close() for ever. Closing starts before that: in-flight requests get
+  // an idle timeout to finish, then they end, so app.close() always settles.
+  fastify.addHook('preClose', (done) => {
+    for (const group of groups.values()) void group.close()
+    done()
+  })
   fastify.addHook('onClose', async () => {
     await Promise.all([...groups.values()].map((group) => group.close()))
   })

@@ -18,6 +18,10 @@ export type RouteBinding = GroupForward | Listener
  * the route is not bound. `route` names it in errors (`GET /cart`).
  */
 export function resolveListenerRule (config: StickyRouteConfig | undefined, route: string, context: RuleContext): RouteBinding | null {
+  const idempotent = config?.idempotent
+  if (idempotent !== undefined && typeof idempotent !== 'boolean' && (config?.targetGroup !== undefined || config?.listener !== undefined)) {
+    invalid(`route ${route}: config.idempotent`, 'a boolean', idempotent)
+  }
   const listenerName = config?.listener
   if (listenerName !== undefined) {
     if (config?.targetGroup !== undefined || config?.stickiness !== undefined) {

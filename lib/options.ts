@@ -38,6 +38,11 @@ export const MAX_DEREGISTRATION_DELAY_MS = 3_600_000
 export const MIN_SLOW_START_MS = 30_000
 export const MAX_SLOW_START_MS = 900_000
 export const DEFAULT_CONSECUTIVE_ERRORS = 5
+export const DEFAULT_CONSECUTIVE_GATEWAY_ERRORS = 5
+export const DEFAULT_REQUEST_BUFFER_BYTES = 16_384
+export const MAX_REQUEST_BUFFER_BYTES = 16_777_216
+export const DEFAULT_CLIENT_BODY_TIMEOUT_MS = 60_000
+export const MAX_CLIENT_BODY_TIMEOUT_MS = 3_600_000
 export const MAX_CONSECUTIVE_ERRORS = 1000
 export const DEFAULT_BASE_EJECTION_MS = 30_000
 export const DEFAULT_MAX_EJECTION_MS = 300_000
@@ -54,11 +59,12 @@ const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requ
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
-const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
+const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
+  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
-const OUTLIER_KEYS = ['consecutiveErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
+const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'bindToCookieValue']
 const LISTENER_KEYS = ['name', 'rules', 'default']
@@ -142,7 +148,10 @@ export interface ResolvedTargetGroup {
 }
 
 export interface ResolvedOutlierDetection {
+  /** Infinity when the target's 5xx responses do not count. */
   readonly consecutiveErrors: number
+  /** Infinity when off. */
+  readonly consecutiveGatewayErrors: number
   readonly baseEjectionMs: number
   readonly maxEjectionMs: number
   readonly maxEjectedPercent: number
@@ -160,6 +169,9 @@ export interface ResolvedOptions {
   readonly idleTimeoutMs: number
   readonly connectTimeoutMs: number
   readonly redispatch: boolean
+  readonly redispatchIdempotent: boolean
+  readonly requestBufferBytes: number
+  readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
@@ -200,6 +212,9 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     idleTimeoutMs: optionalInteger(options.idleTimeoutMs, 'idleTimeoutMs', 1, MAX_IDLE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS),
     connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS),
     redispatch: optionalBoolean(options.redispatch, 'redispatch', true),
+    redispatchIdempotent: optionalBoolean(options.redispatchIdempotent, 'redispatchIdempotent', true),
+    requestBufferBytes: optionalInteger(options.requestBufferBytes, 'requestBufferBytes', 0, MAX_REQUEST_BUFFER_BYTES, DEFAULT_REQUEST_BUFFER_BYTES),
+    clientBodyTimeoutMs: optionalInteger(options.clientBodyTimeoutMs, 'clientBodyTimeoutMs', 1, MAX_CLIENT_BODY_TIMEOUT_MS, DEFAULT_CLIENT_BODY_TIMEOUT_MS),
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
@@ -359,13 +374,18 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): 
 }
 
 function resolveOutlierDetection (raw: unknown, path: string): ResolvedOutlierDetection | null {
-  if (raw === undefined || raw === false) return null
-  const options = requireObject(raw, path, 'false or an object') as Partial<OutlierDetectionOptions>
+  if (raw === false) return null
+  // Absent: gateway failures only (Envoy's consecutive_gateway_failure); given: 5xx count too.
+  const options = raw === undefined ? {} : requireObject(raw, path, 'false or an object') as Partial<OutlierDetectionOptions>
   refuseUnknownKeys(options, OUTLIER_KEYS, `${path}.`)
   const baseEjectionMs = optionalInteger(options.baseEjectionMs, `${path}.baseEjectionMs`, 1, MAX_EJECTION_MS, DEFAULT_BASE_EJECTION_MS)
   const maxEjectionMs = optionalInteger(options.maxEjectionMs, `${path}.maxEjectionMs`, baseEjectionMs, MAX_EJECTION_MS, Math.max(baseEjectionMs, DEFAULT_MAX_EJECTION_MS))
+  const consecutiveErrors = optionalInteger(options.consecutiveErrors, `${path}.consecutiveErrors`, 0, MAX_CONSECUTIVE_ERRORS, raw === undefined ? 0 : DEFAULT_CONSECUTIVE_ERRORS)
+  const consecutiveGatewayErrors = optionalInteger(options.consecutiveGatewayErrors, `${path}.consecutiveGatewayErrors`, 0, MAX_CONSECUTIVE_ERRORS, DEFAULT_CONSECUTIVE_GATEWAY_ERRORS)
+  if (consecutiveErrors === 0 && consecutiveGatewayErrors === 0) return null
   return Object.freeze({
-    consecutiveErrors: optionalInteger(options.consecutiveErrors, `${path}.consecutiveErrors`, 1, MAX_CONSECUTIVE_ERRORS, DEFAULT_CONSECUTIVE_ERRORS),
+    consecutiveErrors: consecutiveErrors === 0 ? Infinity : consecutiveErrors,
+    consecutiveGatewayErrors: consecutiveGatewayErrors === 0 ? Infinity : consecutiveGatewayErrors,
     baseEjectionMs,
     maxEjectionMs,
     maxEjectedPercent: optionalInteger(options.maxEjectedPercent, `${path}.maxEjectedPercent`, 1, 100, DEFAULT_MAX_EJECTED_PERCENT),

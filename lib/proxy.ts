@@ -1,11 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { AsyncResource } from 'node:async_hooks'
+import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import {
   FST_STICKY_FORWARDED_FOR_TOO_LONG,
   FST_STICKY_REQUEST_INVALID,
+  FST_STICKY_REQUEST_TIMEOUT,
   FST_STICKY_ROUTE_UNBOUND,
   FST_STICKY_TARGET_CONNECT_TIMEOUT,
   FST_STICKY_TARGET_CONNECTION_FAILED,
@@ -16,7 +18,7 @@ import {
 } from './errors.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
-import type { Target } from './target.js'
+import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
 
 /** The proxy's share of the resolved options. */
@@ -24,6 +26,9 @@ export interface ProxySettings {
   readonly idleTimeoutMs: number
   readonly connectTimeoutMs: number
   readonly redispatch: boolean
+  readonly redispatchIdempotent: boolean
+  readonly requestBufferBytes: number
+  readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
 }
 
@@ -47,32 +52,58 @@ const HOP_BY_HOP_RESPONSE = new Set([
   'proxy-authenticate'
 ])
 
-type Body = string | Buffer | Readable | UnreadBody | undefined
+/** A request body as undici gets it: none, in memory, or the client's stream behind the part that already came. */
+type Body = string | Buffer | StreamedBody | undefined
 
-/** Errors after which nothing reached the target, so the request may go to another one. */
-const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+/** A connection the target reset or closed before any response byte: an idempotent request may go to another target. */
+const RESET = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
 
-/** Errors caused by the request (or the gateway's own deregistration), not by the target: passive checks ignore them. */
-const CLIENT_FAULTS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH', 'UND_ERR_ABORTED',
-  'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'FST_STICKY_TARGET_DEREGISTERED'])
+/** The request itself cannot go (or the client was too slow): never sent again, never the target's fault. */
+const REQUEST_FAULTS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH', 'UND_ERR_ABORTED',
+  'FST_STICKY_REQUEST_TIMEOUT'])
 
-/** Where an exchange is: waiting for the target's headers, collecting a small body, streaming one, or finished. */
-type Phase = 'waiting' | 'buffering' | 'streaming' | 'done'
+/** Errors caused by the request or by the gateway itself (deregistration, a replaced pool, a target taken away), not by the target: passive checks ignore them. */
+const CLIENT_FAULTS = new Set([...REQUEST_FAULTS, 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'FST_STICKY_TARGET_DEREGISTERED', POOL_REPLACED, 'FST_STICKY_TARGET_GONE'])
+
+/** Methods that are idempotent by definition (RFC 9110 §9.2.2) and safe to send to a second target; TRACE is never forwarded that far. */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** Ends a request that waited in a target's queue when that target went away: nothing of it was sent. */
+const TARGET_GONE = Object.assign(new Error('the target went away before the request was sent'), { code: 'FST_STICKY_TARGET_GONE' })
+
+/**
+ * Where an exchange is: waiting for a connection in the target's queue, waiting for the
+ * target's headers, collecting a small body, streaming one, or finished.
+ */
+type Phase = 'queued' | 'waiting' | 'buffering' | 'streaming' | 'done'
 
 /**
  * One forwarded request, and the undici dispatch handler of its request to the target: the
  * target's response goes to the client without a stream per response when it is small.
  * When the client goes away, the target's request is aborted too, instead of holding a pooled
- * connection until the idle timeout.
+ * connection until the idle timeout. Its deadline counts from when the gateway had the request
+ * (headers, or the whole body when it is buffered): waiting for a connection, connecting and
+ * waiting for the response all count.
  */
-class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
-  target: Target
+class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, TargetRequest {
+  target!: Target
+  body: Body = undefined
   redispatched = false
+  /** Sent again on the same target after its pool was replaced. */
+  resent = false
   /** The client closed its connection before the response was complete. */
   clientGone = false
-  phase: Phase = 'waiting'
+  phase: Phase = 'queued'
+  /** undici began writing the request (onConnect): from here on, it may have reached the target. */
+  connected = false
   /** The target whose outstanding count this exchange holds, until its response ends. */
   #counted: Target | null = null
+  /** The target whose connection (or place in undici's queue) this exchange holds, until undici ends its request. */
+  #dispatched: Target | null = null
+  #inDispatch = false
+  #failedInDispatch = false
+  #deadline: NodeJS.Timeout | null = null
+  #deadlineAtMs = Infinity
   #abort: ((err?: Error) => void) | null = null
   #status = 0
   /** Body bytes received from the target. */
@@ -89,24 +120,57 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
     readonly reply: FastifyReply,
     readonly rule: GroupForward,
     readonly path: string,
-    readonly headers: Record<string, string | string[]>,
-    readonly body: Body,
-    target: Target
+    readonly headers: Record<string, string | string[]>
   ) {
     // undici calls the handler in the async context of the pooled socket, which belongs to the
     // request that opened it: the callbacks that reach Fastify run in this request's own.
     super('FASTIFY_STICKY_EXCHANGE', { requireManualDestroy: true })
-    this.target = target
   }
 
-  /** Counts the request as outstanding on `target` (and no longer on a previous one). */
+  /**
+   * True while it waits in the target's queue for a connection with time left to be answered:
+   * one whose deadline is about to pass is not sent any more (its 504 is on its way).
+   */
+  get waiting (): boolean {
+    return this.phase === 'queued' && performance.now() < this.#deadlineAtMs - this.proxy.dispatchMarginMs
+  }
+
+  /** Counts the request as outstanding on `target` (and no longer on a previous one); it then waits for a connection. */
   begin (target: Target): void {
     this.settle()
     this.target = target
     target.begin()
     this.#counted = target
     this.#abort = null
+    this.connected = false
+    this.phase = 'queued'
+  }
+
+  /** A connection to `target` is free: dispatch on its pool. */
+  start (target: Target): void {
     this.phase = 'waiting'
+    this.#dispatched = target
+    this.#inDispatch = true
+    target.pool.dispatch({
+      path: this.path,
+      method: this.request.method as Dispatcher.HttpMethod,
+      headers: this.headers,
+      body: this.body as Dispatcher.DispatchOptions['body']
+    }, this)
+    this.#inDispatch = false
+    if (this.#failedInDispatch) {
+      // undici's pool keeps a connection slot marked busy for good after a synchronous failure:
+      // give the target a fresh pool, letting the old one finish what it runs.
+      this.#failedInDispatch = false
+      target.replacePool(true)
+    }
+  }
+
+  /** The target went away while this waited in its queue: it goes to another target, or is answered. */
+  evict (): void {
+    if (this.phase !== 'queued') return
+    this.settle()
+    this.proxy.fail(this, TARGET_GONE)
   }
 
   /** Ends the outstanding count; safe to call more than once. */
@@ -117,13 +181,41 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
     }
   }
 
+  /** Starts the deadline: no response headers within `ms` → 504. */
+  startDeadline (ms: number): void {
+    this.#deadlineAtMs = performance.now() + ms
+    this.#deadline = setTimeout(onDeadline, ms, this)
+  }
+
+  clearDeadline (): void {
+    if (this.#deadline !== null) {
+      clearTimeout(this.#deadline)
+      this.#deadline = null
+    }
+  }
+
+  /** The deadline passed with no response headers: 504, whether the request waited for a connection, connected or was sent. */
+  expire (): void {
+    this.#deadline = null
+    if ((this.phase !== 'queued' && this.phase !== 'waiting') || this.clientGone || this.reply.sent) return
+    this.phase = 'done'
+    // A request undici has not started yet is aborted at its onConnect.
+    this.abortTarget()
+    this.settle()
+    if (this.connected) this.target.recordOutcome(OUTCOME_GATEWAY)
+    this.proxy.logFailure(this, 'UND_ERR_HEADERS_TIMEOUT')
+    this.reply.send(this.proxy.gatewayError('UND_ERR_HEADERS_TIMEOUT'))
+  }
+
   /**
    * The client's connection closed: abort what is still running. That includes a response that
    * finished without our body (an onSend hook replaced it), which nobody would read to its end.
    */
   onClientClose (finished: boolean): void {
     if (!finished) this.clientGone = true
+    this.clearDeadline()
     if (this.phase !== 'done') {
+      if (this.phase === 'queued') this.phase = 'done'
       this.abortTarget()
       this.#stream?.destroy()
     }
@@ -137,10 +229,21 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
     abort?.()
   }
 
+  /** undici ended the request (answered or failed): its connection is free for the target's next. */
+  #release (): void {
+    const target = this.#dispatched
+    if (target !== null) {
+      this.#dispatched = null
+      target.release()
+    }
+  }
+
   // undici's dispatch handler
 
   onConnect (abort: (err?: Error) => void): void {
-    if (this.clientGone) abort()
+    this.connected = true
+    this.#dispatched?.progressed()
+    if (this.clientGone || this.phase === 'done') abort()
     else this.#abort = abort
   }
 
@@ -152,7 +255,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
 
   #onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     const { reply } = this
-    if (this.clientGone || reply.sent) {
+    this.clearDeadline()
+    if (this.clientGone || reply.sent || this.phase === 'done') {
       this.phase = 'done'
       this.abortTarget()
       return false
@@ -162,13 +266,14 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       this.phase = 'done'
       this.abortTarget()
       this.settle()
+      this.target.recordOutcome(OUTCOME_GATEWAY)
       this.proxy.logFailure(this, 'INVALID_STATUS')
       reply.send(new FST_STICKY_TARGET_RESPONSE_INVALID())
       return false
     }
     this.#status = statusCode
     // Passive checks: a 5xx counts against the target; any other response clears its count once complete.
-    if (statusCode >= 500) this.target.recordOutcome(true)
+    if (statusCode >= 500) this.target.recordOutcome(OUTCOME_5XX)
     const headers = this.#copyHeaders(rawHeaders)
     const length = headers['content-length']
     if (headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
@@ -198,11 +303,13 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   }
 
   onError (err: Error & { code?: string }): void {
+    if (this.#inDispatch) this.#failedInDispatch = true
     this.runInAsyncScope(this.#onError, this, err)
   }
 
   #onComplete (): void {
-    if (this.#status < 500) this.target.recordOutcome(false)
+    this.#release()
+    if (this.#status < 500) this.target.recordOutcome(OUTCOME_OK)
     this.settle()
     const phase = this.phase
     this.phase = 'done'
@@ -218,6 +325,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   }
 
   #onError (err: Error & { code?: string }): void {
+    this.#release()
     this.settle()
     const phase = this.phase
     this.phase = 'done'
@@ -228,7 +336,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       // Nothing went to the client yet: a clean gateway error, without the target's headers.
       if (this.clientGone || this.reply.sent) return
       const code = errorCodeOf(err)
-      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(true)
+      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(OUTCOME_GATEWAY)
       this.proxy.logFailure(this, code)
       this.#restoreHeaders()
       this.reply.send(this.proxy.gatewayError(code))
@@ -247,7 +355,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
       }
       // Fastify answers with this error if no header went out yet, else closes the connection.
       const code = errorCodeOf(err)
-      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(true)
+      if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(OUTCOME_GATEWAY)
       this.proxy.logFailure(this, code)
       if (!this.reply.raw.headersSent) this.#restoreHeaders()
       stream.destroy(this.proxy.gatewayError(code))
@@ -286,6 +394,10 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler {
   }
 }
 
+function onDeadline (exchange: Exchange): void {
+  exchange.runInAsyncScope(exchange.expire, exchange)
+}
+
 /** A streamed response body: undici pushes, the client's pace resumes it, destroying it aborts the target's request. */
 class ResponseStream extends Readable {
   readonly #exchange: Exchange
@@ -314,15 +426,19 @@ class ResponseStream extends Readable {
 /**
  * Sends requests of bound routes to their affinity's target through that target's own undici
  * pool, and maps failures to ALB's status codes. The target's own responses, 4xx and 5xx
- * included, pass through untouched; nothing is retried except a request that never reached
- * its target (refused connection, or a pool closed by deregistration), once, on another target
- * (HAProxy's redispatch).
+ * included, pass through untouched. A request goes once to another target (HAProxy's
+ * redispatch) when nothing of it reached its target (refused or timed-out connection, a target
+ * that went away while it waited), or when it is idempotent and the target reset the connection
+ * before any response byte; nothing else is ever sent twice.
  */
 export class Proxy {
   readonly #settings: ProxySettings
+  /** A queued request with less time than this left before its deadline is not sent: 50 ms, or a twentieth of a shorter idle timeout. */
+  readonly dispatchMarginMs: number
 
   constructor (settings: ProxySettings) {
     this.#settings = settings
+    this.dispatchMarginMs = Math.min(50, settings.idleTimeoutMs / 20)
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
@@ -332,7 +448,60 @@ export class Proxy {
     // An async handler may forward after the client left: there is nobody to answer.
     if (res.destroyed) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
-    let affinity = request.affinity
+    const headers = this.#requestHeaders(request)
+    if (headers === null) {
+      // 463 has no reason phrase for Fastify's error handler to add: write the body here.
+      const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
+      return reply.code(463).send({ statusCode: 463, code: err.code, error: 'X-Forwarded-For Too Long', message: err.message })
+    }
+    // A path given to reply.forward() may hold what no request line can (`?q=a b`): encoded here,
+    // since undici would refuse it in a way that leaves a connection slot of its pool busy for good.
+    const given = path === undefined ? request.raw.url ?? '/' : encodeRequestTarget(path)
+    if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    const requestTarget = originFormOf(given)
+    // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
+    if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
+    res.once('close', () => exchange.onClientClose(res.writableFinished))
+    const parsed = parsedBody(request, headers)
+    if (parsed !== null) {
+      exchange.body = parsed
+      this.#dispatch(exchange, this.#settings.idleTimeoutMs - reply.elapsedTime)
+      return reply
+    }
+    // The body is still on its way: a small one is received whole before a connection to the
+    // target is taken, a large or chunked one only once its first requestBufferBytes came, so a
+    // slow client holds no connection of the target (nginx's proxy_request_buffering).
+    const raw = request.raw
+    const declared = raw.headers['transfer-encoding'] === undefined ? Number(raw.headers['content-length']) : NaN
+    const limit = this.#settings.requestBufferBytes
+    const whole = declared <= limit
+    const timeoutMs = this.#settings.clientBodyTimeoutMs
+    if (!whole && limit === 0) {
+      exchange.body = new StreamedBody([], raw, timeoutMs)
+      this.#dispatch(exchange, this.#settings.idleTimeoutMs - reply.elapsedTime)
+      return reply
+    }
+    collectBody(raw, whole ? declared : limit, whole, timeoutMs).then((collected) => {
+      if (exchange.clientGone || res.destroyed || reply.sent) return
+      if (collected === 'timeout') {
+        // The rest of the body is not read: the connection cannot carry another request.
+        reply.header('connection', 'close')
+        reply.send(new FST_STICKY_REQUEST_TIMEOUT(timeoutMs))
+        return
+      }
+      if (collected === 'gone') return
+      const { chunks } = collected
+      exchange.body = whole ? (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)) : new StreamedBody(chunks, raw, timeoutMs)
+      this.#dispatch(exchange, this.#settings.idleTimeoutMs)
+    }, noop)
+    return reply
+  }
+
+  /** Sends the exchange to its affinity's target, with `deadlineMs` for the response headers. */
+  #dispatch (exchange: Exchange, deadlineMs: number): void {
+    const { request, reply, rule } = exchange
+    let affinity = request.affinity as AffinityDecision
     let target = targetOf(rule, affinity)
     // Deregistered after the decision (e.g. while an async handler awaited): decide again.
     if (target === undefined && affinity.target !== null) {
@@ -340,62 +509,81 @@ export class Proxy {
       repin(reply, rule, affinity)
       target = targetOf(rule, affinity)
     }
-    if (target === undefined) return reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
-    const headers = this.#requestHeaders(request)
-    if (headers === null) {
-      // 463 has no reason phrase for Fastify's error handler to add: write the body here.
-      const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
-      return reply.code(463).send({ statusCode: 463, code: err.code, error: 'X-Forwarded-For Too Long', message: err.message })
+    if (target === undefined) {
+      reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
+      return
     }
-    const requestTarget = originFormOf(path ?? request.raw.url ?? '/')
-    // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
-    if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
-    const exchange = new Exchange(this, request, reply, rule, requestTarget, headers,
-      requestBody(request, headers, this.#settings.redispatch), target)
-    res.once('close', () => exchange.onClientClose(res.writableFinished))
+    exchange.startDeadline(Math.max(0, deadlineMs))
     this.send(exchange, target)
-    return reply
   }
 
-  /** Dispatches the exchange's request on `target`'s pool. */
+  /** Queues the exchange's request for a connection to `target`. */
   send (exchange: Exchange, target: Target): void {
     exchange.begin(target)
-    target.pool.dispatch({
-      path: exchange.path,
-      method: exchange.request.method as Dispatcher.HttpMethod,
-      headers: exchange.headers,
-      body: exchange.body as Dispatcher.DispatchOptions['body']
-    }, exchange)
+    target.admit(exchange)
   }
 
-  /** The target's request failed before any response: redispatch once, or answer with ALB's status. */
+  /** The target's request failed before any response: send it to another target when that is safe, or answer with ALB's status. */
   fail (exchange: Exchange, err: Error & { code?: string }): void {
     const { request, reply, rule, target } = exchange
     // The client is gone: nobody to answer, nothing to log as a target failure.
-    if (exchange.clientGone || reply.sent) return
+    if (exchange.clientGone || reply.sent) {
+      exchange.clearDeadline()
+      return
+    }
     const code = errorCodeOf(err)
-    if (!CLIENT_FAULTS.has(code)) target.recordOutcome(true)
-    if (NOTHING_SENT.has(code) && this.#settings.redispatch && !exchange.redispatched && isReplayable(exchange.body)) {
+    const sent = exchange.connected
+    // A pool replaced for making no progress: what it never sent goes to the same target's new pool, once.
+    if (code === POOL_REPLACED && !sent && !exchange.resent && rule.group.get(target.id) === target) {
+      exchange.resent = true
+      this.send(exchange, target)
+      return
+    }
+    if (!CLIENT_FAULTS.has(code)) target.recordOutcome(OUTCOME_GATEWAY)
+    if (this.#mayRedispatch(exchange, code, sent)) {
       const nowMs = rule.now()
       const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target)
       const next = targetOf(rule, decision)
       if (next !== undefined) {
-        // The client is pinned to `next` now, not to the target that refused it.
+        // The client is pinned to `next` now, not to the target that failed it.
         if (rule.stickiness !== null && exchange.request.affinity?.outcome !== 'hit') target.sessions.cancel(rule.stickiness.durationSeconds, Math.floor(nowMs / 1000))
-        request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code }, 'fastify-sticky: target did not take the request, redispatching')
+        const suppressed = target.warnable(`redispatch:${code}`)
+        if (suppressed >= 0) {
+          request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code, suppressed }, 'fastify-sticky: target did not take the request, redispatching')
+        }
         repin(reply, rule, decision)
         exchange.redispatched = true
         this.send(exchange, next)
         return
       }
     }
+    exchange.clearDeadline()
+    if (code === TARGET_GONE.code) {
+      reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(rule.group.name))
+      return
+    }
     this.logFailure(exchange, code)
+    if (code === 'FST_STICKY_REQUEST_TIMEOUT') reply.header('connection', 'close')
     reply.send(this.gatewayError(code))
   }
 
+  /**
+   * Whether a failed request may go to another target: once, with a body that can be sent
+   * again, when nothing of it was sent (redispatch), or when it is idempotent and the
+   * connection was reset before any response byte (redispatchIdempotent).
+   */
+  #mayRedispatch (exchange: Exchange, code: string, sent: boolean): boolean {
+    if (exchange.redispatched || REQUEST_FAULTS.has(code) || !isReplayable(exchange.body)) return false
+    if (!sent) return this.#settings.redispatch
+    return RESET.has(code) && this.#settings.redispatchIdempotent && isIdempotent(exchange.request)
+  }
+
   logFailure (exchange: Exchange, code: string): void {
+    // At most one line per target, code and second; the next says how many were left out.
+    const suppressed = exchange.target.warnable(code)
+    if (suppressed < 0) return
     // Only the error code is logged: undici's messages and errors carry the target's address.
-    exchange.request.log.warn({ targetGroup: exchange.rule.group.name, target: exchange.target.id, code }, 'fastify-sticky: target request failed')
+    exchange.request.log.warn({ targetGroup: exchange.rule.group.name, target: exchange.target.id, code, suppressed }, 'fastify-sticky: target request failed')
   }
 
   gatewayError (code: string): FastifyError {
@@ -412,6 +600,8 @@ export class Proxy {
         return new FST_STICKY_TARGET_RESPONSE_INVALID()
       case 'FST_STICKY_TARGET_DEREGISTERED':
         return new FST_STICKY_TARGET_DEREGISTERED()
+      case 'FST_STICKY_REQUEST_TIMEOUT':
+        return new FST_STICKY_REQUEST_TIMEOUT(this.#settings.clientBodyTimeoutMs)
       case 'UND_ERR_INVALID_ARG':
       case 'UND_ERR_NOT_SUPPORTED':
       case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
@@ -450,6 +640,25 @@ export class Proxy {
   }
 }
 
+/** GET, HEAD and OPTIONS, or any method on a route with `config.idempotent: true`. */
+function isIdempotent (request: FastifyRequest): boolean {
+  return IDEMPOTENT_METHODS.has(request.method) || (request.routeOptions.config as { idempotent?: unknown }).idempotent === true
+}
+
+/** Characters a request line cannot carry as they are (undici refuses all but 0x21–0xFF; above 0x7E a JavaScript string holds Unicode). */
+const NOT_VISIBLE_ASCII = /[^\x21-\x7e]/
+const NOT_VISIBLE_ASCII_RUNS = /[^\x21-\x7e]+/g
+
+/** Percent-encodes what a path given to reply.forward() cannot carry as it is (spaces, controls, non-ASCII as UTF-8); null for a broken string (a lone surrogate). */
+export function encodeRequestTarget (path: string): string | null {
+  if (!NOT_VISIBLE_ASCII.test(path)) return path
+  try {
+    return path.replace(NOT_VISIBLE_ASCII_RUNS, encodeURIComponent)
+  } catch {
+    return null
+  }
+}
+
 /** Cheap test for what may start a dot segment: `/.`, `%2e`, or a separator a target may decode (`%2f`, `%5c`, `\\`). */
 const DOT_SEGMENT_HINT = /\/\.|%2e|%2f|%5c|\\/i
 
@@ -483,7 +692,11 @@ export function originFormOf (url: string): string {
 const FORM = /^application\/x-www-form-urlencoded/i
 const JSON_TYPE = /^[^;]*[/+]json\s*(;|$)/i
 
-function requestBody (request: FastifyRequest, headers: Record<string, string | string[]>, replayable: boolean): Body {
+/**
+ * The request's body when it is already in memory: what a content-type parser of the route made
+ * of it, or nothing; null when it is still the client's stream.
+ */
+function parsedBody (request: FastifyRequest, headers: Record<string, string | string[]>): string | Buffer | undefined | null {
   const parsed = request.body
   if (parsed !== undefined) {
     // A content-type parser of the user's route already read the body: send what it made of it,
@@ -503,23 +716,76 @@ function requestBody (request: FastifyRequest, headers: Record<string, string | 
   const raw = request.raw
   const length = raw.headers['content-length']
   if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined) return undefined
-  return replayable ? new UnreadBody(raw) : raw
+  return null
+}
+
+/** What came of a body: its first chunks (all of it when `ended`), or a client too slow or gone. */
+type Collected = { chunks: Buffer[], ended: boolean } | 'timeout' | 'gone'
+
+/**
+ * Reads the client's body: all of it (`whole`, `want` bytes declared), or until `want` bytes
+ * came (then the stream is paused, the rest left in it); within `timeoutMs`.
+ */
+function collectBody (stream: Readable, want: number, whole: boolean, timeoutMs: number): Promise<Collected> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    const finish = (result: Collected): void => {
+      clearTimeout(timer)
+      stream.off('data', onData)
+      stream.off('end', onEnd)
+      stream.off('error', onGone)
+      stream.off('close', onGone)
+      resolve(result)
+    }
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk)
+      bytes += chunk.length
+      if (!whole && bytes >= want) {
+        stream.pause()
+        finish({ chunks, ended: false })
+      }
+    }
+    const onEnd = (): void => finish({ chunks, ended: true })
+    const onGone = (): void => finish('gone')
+    const timer = setTimeout(finish, timeoutMs, 'timeout')
+    stream.on('data', onData)
+    stream.on('end', onEnd)
+    stream.on('error', onGone)
+    stream.on('close', onGone)
+  })
 }
 
 /**
- * The client's body stream, handed to undici as an async iterable. undici destroys a stream
+ * The client's body as undici gets it: the chunks that already came, then the rest of the
+ * client's stream, which may pause at most `idleMs` between chunks. undici destroys a stream
  * body when the connection fails, but only starts an iterable once connected: so after a
  * refused connection the client's stream is untouched and can go to another target.
  */
-class UnreadBody implements AsyncIterable<Buffer> {
+class StreamedBody implements AsyncIterable<Buffer> {
   started = false
 
-  constructor (readonly stream: Readable) {}
+  constructor (readonly first: Buffer[], readonly stream: Readable, readonly idleMs: number) {}
 
-  [Symbol.asyncIterator] (): AsyncIterator<Buffer> {
+  async * [Symbol.asyncIterator] (): AsyncGenerator<Buffer> {
     this.started = true
+    for (const chunk of this.first) yield chunk
     // Leave the client's stream to Fastify when undici stops early.
-    return this.stream.iterator({ destroyOnReturn: false })
+    const rest = this.stream.iterator({ destroyOnReturn: false })
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(reject, this.idleMs, Object.assign(new Error('the request body paused too long'), { code: 'FST_STICKY_REQUEST_TIMEOUT' }))
+      })
+      let next: IteratorResult<Buffer>
+      try {
+        next = await Promise.race([rest.next(), late])
+      } finally {
+        clearTimeout(timer)
+      }
+      if (next.done === true) return
+      yield next.value
+    }
   }
 }
 
@@ -531,7 +797,7 @@ function errorCodeOf (err: Error & { code?: string }): string {
 }
 
 function isReplayable (body: Body): boolean {
-  return body === undefined || typeof body === 'string' || Buffer.isBuffer(body) || (body instanceof UnreadBody && !body.started)
+  return body === undefined || typeof body === 'string' || Buffer.isBuffer(body) || !body.started
 }
 
 /** The target's response headers by lower-case name; repeated names become arrays, as Node's own parser gives them. */

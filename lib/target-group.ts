@@ -22,6 +22,8 @@ const REMEMBERED_DEREGISTRATIONS = 1024
 const PICK_ATTEMPTS = 8
 /** How often a draining target that keeps sessions looks whether its last session has ended. */
 const DRAIN_SWEEP_MS = 1000
+/** How often the targets' pools are looked at for a stall. */
+const POOL_WATCH_MS = 1000
 
 /** A target being drained: whether it keeps its sessions, and how its draining ends. */
 interface Drain {
@@ -82,6 +84,7 @@ export class TargetGroup {
   /** Some routable target is in slow start: picks take the slow path. */
   #slowStarting = false
   #closing: Promise<void> | null = null
+  readonly #watchdog: NodeJS.Timeout
 
   constructor (resolved: ResolvedTargetGroup, settings: GroupSettings) {
     this.name = resolved.name
@@ -101,9 +104,16 @@ export class TargetGroup {
     for (const options of resolved.targets) {
       const target = new Target(options, settings, this.#newHealth())
       target.slowStartExempt = true
-      this.#add(target)
+      this.#add(target, true)
     }
     this.#update()
+    this.#watchdog = setInterval(() => this.#watchPools(), POOL_WATCH_MS)
+    this.#watchdog.unref()
+  }
+
+  /** Once a second: a target pool that stopped making progress is replaced (see Target.watchStall). */
+  #watchPools (): void {
+    for (const target of this.#targets.values()) target.watchStall()
   }
 
   /** The registered targets (draining ones not included), in registration order: their ids and origins. */
@@ -256,6 +266,8 @@ export class TargetGroup {
         this.#targets.delete(id)
         this.#setHealth(target, afterDraining(target.health, this.#settings.now()))
         this.#update()
+        // Requests still waiting for a connection were never sent: they go to another target.
+        for (const request of target.takeQueued()) request.evict()
         const closed = deadline && target.outstanding > 0 ? target.destroy(new FST_STICKY_TARGET_DEREGISTERED()) : target.close()
         closed.then(() => resolve(true), () => resolve(true))
       }
@@ -308,13 +320,19 @@ export class TargetGroup {
   close (): Promise<void> {
     if (this.#closing !== null) return this.#closing
     this.#checker?.close()
+    clearInterval(this.#watchdog)
     for (const target of this.#ejections.keys()) this.#endEjection(target, false)
-    // No client can come any more: draining targets wait for their requests in flight only, and
-    // their deadline still ends those with 502.
+    // No client can come any more: draining targets wait for their requests in flight only, for
+    // an idle timeout at most (or their deadline, if sooner), then those get 502: closing
+    // always settles, whatever the targets do.
     const draining = [...this.#drains.values()]
+    const graceMs = this.#settings.idleTimeoutMs
     for (const drain of draining) {
       drain.keep = false
       drain.check()
+      const timer = setTimeout(() => drain.finish(true), graceMs)
+      timer.unref()
+      void drain.done.then(() => clearTimeout(timer))
     }
     this.#closing = Promise.all([
       ...[...this.#targets.values()].map((target) => target.close()),
@@ -341,15 +359,16 @@ export class TargetGroup {
     return this.#degraded
   }
 
-  #add (target: Target): void {
+  #add (target: Target, spread = false): void {
     this.#targets.set(target.id, target)
     const detection = this.outlierDetection
     if (detection !== null) {
       target.errorLimit = detection.consecutiveErrors
+      target.gatewayErrorLimit = detection.consecutiveGatewayErrors
       target.onErrors = (failing) => this.#eject(failing)
     }
     this.#publish('state', target, null, target.health.sinceMs)
-    this.#checker?.watch(target)
+    this.#checker?.watch(target, spread)
   }
 
   #setHealth (target: Target, health: TargetHealth): void {
@@ -484,5 +503,10 @@ export class TargetGroup {
     this.#slowStarting = routable.some((target) => target.slowStartEndsMs !== 0)
     this.#routable = Object.freeze(routable)
     this.#refs = Object.freeze(registered.map((target) => target.ref))
+    // A target its clients leave (unhealthy, ejected, draining without its sessions) sends no
+    // more requests: those still waiting for one of its connections go to another target.
+    for (const target of this.#targets.values()) {
+      if (target.unpinReason !== null && target.queued > 0) for (const request of target.takeQueued()) request.evict()
+    }
   }
 }

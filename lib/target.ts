@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import type { TargetHealth } from './health/target-state.js'
 import type { ResolvedTarget } from './options.js'
@@ -14,6 +15,29 @@ export interface PoolSettings {
   readonly idleTimeoutMs: number
 }
 
+/** The code of the error that ends requests still queued in a pool that was replaced: nothing of them reached the target. */
+export const POOL_REPLACED = 'FST_STICKY_POOL_REPLACED'
+/** A pool with queued requests and nothing running counts as stalled after the connect timeout plus this long without progress. */
+const STALL_GRACE_MS = 1000
+/** The same failure of one target is logged at most once per this long; the next line says how many were left out. */
+const WARNING_INTERVAL_MS = 1000
+
+/** A live request's outcome, for passive checks (see `Target.recordOutcome`). */
+export type Outcome = 0 | 1 | 2
+export const OUTCOME_OK = 0
+export const OUTCOME_5XX = 1
+export const OUTCOME_GATEWAY = 2
+
+/** A request waiting for, or holding, one of the target's connections. */
+export interface TargetRequest {
+  /** False once it no longer waits for a connection (answered, timed out, or its client left). */
+  readonly waiting: boolean
+  /** Dispatches it on `target`'s pool: a connection is free for it. */
+  start (target: Target): void
+  /** The target goes away while it waits: it goes to another target, or is answered. */
+  evict (): void
+}
+
 /**
  * One upstream origin of a target group, with the undici Pool the plugin owns for it. Only
  * `id` and `origin` show when a target is logged or serialized: the pool stays private.
@@ -24,11 +48,27 @@ export class Target implements TargetRef {
   readonly weight: number
   /** What handlers see of this target (`request.affinity.target`): its id and origin, frozen. */
   readonly ref: TargetRef
-  readonly #pool: Pool
+  readonly #settings: PoolSettings
+  #pool: Pool
+  /** Pools replaced after they stopped making progress, until they are closed. */
+  readonly #retired = new Set<Pool>()
   #outstanding = 0
+  /** Requests dispatched on the pool whose undici request has not ended. */
+  #active = 0
+  /** Requests waiting for a connection, oldest first, from `#head` on: the gateway's own queue, so a deadline can end them unsent. */
+  #queue: Array<TargetRequest | undefined> = []
+  #head = 0
+  #nextScheduled = false
+  /** Anything undici did for this target (connected, answered, failed): the stall watchdog reads it. */
+  #progress = 0
+  #seenProgress = 0
+  #stalledSinceMs = -1
+  /** Rate-limited warnings: when each code was last logged, and how many were left out since. */
+  readonly #warnings = new Map<string, { atMs: number, suppressed: number }>()
   #health: TargetHealth
-  /** Consecutive failed requests of live traffic (passive checks). */
+  /** Consecutive failed requests of live traffic (passive checks), of any kind and gateway failures only. */
   #errors = 0
+  #gatewayErrors = 0
   /**
    * True while the group gives it new sessions: healthy and not ejected, or the group fails
    * open. Set by the group on every change, read on every request.
@@ -52,8 +92,10 @@ export class Target implements TargetRef {
   slowStartFromMs = 0
   /** While draining, when the deregistration delay ends; 0 otherwise. @internal */
   drainDeadlineMs = 0
-  /** Passive checks: consecutive failures that call `onErrors` (Infinity when off). @internal */
+  /** Passive checks: consecutive failures of any kind (5xx or gateway) that call `onErrors` (Infinity when off). @internal */
   errorLimit = Infinity
+  /** Passive checks: consecutive gateway failures (refused, reset, timed out, cut off) that call `onErrors` (Infinity when off). @internal */
+  gatewayErrorLimit = Infinity
   /** @internal */
   onErrors: ((target: Target) => void) | null = null
   /** Called when a request ends while the target drains. @internal */
@@ -65,16 +107,26 @@ export class Target implements TargetRef {
     this.origin = resolved.origin
     this.weight = resolved.weight
     this.ref = Object.freeze({ id: resolved.id, origin: resolved.origin })
-    this.#pool = new Pool(resolved.origin, {
-      connections: settings.connections,
+    this.#settings = settings
+    this.#pool = this.#newPool()
+  }
+
+  #newPool (): Pool {
+    const pool = new Pool(this.origin, {
+      connections: this.#settings.connections,
       pipelining: 1,
-      connectTimeout: settings.connectTimeoutMs,
-      // ALB's idle timeout: no response byte for this long, before or between body chunks → 504 / abort.
-      headersTimeout: settings.idleTimeoutMs,
-      bodyTimeout: settings.idleTimeoutMs,
+      connectTimeout: this.#settings.connectTimeoutMs,
+      // The proxy's own deadline, counted from the request's arrival, ends a request waiting for
+      // its response; undici's coarser timer is only a backstop.
+      headersTimeout: this.#settings.idleTimeoutMs + 2000,
+      // ALB's idle timeout between body chunks → abort.
+      bodyTimeout: this.#settings.idleTimeoutMs,
       // ALB answers 502 past 32 KB of response headers.
       maxHeaderSize: MAX_RESPONSE_HEADER_BYTES
     })
+    const progressed = (): void => { this.#progress++ }
+    pool.on('connect', progressed).on('disconnect', progressed).on('connectionError', progressed)
+    return pool
   }
 
   /** The target's health: state, ALB's reason code, consecutive check results. */
@@ -107,27 +159,193 @@ export class Target implements TargetRef {
     if (this.onSettled !== null) this.onSettled()
   }
 
-  /** A live request's outcome for passive checks: a 5xx response or a failed connection counts against it. */
-  recordOutcome (failed: boolean): void {
-    if (!failed) {
+  /**
+   * A live request's outcome for passive checks: a complete response below 500 (OUTCOME_OK)
+   * clears both counts; the target's own 5xx (OUTCOME_5XX) counts against `errorLimit`; a
+   * failed connection, a reset, a timeout or a cut-off response (OUTCOME_GATEWAY) against both.
+   */
+  recordOutcome (outcome: Outcome): void {
+    if (outcome === OUTCOME_OK) {
       this.#errors = 0
-    } else if (++this.#errors >= this.errorLimit) {
+      this.#gatewayErrors = 0
+      return
+    }
+    const gateway = outcome === OUTCOME_GATEWAY && ++this.#gatewayErrors >= this.gatewayErrorLimit
+    if (++this.#errors >= this.errorLimit || gateway) {
       this.#errors = 0
+      this.#gatewayErrors = 0
       this.onErrors?.(this)
     }
   }
 
-  /** Lets in-flight requests finish, then closes every connection. */
-  async close (): Promise<void> {
-    if (!this.#pool.closed && !this.#pool.destroyed) await this.#pool.close()
+  /**
+   * Takes a connection for `request` (its `start` is called now) or queues it until one is free.
+   * The gateway's queue, not undici's: a request that waits past its deadline can be answered
+   * without ever reaching the target, and one queued for a target that goes away can go elsewhere.
+   */
+  admit (request: TargetRequest): void {
+    if (this.#active < this.#settings.connections && this.#head === this.#queue.length) {
+      this.#active++
+      request.start(this)
+      return
+    }
+    this.#queue.push(request)
+    if (this.#active < this.#settings.connections && !this.#nextScheduled) {
+      this.#nextScheduled = true
+      queueMicrotask(this.#startNext)
+    }
+  }
+
+  /** A dispatched request's undici request ended: its connection is free for the next in the queue. */
+  release (): void {
+    this.#active--
+    this.#progress++
+    if (this.#head < this.#queue.length && !this.#nextScheduled) {
+      // After undici's callback has returned, so the connection counts as free there too.
+      this.#nextScheduled = true
+      queueMicrotask(this.#startNext)
+    }
+  }
+
+  readonly #startNext = (): void => {
+    this.#nextScheduled = false
+    const queue = this.#queue
+    while (this.#active < this.#settings.connections && this.#head < queue.length) {
+      const request = queue[this.#head] as TargetRequest
+      queue[this.#head++] = undefined
+      if (!request.waiting) continue
+      this.#active++
+      request.start(this)
+    }
+    if (this.#head === queue.length) {
+      this.#queue = []
+      this.#head = 0
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      this.#queue = queue.slice(this.#head)
+      this.#head = 0
+    }
+  }
+
+  /** Takes every request still waiting for a connection out of the queue (the target is going away): the caller sends them elsewhere. */
+  takeQueued (): TargetRequest[] {
+    const waiting: TargetRequest[] = []
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      const request = this.#queue[i] as TargetRequest
+      if (request.waiting) waiting.push(request)
+    }
+    this.#queue = []
+    this.#head = 0
+    return waiting
+  }
+
+  /** Requests waiting in the gateway's queue for a connection to this target (some may have timed out meanwhile). */
+  get queued (): number {
+    return this.#queue.length - this.#head
+  }
+
+  /** Something happened on a request of this target (connected, answered, failed). */
+  progressed (): void {
+    this.#progress++
+  }
+
+  /**
+   * Looks whether the pool stopped making progress: requests queued in undici, none running,
+   * and nothing happened (no connection, answer or failure) for longer than a connect can take.
+   * undici leaves a pool so when a dispatch fails synchronously; such a pool is replaced by a
+   * new one to the same origin, so the target keeps its id and its sticky clients, and the
+   * requests stuck in it come back with POOL_REPLACED to be sent again. Called once a second.
+   * @internal
+   */
+  watchStall (nowMs = performance.now()): boolean {
+    const stats = this.#pool.stats
+    if (stats.queued === 0 || stats.running > 0 || this.#progress !== this.#seenProgress) {
+      this.#seenProgress = this.#progress
+      this.#stalledSinceMs = -1
+      return false
+    }
+    if (this.#stalledSinceMs < 0) {
+      this.#stalledSinceMs = nowMs
+      return false
+    }
+    if (nowMs - this.#stalledSinceMs < this.#settings.connectTimeoutMs + STALL_GRACE_MS) return false
+    this.#stalledSinceMs = -1
+    this.replacePool(false)
+    return true
+  }
+
+  /**
+   * Puts a new pool in place of the current one. `graceful`: requests running on the old pool
+   * finish there (it is destroyed after the idle timeout at the latest); else they end now.
+   * Requests the old pool never sent end with POOL_REPLACED.
+   * @internal
+   */
+  replacePool (graceful: boolean): void {
+    const old = this.#pool
+    if (old.closed || old.destroyed) return
+    this.#pool = this.#newPool()
+    this.#retired.add(old)
+    const replaced = Object.assign(new Error('the target\'s connection pool was replaced'), { code: POOL_REPLACED })
+    const destroy = (): void => { old.destroy(replaced).catch(noop).finally(() => this.#retired.delete(old)) }
+    if (!graceful) {
+      destroy()
+      return
+    }
+    const timer = setTimeout(destroy, this.#settings.idleTimeoutMs)
+    timer.unref()
+    old.close().then(() => {
+      clearTimeout(timer)
+      this.#retired.delete(old)
+    }, noop)
+  }
+
+  /**
+   * Whether a failure with this code should be logged now: at most once per second per code.
+   * Returns -1 to stay silent, else how many were left out since the last line.
+   * @internal
+   */
+  warnable (code: string, nowMs = performance.now()): number {
+    const last = this.#warnings.get(code)
+    if (last === undefined) {
+      this.#warnings.set(code, { atMs: nowMs, suppressed: 0 })
+      return 0
+    }
+    if (nowMs - last.atMs < WARNING_INTERVAL_MS) {
+      last.suppressed++
+      return -1
+    }
+    const suppressed = last.suppressed
+    last.atMs = nowMs
+    last.suppressed = 0
+    return suppressed
+  }
+
+  /**
+   * Lets in-flight requests finish, then closes every connection; after `graceMs` what still
+   * runs is ended, so closing always settles.
+   */
+  async close (graceMs = this.#settings.idleTimeoutMs): Promise<void> {
+    const pools = [this.#pool, ...this.#retired]
+    await Promise.all(pools.map(async (pool) => {
+      if (pool.closed || pool.destroyed) return
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs)
+        timer.unref()
+      })
+      await Promise.race([pool.close(), late])
+      clearTimeout(timer)
+      if (!pool.destroyed) await pool.destroy().catch(noop)
+    }))
   }
 
   /** Ends every request still running with `err` and closes every connection. */
   async destroy (err: Error): Promise<void> {
-    if (!this.#pool.destroyed) await this.#pool.destroy(err)
+    await Promise.all([this.#pool, ...this.#retired].map((pool) => pool.destroyed ? undefined : pool.destroy(err).catch(noop)))
   }
 
   toJSON (): TargetRef {
     return this.ref
   }
 }
+
+function noop (): void {}

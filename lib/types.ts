@@ -116,7 +116,12 @@ export interface TargetGroupOptions {
    * `least_outstanding_requests`. Default 0.
    */
   slowStartMs?: number
-  /** Passive checks: live traffic's errors eject a target for a while. Default off. */
+  /**
+   * Passive checks: live traffic's errors eject a target for a while. By default (absent) only
+   * gateway failures count: 5 refused, reset, timed-out or cut-off requests in a row eject a
+   * target; `{}` also counts the target's own 5xx responses (`consecutiveErrors`); `false` turns
+   * passive checks off.
+   */
   outlierDetection?: OutlierDetectionOptions | false
 }
 
@@ -125,8 +130,10 @@ export interface TargetGroupOptions {
  * from live traffic eject a target from the group for a time that grows with each ejection.
  */
 export interface OutlierDetectionOptions {
-  /** Consecutive failed requests that eject a target: 1 to 1000. Default 5. */
+  /** Consecutive failed requests of any kind (the target's 5xx responses included) that eject a target: 0 (5xx not counted) to 1000. Default 5 when `outlierDetection` is given, 0 when it is absent. */
   consecutiveErrors?: number
+  /** Consecutive gateway failures (refused, reset, timed out, response cut off) that eject a target: 0 (off) to 1000. Default 5. */
+  consecutiveGatewayErrors?: number
   /** First ejection's length; the n-th lasts n times as long: 1 to 3600000 ms. Default 30000. */
   baseEjectionMs?: number
   /** Longest ejection: `baseEjectionMs` to 3600000 ms. Default 300000 (or `baseEjectionMs` if longer). */
@@ -159,8 +166,25 @@ export interface FastifyStickyOptions {
   idleTimeoutMs?: number
   /** No connection to the target within this time → 504: 1 to 600000 ms. Default 10000 (ALB's). */
   connectTimeoutMs?: number
-  /** When the chosen target refuses the connection, send the request once to another target and re-pin. Default true; false gives ALB's plain 502. */
+  /** When the chosen target refuses the connection (or it goes away before the request was sent), send the request once to another target and re-pin. Default true; false gives ALB's plain 502. */
   redispatch?: boolean
+  /**
+   * When the target resets or closes the connection before any response byte, send an
+   * idempotent request (GET, HEAD, OPTIONS, or a route with `config.idempotent: true`) once to
+   * another target and re-pin. A request that is not idempotent is never sent twice. Default true.
+   */
+  redispatchIdempotent?: boolean
+  /**
+   * Request bodies up to this many bytes (with a Content-Length) are received completely before
+   * a connection to the target is taken; longer or chunked ones stream once this many bytes have
+   * come: 0 to 16777216. Default 16384 (nginx's `client_body_buffer_size` on 64-bit).
+   */
+  requestBufferBytes?: number
+  /**
+   * The buffered part of a request body must arrive within this time, and a streamed one may
+   * pause no longer between chunks, else 408: 1 to 3600000 ms. Default 60000 (nginx's `client_body_timeout`).
+   */
+  clientBodyTimeoutMs?: number
   /** ALB's X-Forwarded-For processing: `append` the client address (default), `preserve` the header as it came, or `remove` it. */
   xForwardedFor?: 'append' | 'preserve' | 'remove'
   /** Most connections the gateway opens to one target: 1 to 65536. Default 128. */
@@ -238,6 +262,8 @@ export interface StickyRouteConfig {
   stickiness?: StickinessOptions
   /** Name of a listener (see `listeners`) whose rules choose the target group per request; not with `targetGroup`. */
   listener?: string
+  /** Every method of this route is idempotent (e.g. a PUT-like POST): a request reset before any response byte may go to another target (see `redispatchIdempotent`). Default false. */
+  idempotent?: boolean
 }
 
 /** Why a client's cookie did not keep it on its target. */

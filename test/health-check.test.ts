@@ -246,3 +246,24 @@ test('a hung target whose connections are all taken by hung requests is unhealth
   t.ok(tookMs < 1000, `unhealthy after ${tookMs} ms, not after the traffic's idle timeout`)
   for (const res of await Promise.all(requests)) t.equal(res.statusCode, 504, 'the hung requests end at their own deadline')
 })
+
+test('a group’s first checks spread over its whole interval, so targets and gateways do not probe in step', async (t) => {
+  const firstCheckAt = new Map<string, number>()
+  const servers = await Promise.all(Array.from({ length: 10 }, async (_, i) => await startServer(t, (req, res) => {
+    if (req.url === '/health' && !firstCheckAt.has(`s${i}`)) firstCheckAt.set(`s${i}`, Date.now())
+    res.end()
+  })))
+  const app = await buildGateway(t, {
+    targetGroups: [{
+      name: 'g',
+      targets: servers.map((server, i) => ({ id: `s${i}`, url: server.url })),
+      healthCheck: { path: '/health', intervalMs: 1000, timeoutMs: 500, allowShortIntervals: true }
+    }]
+  })
+  await waitFor(() => firstCheckAt.size === 10, 3000, 'every target checked once')
+  const times = [...firstCheckAt.values()]
+  const spreadMs = Math.max(...times) - Math.min(...times)
+  // Ten uniform points in one second span less than 300 ms with a probability of about 1.4e-4.
+  t.ok(spreadMs > 300, `the first checks spread over ${spreadMs} ms of the 1000 ms interval`)
+  t.ok(app.targetGroups.get('g') !== undefined)
+})

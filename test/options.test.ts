@@ -12,7 +12,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, xForwardedFor, connectionsPerTarget, cookiePrefix, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, connectionsPerTarget, cookiePrefix, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -25,8 +25,15 @@ const cases: Array<[string, unknown, string]> = [
   ['slow start above ALB', { targetGroups: [{ name: 'g', slowStartMs: 900_001 }] }, 'targetGroups[0].slowStartMs must be 0 (off) or an integer from 30000 to 900000, received 900001'],
   ['slow start with least outstanding requests', { targetGroups: [{ name: 'g', algorithm: 'least_outstanding_requests', slowStartMs: 30_000 }] }, 'targetGroups[0].slowStartMs must be 0 when algorithm is least_outstanding_requests (ALB does not combine them), received 30000'],
   ['outlier detection true', { targetGroups: [{ name: 'g', outlierDetection: true }] }, 'targetGroups[0].outlierDetection must be false or an object, received true'],
-  ['unknown outlier detection option', { targetGroups: [{ name: 'g', outlierDetection: { interval: 1 } }] }, 'targetGroups[0].outlierDetection.interval is not an option (known: consecutiveErrors, baseEjectionMs, maxEjectionMs, maxEjectedPercent, keepSessions)'],
-  ['consecutive errors of 0', { targetGroups: [{ name: 'g', outlierDetection: { consecutiveErrors: 0 } }] }, 'targetGroups[0].outlierDetection.consecutiveErrors must be an integer from 1 to 1000, received 0'],
+  ['unknown outlier detection option', { targetGroups: [{ name: 'g', outlierDetection: { interval: 1 } }] }, 'targetGroups[0].outlierDetection.interval is not an option (known: consecutiveErrors, consecutiveGatewayErrors, baseEjectionMs, maxEjectionMs, maxEjectedPercent, keepSessions)'],
+  ['consecutive errors below 0', { targetGroups: [{ name: 'g', outlierDetection: { consecutiveErrors: -1 } }] }, 'targetGroups[0].outlierDetection.consecutiveErrors must be an integer from 0 to 1000, received -1'],
+  ['consecutive gateway errors above 1000', { targetGroups: [{ name: 'g', outlierDetection: { consecutiveGatewayErrors: 1001 } }] }, 'targetGroups[0].outlierDetection.consecutiveGatewayErrors must be an integer from 0 to 1000, received 1001'],
+  ['consecutive gateway errors not a number', { targetGroups: [{ name: 'g', outlierDetection: { consecutiveGatewayErrors: '5' } }] }, 'targetGroups[0].outlierDetection.consecutiveGatewayErrors must be an integer from 0 to 1000, received "5"'],
+  ['redispatchIdempotent not a boolean', { targetGroups: [group], redispatchIdempotent: 1 }, 'redispatchIdempotent must be a boolean, received 1'],
+  ['requestBufferBytes negative', { targetGroups: [group], requestBufferBytes: -1 }, 'requestBufferBytes must be an integer from 0 to 16777216, received -1'],
+  ['requestBufferBytes above 16 MiB', { targetGroups: [group], requestBufferBytes: 16_777_217 }, 'requestBufferBytes must be an integer from 0 to 16777216, received 16777217'],
+  ['clientBodyTimeoutMs of 0', { targetGroups: [group], clientBodyTimeoutMs: 0 }, 'clientBodyTimeoutMs must be an integer from 1 to 3600000, received 0'],
+  ['clientBodyTimeoutMs not an integer', { targetGroups: [group], clientBodyTimeoutMs: 1.5 }, 'clientBodyTimeoutMs must be an integer from 1 to 3600000, received 1.5'],
   ['max ejection below the base', { targetGroups: [{ name: 'g', outlierDetection: { baseEjectionMs: 1000, maxEjectionMs: 999 } }] }, 'targetGroups[0].outlierDetection.maxEjectionMs must be an integer from 1000 to 3600000, received 999'],
   ['max ejected above 100 %', { targetGroups: [{ name: 'g', outlierDetection: { maxEjectedPercent: 101 } }] }, 'targetGroups[0].outlierDetection.maxEjectedPercent must be an integer from 1 to 100, received 101'],
   ['outlier keepSessions not a boolean', { targetGroups: [{ name: 'g', outlierDetection: { keepSessions: 'yes' } }] }, 'targetGroups[0].outlierDetection.keepSessions must be a boolean, received "yes"'],
@@ -151,10 +158,15 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     deregistrationDelayMs: 300_000,
     drainingKeepsSessions: true,
     slowStartMs: 0,
-    outlierDetection: null
-  })
+    outlierDetection: { consecutiveErrors: Infinity, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }
+  }, 'passive checks on by default for gateway failures only (Envoy’s consecutive_gateway_failure)')
   const [passive] = resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: {}, slowStartMs: 30_000 }] }).targetGroups
-  t.same(passive.outlierDetection, { consecutiveErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks: Envoy’s defaults')
+  t.same(passive.outlierDetection, { consecutiveErrors: 5, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks given: Envoy’s defaults, 5xx counted too')
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: { consecutiveErrors: 0, consecutiveGatewayErrors: 0 } }] }).targetGroups[0].outlierDetection, null, 'both counts 0: off')
+  t.same(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: { consecutiveErrors: 3, consecutiveGatewayErrors: 0 } }] }).targetGroups[0].outlierDetection?.consecutiveGatewayErrors, Infinity, 'gateway count 0: not counted apart')
+  t.equal(resolved.redispatchIdempotent, true)
+  t.equal(resolved.requestBufferBytes, 16_384, 'nginx’s client_body_buffer_size on 64-bit')
+  t.equal(resolved.clientBodyTimeoutMs, 60_000, 'nginx’s client_body_timeout')
   t.equal(passive.slowStartMs, 30_000)
   t.equal(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: false }] }).targetGroups[0].outlierDetection, null, 'false: off')
   t.equal(resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: { baseEjectionMs: 600_000 } }] }).targetGroups[0].outlierDetection?.maxEjectionMs, 600_000, 'the longest ejection is never below the first')
@@ -204,6 +216,10 @@ test('route config mistakes fail when the route is added, naming the route', asy
   t.throws(() => app.get('/app', { config: { targetGroup: 'g', stickiness: { type: 'app_cookie', cookieName: 'AWSALBAPP-0' } } }, (_req, reply) => reply.forward()), {
     code: 'FST_STICKY_OPTION_INVALID',
     message: "Invalid fastify-sticky option: route GET /app: config.stickiness.cookieName must be a name not starting with AWSALB, AWSALBAPP or AWSALBTG (the gateway's own cookies; ALB refuses them too), received \"AWSALBAPP-0\""
+  })
+  t.throws(() => app.post('/idem', { config: { targetGroup: 'g', idempotent: 'yes' as unknown as boolean } }, (_req, reply) => reply.forward()), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: 'Invalid fastify-sticky option: route POST /idem: config.idempotent must be a boolean, received "yes"'
   })
 })
 

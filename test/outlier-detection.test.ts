@@ -148,3 +148,26 @@ test('app.close() leaves no ejection timer running', async (t) => {
   await app.close()
   t.equal(group.pendingTimers, 0)
 })
+
+test('by default, five gateway failures in a row eject a target; the target’s own 5xx never do', async (t) => {
+  const targets = await startTargets(t, 2)
+  const dead = await refusedUrl()
+  const { app, group } = await gateway(t, [{ id: 'dead', url: dead }, ...targets], {})
+  const changes = recordChanges(t)
+  for (let i = 0; i < 30; i++) {
+    const res = await app.inject({ url: '/status/500' })
+    t.equal(res.statusCode, 500, `request ${i}: the live targets’ own 500, the refusals redispatched`)
+  }
+  t.same(ejected(group), ['dead'], 'the refusing target is ejected; the ones answering 500 are not')
+  t.equal(changes.filter(({ change }) => change === 'ejected').length, 1, 'once')
+  const since = targets[0].hits + targets[1].hits
+  for (let i = 0; i < 6; i++) await app.inject({ url: '/' })
+  t.equal(targets[0].hits + targets[1].hits - since, 6, 'new requests go only to the live targets, none is redispatched any more')
+})
+
+test('outlierDetection: false leaves a refusing target in, redispatching from it every time', async (t) => {
+  const targets = await startTargets(t, 1)
+  const { app, group } = await gateway(t, [{ id: 'dead', url: await refusedUrl() }, ...targets], { outlierDetection: false })
+  for (let i = 0; i < 12; i++) t.equal((await app.inject({ url: '/' })).statusCode, 200)
+  t.same(ejected(group), [])
+})

@@ -8,7 +8,7 @@ import { buildGateway, CookieJar, echoOf, rawTarget, refusedUrl, startTargets, T
 interface Tap { teardown (fn: () => unknown): void }
 
 /** A gateway that keeps every log line, to check none shows an address or a cookie. */
-async function loggedGateway (t: Tap, urls: string[], options: { redispatch?: boolean } = {}): Promise<{ app: FastifyInstance, logs: string[] }> {
+async function loggedGateway (t: Tap, urls: string[], options: { redispatch?: boolean, redispatchIdempotent?: boolean } = {}): Promise<{ app: FastifyInstance, logs: string[] }> {
   const logs: string[] = []
   const app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => { logs.push(line) } } } })
   t.teardown(() => app.close())
@@ -98,7 +98,8 @@ test('no log line or error body shows a target address or a cookie value, whatev
     t.notOk(logs.some((line) => line.includes(secret)), `no log line contains ${secret}`)
     t.notOk(errors.some((body) => body.includes(secret)), `no error body contains ${secret}`)
   }
-  t.equal(logs.filter((line) => line.includes('fastify-sticky: target request failed')).length, 6, 'each failure is logged once')
+  const failures = logs.filter((line) => line.includes('fastify-sticky: target request failed'))
+  t.equal(failures.length, 3, `each failing target's failure is logged once a second, not once a request: ${failures.length} lines`)
 })
 
 test('the outstanding count returns to 0 when an onSend hook replaces the target’s body', async (t) => {
@@ -171,15 +172,49 @@ test('pick(except) never returns the failed target and keeps the rotation', asyn
   t.same(new Set(picks), new Set(['t0', 't1']), `both others are picked: ${picks.join(',')}`)
 })
 
-test('a request that reached its target is never sent to another, even when the connection resets', async (t) => {
+test('an idempotent request whose connection was reset before any response byte goes once to another target, and its client with it', async (t) => {
   const targets = await startTargets(t, 1)
   const resetting = await rawTarget(t, '', true)
   const { app } = await loggedGateway(t, [resetting, targets[0].url])
   for (let i = 0; i < 4; i++) {
-    const res = await app.inject({ url: '/' })
-    if (i % 2 === 0) t.equal(res.statusCode, 502, `request ${i}, to the resetting target: 502`)
+    const jar = new CookieJar()
+    const res = await app.inject({ url: '/', method: i % 2 === 0 ? 'GET' : 'HEAD' })
+    t.equal(res.statusCode, 200, `request ${i} (${i % 2 === 0 ? 'GET' : 'HEAD'}): 200 from the other target`)
+    jar.store(res.headers['set-cookie'])
+    const again = await app.inject({ url: '/', headers: jar.headers() })
+    t.equal(echoOf(again).target, 't0', 'the client is pinned to the target that answered')
+  }
+  t.equal(targets[0].hits, 8, `the healthy target got every request: ${targets[0].hits}`)
+})
+
+test('a request that is not idempotent is never sent twice, even when the connection resets before any response byte', async (t) => {
+  const targets = await startTargets(t, 1)
+  const resetting = await rawTarget(t, '', true)
+  const { app } = await loggedGateway(t, [resetting, targets[0].url])
+  for (let i = 0; i < 4; i++) {
+    const res = await app.inject({ url: '/', method: 'POST', payload: 'x=1', headers: { 'content-type': 'text/plain' } })
+    if (i % 2 === 0) t.equal(res.statusCode, 502, `POST ${i}, to the resetting target: 502, ${res.body}`)
+    else t.equal(res.statusCode, 200, `POST ${i}, to the healthy target: 200`)
   }
   t.equal(targets[0].hits, 2, `the healthy target got only its own two requests, not the reset ones: ${targets[0].hits}`)
+})
+
+test('redispatchIdempotent: false answers a reset GET with 502; config.idempotent: true lets a POST go to another target', async (t) => {
+  const targets = await startTargets(t, 1)
+  const resetting = await rawTarget(t, '', true)
+  const off = (await loggedGateway(t, [resetting, targets[0].url], { redispatchIdempotent: false })).app
+  const statuses: number[] = []
+  for (let i = 0; i < 4; i++) statuses.push((await off.inject({ url: '/' })).statusCode)
+  t.same(statuses, [502, 200, 502, 200], 'switched off: ALB’s plain 502')
+
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'r0', url: resetting }, { id: 'r1', url: targets[0].url }] }] })
+  app.post('/put-like', { config: { targetGroup: 'g', idempotent: true } }, (_request, reply) => reply.forward())
+  app.post('/plain', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const marked = await app.inject({ url: '/put-like', method: 'POST', payload: { a: 1 } })
+  t.equal(marked.statusCode, 200, 'a route marked idempotent: sent again')
+  t.same(echoOf(marked).body, '{"a":1}', 'with its body')
+  const plain = await app.inject({ url: '/plain', method: 'POST', payload: { a: 1 } })
+  t.equal(plain.statusCode, 502, 'an unmarked POST: never')
 })
 
 test('a refused request is redispatched once, not again', async (t) => {
@@ -220,14 +255,42 @@ test('a target that stalls in the middle of its body is cut off after the idle t
   await waitFor(() => logs.some((line) => line.includes('UND_ERR_BODY_TIMEOUT')), 2000, 'the body timeout to be logged')
 })
 
-test('a request undici refuses to send is a 400, not a crash', async (t) => {
+test('a path given to reply.forward() that no request line can carry is percent-encoded; a broken string is a 400', async (t) => {
   const targets = await startTargets(t, 1)
   const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
-  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward('/a b\u0000'))
+  app.get('/search', { config: { targetGroup: 'g' } }, (request, reply) => reply.forward(`/search?q=${(request.query as { q: string }).q}`))
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward('/a b\u0000é\u{1F600}'))
+  app.get('/broken', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward('/x\uD800'))
   const res = await app.inject({ url: '/' })
-  t.equal(res.statusCode, 400)
-  t.equal(res.json().code, 'FST_STICKY_REQUEST_INVALID')
-  t.equal(targets[0].hits, 0, 'nothing was sent')
+  t.equal(res.statusCode, 200)
+  t.equal(echoOf(res).url, '/a%20b%00%C3%A9%F0%9F%98%80', 'spaces, controls and non-ASCII as UTF-8, percent-encoded')
+  const search = await app.inject({ url: '/search?q=a%20b' })
+  t.equal(echoOf(search).url, '/search?q=a%20b', 'a decoded query value goes out encoded again')
+  const broken = await app.inject({ url: '/broken' })
+  t.equal(broken.statusCode, 400)
+  t.equal(broken.json().code, 'FST_STICKY_REQUEST_INVALID')
+  t.equal(targets[0].hits, 2, 'the broken one was not sent')
+})
+
+test('a request undici refuses leaves no connection slot of the target busy: more of them than connections, then the target still answers and app.close() settles', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = Fastify()
+  await app.register(fastifySticky, { keys: [TEST_KEY], connectionsPerTarget: 2, targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  // A hook that copies client input into a header unchecked: undici refuses the value.
+  app.get('/bad', { config: { targetGroup: 'g' }, preHandler: async (request) => { request.headers['x-user'] = 'a\r\nb' } }, (_request, reply) => reply.forward())
+  app.get('/good', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const started = Date.now()
+  for (let i = 0; i < 5; i++) {
+    const bad = await app.inject({ url: '/bad' })
+    t.equal(bad.statusCode, 400, `refused request ${i}: 400 ${bad.body}`)
+  }
+  // undici would leave each refusal's connection slot busy for good; the stall watchdog would
+  // only notice after the connect timeout (10 s): the pool is replaced at once instead.
+  t.ok(Date.now() - started < 2000, `each answered at once, not after a stalled pool is noticed: ${Date.now() - started} ms for five`)
+  const good = await Promise.race([app.inject({ url: '/good' }), new Promise<null>((resolve) => setTimeout(resolve, 3000, null).unref())])
+  t.equal(good?.statusCode, 200, 'the next request is answered')
+  const closed = await Promise.race([app.close().then(() => 'closed'), new Promise((resolve) => setTimeout(resolve, 3000, 'hung').unref())])
+  t.equal(closed, 'closed', 'app.close() settles')
 })
 
 test('every hop-by-hop response header is dropped, each on its own', async (t) => {

@@ -363,9 +363,35 @@ test('redispatch: false, a streamed POST body and a refused connection: the clie
     req.on('response', (res) => { res.resume(); resolve(`status ${res.statusCode}`) })
     req.on('error', (err) => resolve(`error ${err.message}`))
   })
-  req.write(Buffer.alloc(1000))
+  // More than requestBufferBytes (16 KiB): the gateway takes a connection and starts streaming.
+  req.write(Buffer.alloc(20_000))
   const result = await outcome
   req.destroy()
   t.equal(result, 'status 502')
   t.equal(outstanding(app), 0)
+})
+
+test('app.close() settles within an idle timeout even while a target streams a response for ever', async (t) => {
+  const server = await startServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    const ticker = setInterval(() => res.write('data: tick\n\n'), 50)
+    res.on('close', () => clearInterval(ticker))
+  })
+  const app = Fastify()
+  await app.register(fastifySticky, { keys: [TEST_KEY], idleTimeoutMs: 500, targetGroups: [{ name: 'g', targets: [{ id: 'r0', url: server.url }] }] })
+  app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const port = await listen(app)
+  const req = httpRequest({ host: '127.0.0.1', port, path: '/events', agent: false })
+  req.end()
+  const [res] = await once(req, 'response') as [IncomingMessage]
+  let ticks = 0
+  res.on('data', () => { ticks++ })
+  const ended = new Promise((resolve) => { res.on('close', resolve); res.on('error', resolve) })
+  await waitFor(() => ticks >= 3, 2000, 'the stream to flow')
+  const started = Date.now()
+  const closed = await Promise.race([app.close().then(() => 'closed'), new Promise((resolve) => setTimeout(resolve, 5000, 'hung').unref())])
+  t.equal(closed, 'closed', 'app.close() settled')
+  t.ok(Date.now() - started < 2000, `within about the idle timeout: ${Date.now() - started} ms`)
+  await ended
+  t.pass('the client’s stream ended')
 })
