@@ -2,29 +2,44 @@
 //   node bench/gateway.js reference <port> <origin>          plain @fastify/http-proxy, one target
 //   node bench/gateway.js sticky <port> <origin>,<origin>,…   fastify-sticky, lb_cookie, one target group
 //   node bench/gateway.js sticky <port> <origins> <dist>       the same, from another build (run.js --baseline)
+//   node bench/gateway.js bare <port> <origin>,<origin>,…     node:http + undici, round-robin, no framework (bare-proxy.js)
 // Prints "ready" once listening; SIGTERM closes it cleanly (so --cpu-prof can write its profile).
-import Fastify from 'fastify'
-import httpProxy from '@fastify/http-proxy'
-import { resolve } from 'node:path'
+import { resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
 /** The key the harness seals returning clients' cookies with (bench only). */
 export const BENCH_KEY = '5e'.repeat(32)
 
 const [kind, port, origins, dist] = process.argv.slice(2)
-const { default: fastifySticky, stickyProxy } = await import(dist === undefined ? '../dist/index.js' : pathToFileURL(resolve(dist, 'index.js')).href)
-const app = Fastify({ logger: false })
+// Each kind loads only what it uses: the bare gateway never loads Fastify or the plugin.
+const close = kind === 'bare' ? await listenBare(origins.split(',')) : await listenFastify(kind, origins, dist)
+process.stdout.write('ready\n')
+process.once('SIGTERM', () => { close().then(() => process.exit(0), () => process.exit(1)) })
 
-if (kind === 'reference') {
-  await app.register(httpProxy, { upstream: origins.split(',')[0] })
-} else if (kind === 'sticky') {
-  const targets = origins.split(',').map((url, i) => ({ id: String.fromCharCode(97 + i), url }))
-  await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets }] })
-  await app.register(stickyProxy, { targetGroup: 'bench' })
-} else {
-  throw new Error(`unknown gateway kind ${kind}`)
+async function listenBare (targets) {
+  const { createBareProxy } = await import('./bare-proxy.js')
+  const { server, close } = createBareProxy(targets)
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(Number(port), '127.0.0.1', resolve)
+  })
+  return close
 }
 
-await app.listen({ host: '127.0.0.1', port: Number(port) })
-process.stdout.write('ready\n')
-process.once('SIGTERM', () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+async function listenFastify (kind, origins, dist) {
+  const { default: Fastify } = await import('fastify')
+  const app = Fastify({ logger: false })
+  if (kind === 'reference') {
+    const { default: httpProxy } = await import('@fastify/http-proxy')
+    await app.register(httpProxy, { upstream: origins.split(',')[0] })
+  } else if (kind === 'sticky') {
+    const { default: fastifySticky, stickyProxy } = await import(dist === undefined ? '../dist/index.js' : pathToFileURL(resolvePath(dist, 'index.js')).href)
+    const targets = origins.split(',').map((url, i) => ({ id: String.fromCharCode(97 + i), url }))
+    await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets }] })
+    await app.register(stickyProxy, { targetGroup: 'bench' })
+  } else {
+    throw new Error(`unknown gateway kind ${kind}`)
+  }
+  await app.listen({ host: '127.0.0.1', port: Number(port) })
+  return () => app.close()
+}

@@ -1,8 +1,10 @@
-// npm run bench: every scenario side by side in one run, as ratios to plain @fastify/http-proxy.
+// npm run bench: every scenario side by side in one run, as ratios to plain @fastify/http-proxy
+// (× ref) and to `bare`, a minimal node:http + undici proxy (× bare, bench/bare-proxy.js): the
+// ceiling of a Node.js gateway on the machine.
 //
 //   node bench/run.js [--rounds 3] [--duration 5] [--warmup 2] [--connections 50]
 //                     [--generator wrk|autocannon] [--only throughput,affinity,memory]
-//                     [--scenarios sticky-new,sticky-returning,…] (the reference always runs)
+//                     [--scenarios bare,sticky-new,sticky-returning,…] (the reference always runs; × bare needs bare)
 //                     [--baseline <dist folder of another build>] (adds its sticky rows, to compare builds)
 //                     [--clients 1000000] [--json bench/results/latest.json] [--profile] [--smoke]
 //
@@ -25,6 +27,8 @@ const BENCH_KEY = '5e'.repeat(32)
 const TARGET_IDS = ['a', 'b', 'c']
 /** Cookie values per target that returning clients rotate through. */
 const VALUES_PER_TARGET = 10
+/** Names this run's files (CPU profiles): its start time, e.g. 2026-11-21T21-57-01. */
+const RUN_STAMP = new Date().toISOString().slice(0, 19).replace(/:/g, '-')
 
 const TARGETS = {
   returningRatio: 0.95,
@@ -98,14 +102,16 @@ async function throughput (notes) {
   const origins = backendPorts.map((port) => `http://127.0.0.1:${port}`)
 
   // Gateways, all started up front and left idle while another is measured.
-  const [refPort, stickyPort, haproxyPort, nginxPort] = await freePorts(4)
-  const nodeArgs = options.profile ? ['--cpu-prof', '--cpu-prof-dir', join(here, 'results', 'profiles')] : []
+  const [refPort, stickyPort, barePort, haproxyPort, nginxPort] = await freePorts(5)
+  const profiles = {}
+  const startGateway = (name, args) => startNodeGateway(name, args, pin, profiles)
   const gateways = {}
-  gateways.reference = await startProcess('reference', process.execPath, [...nodeArgs, join(here, 'gateway.js'), 'reference', String(refPort), origins[0]], { cpu: pin ? 1 : null, readyLine: 'ready' })
-  gateways.sticky = await startProcess('sticky', process.execPath, [...nodeArgs, join(here, 'gateway.js'), 'sticky', String(stickyPort), origins.join(',')], { cpu: pin ? 1 : null, readyLine: 'ready' })
+  gateways.reference = await startGateway('reference', ['reference', String(refPort), origins[0]])
+  gateways.sticky = await startGateway('sticky', ['sticky', String(stickyPort), origins.join(',')])
+  gateways.bare = await startGateway('bare', ['bare', String(barePort), origins.join(',')])
   if (options.baseline !== undefined) {
     const [port] = await freePorts(1)
-    gateways.baseline = await startProcess('baseline', process.execPath, [...nodeArgs, join(here, 'gateway.js'), 'sticky', String(port), origins.join(','), options.baseline], { cpu: pin ? 1 : null, readyLine: 'ready' })
+    gateways.baseline = await startGateway('baseline', ['sticky', String(port), origins.join(','), options.baseline])
     gateways.baseline.port = port
   }
   if (onPath('haproxy')) {
@@ -138,6 +144,8 @@ async function throughput (notes) {
   const scenarios = [
     { name: 'direct', description: 'direct to one target (ceiling)', url: url(backendPorts[0]), cookies: [''], process: null },
     { name: 'reference', description: 'plain @fastify/http-proxy, one target', url: url(refPort), cookies: [''], process: gateways.reference },
+    // The returning clients' Cookie headers, forwarded untouched: the same requests as sticky-returning.
+    { name: 'bare', description: 'node:http + undici, round-robin over the three targets, no framework (ceiling of a Node gateway)', url: url(barePort), cookies: stickyCookies, process: gateways.bare },
     { name: 'sticky-new', description: 'fastify-sticky lb_cookie, new clients', url: url(stickyPort), cookies: [''], process: gateways.sticky, expectCookie: true },
     { name: 'sticky-returning', description: 'fastify-sticky lb_cookie, returning clients', url: url(stickyPort), cookies: stickyCookies, process: gateways.sticky, expectCookie: true }
   ]
@@ -186,18 +194,29 @@ async function throughput (notes) {
     errors: scenario.rounds.reduce((sum, r) => sum + r.errors, 0)
   })
   const refMedian = summary(reference)
+  const bare = scenarios.find((s) => s.name === 'bare')
+  // Without the bare row (--scenarios left it out) there is no ceiling to divide by.
+  const bareMedian = bare === undefined ? null : summary(bare)
   const rows = scenarios.map((scenario) => {
     const m = summary(scenario)
     return {
       name: scenario.name,
       description: scenario.description,
       median: m,
-      ratio: { rps: m.rps / refMedian.rps, p99: m.p99Ms / refMedian.p99Ms },
+      ratio: {
+        rps: m.rps / refMedian.rps,
+        p99: m.p99Ms / refMedian.p99Ms,
+        rpsToBare: bareMedian === null ? null : m.rps / bareMedian.rps,
+        // Steadier than req/s when other processes share the gateway's CPU.
+        cpuPerRequestToBare: bareMedian === null || m.cpuUsPerRequest === null ? null : m.cpuUsPerRequest / bareMedian.cpuUsPerRequest
+      },
       rounds: scenario.rounds
     }
   })
   printTable(rows)
-  return { generator, backends: backendKind, pinned: pin, scenarios: rows }
+  printCeiling(rows)
+  if (options.profile) notes.push(`CPU profiles (written when the gateways stop; node bench/profile-summary.js reads them): ${Object.values(profiles).join(' ')}`)
+  return { generator, backends: backendKind, pinned: pin, scenarios: rows, ...(options.profile ? { profiles } : {}) }
 }
 
 /** A few requests first: each scenario must answer 200 (and sticky ones set AWSALB), or the figures mean nothing. */
@@ -210,6 +229,22 @@ async function checkScenario (scenario) {
       throw new Error(`${scenario.name}: no AWSALB cookie in the response`)
     }
   }
+}
+
+/**
+ * Starts `node bench/gateway.js …args` pinned like every gateway; with --profile under
+ * node --cpu-prof, its profile named after the gateway (recorded in `profiles`), so that a
+ * profile says whose it is.
+ */
+function startNodeGateway (name, args, pin, profiles) {
+  const nodeArgs = []
+  if (options.profile) {
+    const dir = join(here, 'results', 'profiles')
+    const file = `${name}-${RUN_STAMP}.cpuprofile`
+    profiles[name] = join(dir, file)
+    nodeArgs.push('--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', file)
+  }
+  return startProcess(name, process.execPath, [...nodeArgs, join(here, 'gateway.js'), ...args], { cpu: pin ? 1 : null, readyLine: 'ready' })
 }
 
 /** Runs the load generator against one scenario for `seconds`. */
@@ -331,17 +366,26 @@ ${backendPorts.map((p, i) => `  server ${TARGET_IDS[i]} 127.0.0.1:${p} cookie ${
 // Report
 
 function printTable (rows) {
-  const header = ['scenario', 'req/s', '× ref', 'p50 ms', 'p99 ms', 'p99 × ref', 'errors', 'CPU µs/req']
+  const header = ['scenario', 'req/s', '× ref', '× bare', 'p50 ms', 'p99 ms', 'p99 × ref', 'errors', 'CPU µs/req']
   const lines = rows.map((r) => [
-    r.name, fmt(r.median.rps, 0), fmt(r.ratio.rps, 2), fmt(r.median.p50Ms, 2), fmt(r.median.p99Ms, 2),
+    r.name, fmt(r.median.rps, 0), fmt(r.ratio.rps, 2), fmt(r.ratio.rpsToBare, 2), fmt(r.median.p50Ms, 2), fmt(r.median.p99Ms, 2),
     fmt(r.ratio.p99, 2), String(r.median.errors), r.median.cpuUsPerRequest === null ? '–' : fmt(r.median.cpuUsPerRequest, 1)
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
   const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
-  log('\nmedians of ' + options.rounds + ' rounds; × ref = ratio to plain @fastify/http-proxy in this run')
+  log('\nmedians of ' + options.rounds + ' rounds; × ref = ratio to plain @fastify/http-proxy, × bare = ratio to the bare node:http + undici proxy, in this run')
   log(line(header))
   for (const l of lines) log(line(l))
   for (const r of rows) log(`  ${r.name}: ${r.description}`)
+}
+
+/** The plugin's rows against both yardsticks, in one line each. */
+function printCeiling (rows) {
+  const lines = rows.filter((r) => r.name.startsWith('sticky-') || r.name.startsWith('baseline-')).map((r) =>
+    `  ${r.name.padEnd(18)} ${fmt(r.ratio.rps, 2)}× reference, ${r.ratio.rpsToBare === null ? 'no bare row in this run' : `${fmt(r.ratio.rpsToBare, 2)}× bare (CPU per request ${fmt(r.ratio.cpuPerRequestToBare, 2)}× bare's)`}`)
+  if (lines.length === 0) return
+  log('\nreq/s of fastify-sticky against plain @fastify/http-proxy and against the bare node:http + undici ceiling:')
+  for (const line of lines) log(line)
 }
 
 function printAffinity (a) {
@@ -353,12 +397,15 @@ function judgeTargets (report) {
   const targets = []
   const rows = report.throughput?.scenarios
   const row = (name) => rows?.find((r) => r.name === name)
+  // --scenarios may have left either sticky row out: judge the ones that ran.
   if (row('sticky-returning') !== undefined) {
     targets.push({ target: `returning clients ≥ ${TARGETS.returningRatio}× reference req/s`, value: row('sticky-returning').ratio.rps, met: row('sticky-returning').ratio.rps >= TARGETS.returningRatio })
+  }
+  if (row('sticky-new') !== undefined) {
     targets.push({ target: `new clients ≥ ${TARGETS.newRatio}× reference req/s`, value: row('sticky-new').ratio.rps, met: row('sticky-new').ratio.rps >= TARGETS.newRatio })
-    for (const name of ['sticky-returning', 'sticky-new']) {
-      targets.push({ target: `${name} p99 ≤ ${TARGETS.p99Ratio}× reference p99`, value: row(name).ratio.p99, met: row(name).ratio.p99 <= TARGETS.p99Ratio })
-    }
+  }
+  for (const name of ['sticky-returning', 'sticky-new']) {
+    if (row(name) !== undefined) targets.push({ target: `${name} p99 ≤ ${TARGETS.p99Ratio}× reference p99`, value: row(name).ratio.p99, met: row(name).ratio.p99 <= TARGETS.p99Ratio })
   }
   if (report.affinity !== undefined) {
     targets.push({ target: `affinity path ≤ ${TARGETS.returningNs} ns per returning request`, value: report.affinity.returningNs, met: report.affinity.returningNs <= TARGETS.returningNs })
