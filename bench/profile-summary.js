@@ -5,17 +5,24 @@
 // Every busy sample goes to a layer by the file of its function: Fastify (with its dependencies),
 // the plugin (dist/, split into its proxy and its affinity code), the bare proxy
 // (bench/bare-proxy.js), undici (its llhttp is WebAssembly), Node's HTTP, its sockets and
-// streams, its events and tick queue, the rest of Node, GC. A native function (writev,
-// toString, …) counts for the layer that called it. Idle samples, and start-up before the first
-// idle stretch, are left out. A second table charges Node's own work to the code that asked for
-// it: each sample goes to the nearest frame of Fastify, the plugin, the bare proxy or undici on
-// its stack (res.writeHead called by Fastify's reply counts for Fastify), else stays Node's.
+// streams, its events and tick queue, the rest of Node, its socket writes (system calls), GC.
+// Any other native function (toString, …) counts for the layer that called it. Idle samples,
+// and start-up before the first idle stretch, are left out. A second table charges Node's own
+// work to the code that asked for it: each sample goes to the nearest frame of Fastify, the
+// plugin, the bare proxy or undici on its stack (res.writeHead called by Fastify's reply counts
+// for Fastify), else stays Node's.
 import { readFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** Layers in the order they are printed. */
-const LAYERS = ['fastify', 'plugin: proxy', 'plugin: affinity', 'bare proxy', 'undici', 'node: http', 'node: net, streams', 'node: events, ticks', 'node: other', 'gc', 'v8 / native (program)', 'other']
+const LAYERS = ['fastify', 'plugin: proxy', 'plugin: affinity', 'bare proxy', 'undici', 'node: http', 'node: net, streams', 'node: events, ticks', 'node: other', 'socket writes (syscalls)', 'gc', 'v8 / native (program)', 'other']
+/**
+ * Node's native socket writes, which make the write(v) system call at once: their samples are
+ * mostly kernel time, and a sample delayed while the process waited for its CPU (preempted in the
+ * call) lands there too. Compare the system time of the processes rather than these between profiles.
+ */
+const SOCKET_WRITES = new Set(['writev', 'writeBuffer', 'writeLatin1String', 'writeUtf8String', 'writeAsciiString', 'writeUcs2String'])
 /** The plugin's files that carry the request to the target and back; the rest of dist/ decides affinity and writes cookies. */
 const PROXY_FILES = new Set(['proxy.js', 'sticky-proxy.js', 'target.js'])
 /** Layers that ask Node for work, for the second table. */
@@ -90,6 +97,7 @@ function classify (node, parentLayer) {
   const { url, functionName } = node.callFrame
   if (functionName === '(garbage collector)') return 'gc'
   if (functionName === '(program)') return 'v8 / native (program)'
+  if (url === '' && SOCKET_WRITES.has(functionName)) return 'socket writes (syscalls)'
   if (url === '') return parentLayer ?? 'other'
   // Only undici brings WebAssembly into these processes (its HTTP parser).
   if (url.includes('/node_modules/undici/') || url.startsWith('wasm://')) return 'undici'
