@@ -1,0 +1,318 @@
+// The load suite's clients: sticky sessions, each with its own cookie jar, sending requests in a
+// loop through undici keep-alive pools to the gateway, and the bursts of long requests. Every
+// request and every response is counted here, in the totals and per phase: a request in the
+// phase running when it was sent, its outcome in the phase running when that came.
+import { createHistogram } from 'node:perf_hooks'
+import { Pool } from 'undici'
+import { sleep } from './targets.js'
+
+/** Hard bounds on every loop, besides the time bounds. */
+const MAX_SESSIONS_PER_CLIENT = 10_000
+const MAX_REQUESTS_PER_SESSION = 100_000
+const MAX_HARVEST_ATTEMPTS = 64
+/** Lost requests, moves and misroutes kept in full (all are counted). */
+const KEEP_DETAILS = 20_000
+/** The paths a steady client asks for, by weight: reads, small JSON posts, some slow reads. */
+const ITEMS = 500
+/** The slowest answers to steady clients kept per phase. */
+const SLOWEST_KEPT = 5
+
+/** Counters of one phase, or of the whole run. */
+export function newCounts () {
+  return {
+    sent: 0,
+    answered: 0,
+    status: {},
+    codes: {},
+    transport: {},
+    lost: 0,
+    /** Answered, but later than the gateway's own bound (connect + idle timeout + undici's 1 s tick). */
+    late: 0,
+    /** A 2xx whose `x-served-by` is not the target `request.affinity` named. */
+    misrouted: 0,
+    latency: createHistogram()
+  }
+}
+
+function bump (map, key) {
+  map[key] = (map[key] ?? 0) + 1
+}
+
+/** A browser's cookie jar reduced to what the gateway sets: name → value, deletions honoured. */
+class Jar {
+  cookies = new Map()
+
+  store (setCookie) {
+    if (setCookie === undefined) return
+    for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
+      const [pair, ...attributes] = line.split(';')
+      const at = pair.indexOf('=')
+      if (at <= 0) continue
+      const name = pair.slice(0, at).trim()
+      const maxAge = attributes.find((attribute) => /^\s*max-age=/i.test(attribute))
+      const expires = attributes.find((attribute) => /^\s*expires=/i.test(attribute))
+      const gone = maxAge !== undefined ? Number(maxAge.split('=')[1]) <= 0 : expires !== undefined && Date.parse(expires.split('=')[1]) <= Date.now()
+      if (gone) this.cookies.delete(name)
+      else this.cookies.set(name, pair.slice(at + 1).trim())
+    }
+  }
+
+  header () {
+    if (this.cookies.size === 0) return undefined
+    return [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ')
+  }
+
+  copy () {
+    const jar = new Jar()
+    for (const [name, value] of this.cookies) jar.cookies.set(name, value)
+    return jar
+  }
+}
+
+function between ([low, high]) {
+  return low + Math.random() * (high - low)
+}
+
+/**
+ * The clients of one run and everything they saw. `phase` is the phase now running (set by the
+ * driver); every request counts in it and in `totals`.
+ */
+export class Load {
+  /**
+   * @param {object} settings
+   * @param {string} settings.gatewayUrl
+   * @param {number} settings.clients steady clients
+   * @param {number} settings.burstSize concurrent long requests of a burst
+   * @param {number} settings.deadlineMs a request not answered within this is lost
+   * @param {number} settings.lateMs an answer after this is late (the gateway's own bound)
+   * @param {[number, number]} settings.thinkMs pause between two requests of a client
+   * @param {[number, number]} settings.sessionMs how long a client keeps its cookie jar
+   * @param {[number, number]} settings.slowPathMs delay of the steady clients' slow paths
+   */
+  constructor (settings) {
+    this.settings = settings
+    this.totals = newCounts()
+    /** The same counts by kind of client: steady, burst, upload, probe (finding a cookie for a burst). */
+    this.byKind = {}
+    this.phase = { name: 'start-up', counts: newCounts() }
+    this.stopped = false
+    this.inFlight = 0
+    this.sessions = []
+    this.moves = []
+    this.movesCounted = 0
+    this.lostRequests = []
+    this.misroutes = []
+    this.nextSession = 0
+    // headersTimeout and bodyTimeout off: the suite's own deadline decides what is lost.
+    const options = { pipelining: 1, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 30_000 }
+    this.steadyPool = new Pool(settings.gatewayUrl, { ...options, connections: settings.clients + 8 })
+    this.burstPool = new Pool(settings.gatewayUrl, { ...options, connections: settings.burstSize + 8 })
+    this.loops = []
+  }
+
+  /** Starts the steady clients; each runs sessions back to back until `stop()`. */
+  startClients () {
+    for (let i = 0; i < this.settings.clients; i++) this.loops.push(this.#client(i))
+  }
+
+  async #client (index) {
+    // Spread the start over the first think time, so 200 clients do not arrive in one tick.
+    await sleep(Math.random() * this.settings.thinkMs[1])
+    for (let n = 0; n < MAX_SESSIONS_PER_CLIENT && !this.stopped; n++) {
+      const session = this.#newSession('steady', `c${index}`)
+      const endsAt = Date.now() + between(this.settings.sessionMs)
+      for (let i = 0; i < MAX_REQUESTS_PER_SESSION && !this.stopped && Date.now() < endsAt; i++) {
+        await this.exchange(this.steadyPool, session, steadyRequest(this.settings.slowPathMs))
+        if (!this.stopped) await sleep(between(this.settings.thinkMs))
+      }
+    }
+  }
+
+  #newSession (kind, client, jar = new Jar()) {
+    const session = { id: this.nextSession++, kind, client, jar, startedAt: Date.now(), responses: 0, current: null, targets: new Set(), moves: 0 }
+    this.sessions.push(session)
+    return session
+  }
+
+  /**
+   * Long requests pinned to `targetId`, `size` at a time, each client sending again as soon as
+   * it is answered, until `untilMs`: kind `burst`, GETs the target answers after `holdMs`; kind
+   * `upload`, POSTs whose small body trickles in over `holdMs` (stickyProxy streams it on).
+   * Each client is a session of its own, with a cookie jar that starts pinned to the target.
+   */
+  async burst ({ kind, targetId, size, holdMs, untilMs }) {
+    const jar = await this.#harvest(targetId)
+    if (jar === null) return { started: false, note: `no cookie for ${targetId} after ${MAX_HARVEST_ATTEMPTS} new clients` }
+    const loops = []
+    for (let i = 0; i < size; i++) {
+      const session = this.#newSession(kind, `${kind}${i}`, jar.copy())
+      loops.push((async () => {
+        for (let n = 0; n < MAX_REQUESTS_PER_SESSION && !this.stopped && Date.now() < untilMs; n++) {
+          const request = kind === 'upload' ? uploadRequest(holdMs) : { method: 'GET', path: `/burst/${holdMs}` }
+          // A failed request is not resent at once: a dead gateway is not hammered.
+          if (await this.exchange(this.burstPool, session, request) === null) await sleep(50)
+        }
+      })())
+    }
+    await Promise.all(loops)
+    return { started: true }
+  }
+
+  /** A cookie jar pinned to `targetId`: new clients until round robin places one there. */
+  async #harvest (targetId) {
+    for (let i = 0; i < MAX_HARVEST_ATTEMPTS && !this.stopped; i++) {
+      const session = this.#newSession('probe', 'probe')
+      const result = await this.exchange(this.burstPool, session, { method: 'GET', path: '/item/probe' })
+      if (result !== null && result.target === targetId && result.status === 200) return session.jar
+    }
+    return null
+  }
+
+  /**
+   * One request of `session`, counted from send to the end of its response body: its status,
+   * the gateway's error `code`, a transport error, or lost when the deadline passed first. It
+   * counts as sent in the phase running when it was sent, and its outcome (and a move) in the
+   * phase running when the outcome came.
+   * The session's cookie jar takes the response's cookies; a change of the target named by
+   * `x-affinity-target` is a move, with the reason `x-affinity` gives.
+   */
+  async exchange (pool, session, { method, path, headers = {}, body }) {
+    const kindCounts = this.byKind[session.kind] ??= newCounts()
+    for (const counts of [this.phase.counts, this.totals, kindCounts]) counts.sent++
+    this.inFlight++
+    const sentAt = Date.now()
+    const startedAt = performance.now()
+    const controller = new AbortController()
+    const timer = setTimeout(() => controller.abort(), this.settings.deadlineMs)
+    const cookie = session.jar.header()
+    const requestHeaders = cookie === undefined ? headers : { ...headers, cookie }
+    try {
+      const response = await pool.request({
+        method,
+        path,
+        headers: requestHeaders,
+        body: typeof body === 'function' ? body(controller.signal) : body,
+        signal: controller.signal
+      })
+      const text = await response.body.text()
+      clearTimeout(timer)
+      const phase = this.phase
+      const all = [phase.counts, this.totals, kindCounts]
+      const elapsedMs = performance.now() - startedAt
+      const status = response.statusCode
+      const h = response.headers
+      const code = status >= 400 ? errorCode(text, status) : null
+      for (const counts of all) {
+        counts.answered++
+        bump(counts.status, status)
+        if (code !== null) bump(counts.codes, code)
+        counts.latency.record(Math.max(1, Math.round(elapsedMs)))
+        if (elapsedMs > this.settings.lateMs) counts.late++
+      }
+      session.jar.store(h['set-cookie'])
+      const target = typeof h['x-affinity-target'] === 'string' ? h['x-affinity-target'] : null
+      const affinity = typeof h['x-affinity'] === 'string' ? h['x-affinity'] : null
+      if (session.kind === 'steady') {
+        keepSlowest(phase, { ms: Math.round(elapsedMs), method, path, status, code, pinned: session.current, target, affinity, sentAt })
+      }
+      const servedBy = typeof h['x-served-by'] === 'string' ? h['x-served-by'] : null
+      if (status >= 200 && status < 300 && servedBy !== target) {
+        for (const counts of all) counts.misrouted++
+        if (this.misroutes.length < KEEP_DETAILS) this.misroutes.push({ session: session.id, path, servedBy, target, affinity, at: Date.now(), phase: phase.name })
+      }
+      if (target !== null) {
+        session.responses++
+        if (session.current !== null && session.current !== target) {
+          session.moves++
+          this.movesCounted++
+          if (this.moves.length < KEEP_DETAILS) {
+            this.moves.push({ session: session.id, kind: session.kind, from: session.current, to: target, reason: affinity, status, sentAt, at: Date.now(), phase: phase.name })
+          }
+        }
+        session.current = target
+        session.targets.add(target)
+      }
+      return { status, target, affinity }
+    } catch (err) {
+      clearTimeout(timer)
+      const phase = this.phase
+      const all = [phase.counts, this.totals, kindCounts]
+      if (controller.signal.aborted) {
+        for (const counts of all) counts.lost++
+        if (this.lostRequests.length < KEEP_DETAILS) {
+          this.lostRequests.push({ session: session.id, kind: session.kind, method, path, target: session.current, sentAt, phase: phase.name })
+        }
+      } else {
+        const code = err?.code ?? err?.name ?? 'UNKNOWN'
+        for (const counts of all) bump(counts.transport, code)
+      }
+      return null
+    } finally {
+      this.inFlight--
+    }
+  }
+
+  /** Stops every loop after its current request; resolves when all have ended (or `boundMs` passed: false). */
+  async stop (boundMs) {
+    this.stopped = true
+    let timer
+    const ended = await Promise.race([
+      Promise.all(this.loops).then(() => true),
+      new Promise((resolve) => { timer = setTimeout(() => resolve(false), boundMs) })
+    ])
+    clearTimeout(timer)
+    return ended
+  }
+
+  async close () {
+    await Promise.all([this.steadyPool.destroy(), this.burstPool.destroy()])
+  }
+}
+
+/** The phase's slowest answers to steady clients, slowest first. */
+function keepSlowest (phase, entry) {
+  const slowest = phase.slowest ??= []
+  if (slowest.length >= SLOWEST_KEPT && entry.ms <= slowest[slowest.length - 1].ms) return
+  slowest.push(entry)
+  slowest.sort((a, b) => b.ms - a.ms)
+  if (slowest.length > SLOWEST_KEPT) slowest.pop()
+}
+
+/** A steady client's next request: 70 % GET of an item, 20 % POST of a small JSON body, 10 % a slow GET. */
+function steadyRequest (slowPathMs) {
+  const roll = Math.random()
+  const item = Math.floor(Math.random() * ITEMS)
+  if (roll < 0.7) return { method: 'GET', path: `/item/${item}` }
+  if (roll < 0.9) {
+    const body = JSON.stringify({ sku: `sku-${item}`, qty: 1 + Math.floor(Math.random() * 5), note: 'x'.repeat(Math.floor(Math.random() * 200)) })
+    return { method: 'POST', path: '/cart/items', headers: { 'content-type': 'application/json' }, body }
+  }
+  return { method: 'GET', path: `/slow/${Math.round(between(slowPathMs))}` }
+}
+
+/** A POST of 2 KiB whose body comes in 8 chunks spread over `holdMs` (a slow client upload). */
+function uploadRequest (holdMs) {
+  const chunks = 8
+  const chunk = Buffer.alloc(256, 'u')
+  return {
+    method: 'POST',
+    path: `/upload/${Math.floor(Math.random() * ITEMS)}`,
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(chunks * chunk.length) },
+    body: (signal) => (async function * () {
+      for (let i = 0; i < chunks; i++) {
+        if (signal.aborted) return
+        yield chunk
+        await sleep(holdMs / chunks)
+      }
+    })()
+  }
+}
+
+/** The gateway's error `code` from a JSON error body; `HTTP <status>` when there is none. */
+function errorCode (text, status) {
+  try {
+    const parsed = JSON.parse(text)
+    if (parsed !== null && typeof parsed.code === 'string') return parsed.code
+  } catch {}
+  return `HTTP ${status} (no code)`
+}
