@@ -16,6 +16,7 @@ import {
   FST_STICKY_TARGET_RESPONSE_INVALID,
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
+import { DeadlineList, type Timed } from './deadlines.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
@@ -85,7 +86,7 @@ type Phase = 'queued' | 'waiting' | 'buffering' | 'streaming' | 'done'
  * (headers, or the whole body when it is buffered): waiting for a connection, connecting and
  * waiting for the response all count.
  */
-class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, TargetRequest {
+class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, TargetRequest, Timed {
   target!: Target
   body: Body = undefined
   redispatched = false
@@ -102,8 +103,11 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   #dispatched: Target | null = null
   #inDispatch = false
   #failedInDispatch = false
-  #deadline: NodeJS.Timeout | null = null
-  #deadlineAtMs = Infinity
+  // Its place in the proxy's DeadlineList.
+  deadlineAtMs = Infinity
+  prevTimed: Timed | null = null
+  nextTimed: Timed | null = null
+  timed = false
   #abort: ((err?: Error) => void) | null = null
   #status = 0
   /** Body bytes received from the target. */
@@ -132,7 +136,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
    * one whose deadline is about to pass is not sent any more (its 504 is on its way).
    */
   get waiting (): boolean {
-    return this.phase === 'queued' && performance.now() < this.#deadlineAtMs - this.proxy.dispatchMarginMs
+    return this.phase === 'queued' && performance.now() < this.deadlineAtMs - this.proxy.dispatchMarginMs
   }
 
   /** Counts the request as outstanding on `target` (and no longer on a previous one); it then waits for a connection. */
@@ -183,20 +187,20 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
 
   /** Starts the deadline: no response headers within `ms` → 504. */
   startDeadline (ms: number): void {
-    this.#deadlineAtMs = performance.now() + ms
-    this.#deadline = setTimeout(onDeadline, ms, this)
+    this.proxy.deadlines.add(this, ms)
   }
 
   clearDeadline (): void {
-    if (this.#deadline !== null) {
-      clearTimeout(this.#deadline)
-      this.#deadline = null
-    }
+    this.proxy.deadlines.remove(this)
   }
 
-  /** The deadline passed with no response headers: 504, whether the request waited for a connection, connected or was sent. */
+  /** The deadline passed with no response headers: 504, in the request's own async context. */
   expire (): void {
-    this.#deadline = null
+    this.runInAsyncScope(this.#expire, this)
+  }
+
+  /** 504, whether the request waited for a connection, connected or was sent. */
+  #expire (): void {
     if ((this.phase !== 'queued' && this.phase !== 'waiting') || this.clientGone || this.reply.sent) return
     this.phase = 'done'
     // A request undici has not started yet is aborted at its onConnect.
@@ -394,10 +398,6 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   }
 }
 
-function onDeadline (exchange: Exchange): void {
-  exchange.runInAsyncScope(exchange.expire, exchange)
-}
-
 /** A streamed response body: undici pushes, the client's pace resumes it, destroying it aborts the target's request. */
 class ResponseStream extends Readable {
   readonly #exchange: Exchange
@@ -435,6 +435,8 @@ export class Proxy {
   readonly #settings: ProxySettings
   /** A queued request with less time than this left before its deadline is not sent: 50 ms, or a twentieth of a shorter idle timeout. */
   readonly dispatchMarginMs: number
+  /** Every forwarded request's deadline for its response headers, on one timer. */
+  readonly deadlines = new DeadlineList()
 
   constructor (settings: ProxySettings) {
     this.#settings = settings
