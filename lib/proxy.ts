@@ -97,6 +97,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   phase: Phase = 'queued'
   /** undici began writing the request (onConnect): from here on, it may have reached the target. */
   connected = false
+  /** It waited in the target's queue for a connection: a timeout is then not the target's fault alone. */
+  waited = false
   /** The target whose outstanding count this exchange holds, until its response ends. */
   #counted: Target | null = null
   /** The target whose connection (or place in undici's queue) this exchange holds, until undici ends its request. */
@@ -206,7 +208,9 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     // A request undici has not started yet is aborted at its onConnect.
     this.abortTarget()
     this.settle()
-    if (this.connected) this.target.recordOutcome(OUTCOME_GATEWAY)
+    // Passive checks count the timeout only when the target had the request for the whole
+    // deadline: one that first waited for a connection behind a burst is the burst's.
+    if (this.connected && !this.waited) this.target.recordOutcome(OUTCOME_GATEWAY)
     this.proxy.logFailure(this, 'UND_ERR_HEADERS_TIMEOUT')
     this.reply.send(this.proxy.gatewayError('UND_ERR_HEADERS_TIMEOUT'))
   }
@@ -523,6 +527,7 @@ export class Proxy {
   send (exchange: Exchange, target: Target): void {
     exchange.begin(target)
     target.admit(exchange)
+    if (exchange.phase === 'queued') exchange.waited = true
   }
 
   /** The target's request failed before any response: send it to another target when that is safe, or answer with ALB's status. */

@@ -171,3 +171,30 @@ test('outlierDetection: false leaves a refusing target in, redispatching from it
   for (let i = 0; i < 12; i++) t.equal((await app.inject({ url: '/' })).statusCode, 200)
   t.same(ejected(group), [])
 })
+
+test('timeouts of requests that first waited for a connection behind a burst do not eject a busy target, and its clients stay', async (t) => {
+  const server = await startServer(t, (_req, res) => { setTimeout(() => res.end('ok'), 300) })
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, {
+    idleTimeoutMs: 500,
+    connectionsPerTarget: 6,
+    targetGroups: [{ name: 'g', targets: [{ id: 'busy', url: server.url }, { id: 'other', url: targets[0].url }] }]
+  })
+  app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  exposeAffinity(app)
+  const group = app.targetGroups.get('g') as TargetGroup
+  const first = await app.inject({ url: '/' })
+  t.equal(first.statusCode, 200)
+  const jar = new CookieJar()
+  jar.store(first.headers['set-cookie'])
+  t.equal(first.body, 'ok', 'the client is pinned to the busy target')
+  // Six answered at 300 ms; six more get a connection then and time out at 500 ms (waited, then
+  // sent); the last six time out waiting. Six timeouts in a row would eject it if they counted.
+  const burst = await Promise.all(Array.from({ length: 18 }, async () => await app.inject({ url: '/', headers: jar.headers() })))
+  const statuses = burst.map((res) => res.statusCode)
+  t.ok(statuses.includes(504), `some waited past their deadline: ${statuses.join(',')}`)
+  t.ok(statuses.includes(200), 'the target answered those it had in time')
+  t.same(ejected(group), [], 'the busy target is not ejected: it answered everything it got within 300 ms')
+  const after = await app.inject({ url: '/', headers: jar.headers() })
+  t.equal(after.headers['x-affinity'], 'hit', 'and its client stays on it')
+})
