@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import type { ResolvedHealthCheck } from '../options.js'
 import type { Target } from '../target.js'
@@ -11,8 +12,8 @@ const FAILED: CheckResult = Object.freeze({ ok: false, reason: 'Target.FailedHea
 
 /** A target registered at run time is first checked within up to this long. */
 const MAX_FIRST_CHECK_SPREAD_MS = 1000
-/** Later checks come every interval, ± this share of it. */
-const INTERVAL_JITTER = 0.05
+/** Later checks start every interval, less up to this share of it (never more: the bound of an unhealthy verdict holds). */
+const INTERVAL_JITTER = 0.1
 
 /**
  * Active health checks of one target group: `GET path` on each watched target over a connection
@@ -90,6 +91,7 @@ export class HealthChecker {
   async #check (target: Target): Promise<void> {
     this.#timers.delete(target)
     this.#running++
+    const startedMs = performance.now()
     let result: CheckResult
     try {
       result = await this.#probe(target)
@@ -98,8 +100,11 @@ export class HealthChecker {
     }
     if (this.#closed || !this.#watched.has(target)) return
     this.#report(target, result)
+    // Checks start an interval apart (a check ends within its timeout, below the interval), so
+    // a target that stops answering is unhealthy within unhealthyThreshold × intervalMs + timeoutMs.
     const { intervalMs } = this.#settings
-    this.#schedule(target, intervalMs * (1 - INTERVAL_JITTER + Math.random() * 2 * INTERVAL_JITTER))
+    const nextMs = intervalMs * (1 - Math.random() * INTERVAL_JITTER)
+    this.#schedule(target, Math.max(0, nextMs - (performance.now() - startedMs)))
   }
 
   async #probe (target: Target): Promise<CheckResult> {
