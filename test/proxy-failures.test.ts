@@ -330,3 +330,22 @@ test('when the client goes away, the request to the target ends too', async (t) 
   t.equal(targets[0].abandoned, 1, 'the target saw its request closed')
   t.equal(target.outstanding, 0)
 })
+
+test('a pool that stops making progress is replaced within about the connect timeout and two seconds, and the request stuck in it is answered by the same target', async (t) => {
+  const targets = await startTargets(t, 1)
+  const app = await buildGateway(t, { connectionsPerTarget: 1, connectTimeoutMs: 200, targetGroups: [{ name: 'g', targets: [{ id: 'a', url: targets[0].url }] }] })
+  app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+  const target = app.targetGroups.get('g')!.get('a')!
+  // Poison the pool's only connection slot the way undici itself does after a synchronous
+  // refusal, behind the gateway's back, so only the watchdog can notice.
+  const stale = target.pool
+  stale.dispatch({ path: '/a b', method: 'GET' }, { onError () {}, onConnect () {}, onHeaders () { return true }, onData () { return true }, onComplete () {} } as any)
+  const started = Date.now()
+  const res = await app.inject({ url: '/stuck' })
+  const tookMs = Date.now() - started
+  t.equal(res.statusCode, 200, `answered: ${res.body}`)
+  t.equal(echoOf(res).target, 't0', 'by the same target')
+  t.not(target.pool, stale, 'through a new pool')
+  // Looked at once a second: stalled at one look, still stalled connectTimeoutMs + 1 s later.
+  t.ok(tookMs >= 1000 && tookMs < 5500, `after the watchdog noticed: ${tookMs} ms`)
+})
