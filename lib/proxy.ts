@@ -42,6 +42,9 @@ export const MAX_FORWARDED_FOR_ADDRESSES = 30
  */
 export const BUFFERED_RESPONSE_BYTES = 65_536
 
+/** How far a streamed response may run ahead of a slow client before the target is paused. */
+const STREAMED_RESPONSE_AHEAD_BYTES = 65_536
+
 /** Request headers that belong to one connection (RFC 9110 §7.6.1) or that undici refuses. */
 const HOP_BY_HOP_REQUEST = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
@@ -290,7 +293,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       return true
     }
     this.phase = 'streaming'
-    const stream = new ResponseStream(this, resume)
+    const stream = new ResponseStream(this, resume, this.proxy.idleTimeoutMs)
     this.#stream = stream
     reply.code(statusCode)
     reply.send(stream)
@@ -303,7 +306,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       this.#chunks.push(chunk)
       return true
     }
-    return this.#stream?.push(chunk) ?? false
+    return this.#stream?.pushChunk(chunk) ?? false
   }
 
   onComplete (): void {
@@ -402,29 +405,59 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   }
 }
 
-/** A streamed response body: undici pushes, the client's pace resumes it, destroying it aborts the target's request. */
+/**
+ * A streamed response body: undici pushes, the client's pace resumes it, destroying it aborts
+ * the target's request. A client that reads nothing for the idle timeout while the target has
+ * more to send (nginx's `send_timeout`) gets its connection closed: undici stops its own body
+ * timeout while the response is paused, so a client that stops reading would hold the target's
+ * connection for good.
+ */
 class ResponseStream extends Readable {
   readonly #exchange: Exchange
   readonly #resume: () => void
+  readonly #stallMs: number
+  #stalled: NodeJS.Timeout | null = null
 
-  constructor (exchange: Exchange, resume: () => void) {
-    super()
+  constructor (exchange: Exchange, resume: () => void, stallMs: number) {
+    // Up to 64 KiB ahead of the client: a response that fits frees the target's connection at once.
+    super({ highWaterMark: STREAMED_RESPONSE_AHEAD_BYTES })
     this.#exchange = exchange
     this.#resume = resume
+    this.#stallMs = stallMs
     // Fastify reports a failure through its own listener, once it has attached it; before that
     // (an async onSend hook still running, or a hook that replaced this body) it must not be
     // an uncaught error.
     this.on('error', noop)
   }
 
+  /** A chunk from the target; false when the client is behind, which starts the send deadline. */
+  pushChunk (chunk: Buffer): boolean {
+    const more = this.push(chunk)
+    if (!more && this.#stalled === null && !this.destroyed) {
+      this.#stalled = setTimeout(stallResponse, this.#stallMs, this)
+      this.#stalled.unref()
+    }
+    return more
+  }
+
   override _read (): void {
+    if (this.#stalled !== null) {
+      clearTimeout(this.#stalled)
+      this.#stalled = null
+    }
     this.#resume()
   }
 
   override _destroy (err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#stalled !== null) clearTimeout(this.#stalled)
+    this.#stalled = null
     if (this.#exchange.phase !== 'done') this.#exchange.abortTarget()
     callback(err)
   }
+}
+
+function stallResponse (stream: ResponseStream): void {
+  stream.destroy(Object.assign(new Error('the client read nothing of the response within the idle timeout'), { code: 'FST_STICKY_CLIENT_STALLED' }))
 }
 
 /**
@@ -439,12 +472,14 @@ export class Proxy {
   readonly #settings: ProxySettings
   /** A queued request with less time than this left before its deadline is not sent: 50 ms, or a twentieth of a shorter idle timeout. */
   readonly dispatchMarginMs: number
+  readonly idleTimeoutMs: number
   /** Every forwarded request's deadline for its response headers, on one timer. */
   readonly deadlines = new DeadlineList()
 
   constructor (settings: ProxySettings) {
     this.#settings = settings
     this.dispatchMarginMs = Math.min(50, settings.idleTimeoutMs / 20)
+    this.idleTimeoutMs = settings.idleTimeoutMs
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */

@@ -395,3 +395,44 @@ test('app.close() settles within an idle timeout even while a target streams a r
   await ended
   t.pass('the client’s stream ended')
 })
+
+test('a client that stops reading a large response cannot hold the target’s connection: it is closed after the idle timeout', async (t) => {
+  let finished = 0
+  let cut = 0
+  const server = await startServer(t, (req, res) => {
+    if (req.url === '/quick') {
+      res.end('ok')
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' })
+    const chunk = Buffer.alloc(65_536)
+    let sent = 0
+    const pump = (): void => {
+      // 64 MiB: far more than socket buffers hold, so the target must wait for the client.
+      while (sent < 1024) {
+        sent++
+        if (!res.write(chunk)) return
+      }
+      res.end()
+    }
+    res.on('drain', pump)
+    res.on('close', () => { if (res.writableFinished) finished++; else cut++ })
+    pump()
+  })
+  const app = await gateway(t, [server.url], { idleTimeoutMs: 500, connectionsPerTarget: 1 })
+  const port = await listen(app)
+  const socket = connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  socket.write('GET /large HTTP/1.1\r\nhost: gw\r\n\r\n')
+  await once(socket, 'data')
+  // Reads nothing more from here on.
+  socket.pause()
+  const started = Date.now()
+  await waitFor(() => cut === 1, 5000, 'the target’s response to be cut')
+  t.ok(Date.now() - started < 3000, `within about the idle timeout: ${Date.now() - started} ms`)
+  t.equal(finished, 0)
+  t.equal(outstanding(app), 0, 'nothing is left outstanding on the target')
+  const quick = await get(port, '/quick')
+  t.equal(quick.statusCode, 200, 'the target’s only connection serves the next client')
+})
