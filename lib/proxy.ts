@@ -381,7 +381,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     const current = reply.getHeader('set-cookie')
     this.#ownCookieCount = current === undefined ? 0 : Array.isArray(current) ? current.length : 1
     const connection = headers.connection
-    const listed = connection === undefined ? null : connectionTokens(connection)
+    const listed = connection === undefined ? null : listedHeaders(connection)
     const copied = this.#copied
     for (const name in headers) {
       if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
@@ -658,7 +658,7 @@ export class Proxy {
     const incoming = request.raw.headers
     const headers: Record<string, string | string[]> = {}
     const connection = incoming.connection
-    const listed = connection === undefined ? null : connectionTokens(connection)
+    const listed = connection === undefined ? null : listedHeaders(connection)
     for (const name in incoming) {
       if (HOP_BY_HOP_REQUEST.has(name) || (listed !== null && listed.has(name))) continue
       const value = incoming[name]
@@ -855,6 +855,18 @@ function parseRawHeaders (raw: Buffer[]): IncomingHttpHeaders {
     else headers[name] = [existing, value]
   }
   return headers
+}
+
+/**
+ * The header names a Connection header lists, to drop with it; null when it lists none beyond
+ * hop-by-hop ones. `keep-alive` and `close` alone, nearly every Connection header, cost no Set.
+ */
+function listedHeaders (value: string | string[]): Set<string> | null {
+  if (typeof value === 'string' && value.length <= 10) {
+    const token = value.toLowerCase()
+    if (token === 'keep-alive' || token === 'close') return null
+  }
+  return connectionTokens(value)
 }
 
 function connectionTokens (value: string | string[]): Set<string> {
