@@ -306,6 +306,7 @@ export class TargetGroup {
         sinceMs,
         routable: target.routable,
         inFlight: target.outstanding,
+        queued: target.waitingCount(),
         boundSessions: target.sessions.estimate(nowSeconds),
         keepsSessions: target.unpinReason === null,
         ejectedUntilMs: target.ejectedUntilMs === 0 ? null : target.ejectedUntilMs,

@@ -238,9 +238,16 @@ export class Target implements TargetRef {
     return waiting
   }
 
-  /** Requests waiting in the gateway's queue for a connection to this target (some may have timed out meanwhile). */
+  /** Entries in the gateway's queue for this target, some perhaps timed out or left meanwhile (cheap, for the hot path). */
   get queued (): number {
     return this.#queue.length - this.#head
+  }
+
+  /** Requests that really wait in the gateway's queue for a connection to this target (counts them: for describe()). */
+  waitingCount (): number {
+    let waiting = 0
+    for (let i = this.#head; i < this.#queue.length; i++) if (this.#queue[i]?.waiting === true) waiting++
+    return waiting
   }
 
   /** Something happened on a request of this target (connected, answered, failed). */

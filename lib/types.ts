@@ -309,8 +309,10 @@ export interface TargetDescription {
   readonly sinceMs: number
   /** Takes new sessions and keeps its pinned clients now (healthy, or the group fails open). */
   readonly routable: boolean
-  /** Requests sent to it whose response has not ended. */
+  /** Requests for it whose response has not ended, those waiting for one of its connections included. */
   readonly inFlight: number
+  /** Of those, how many wait in the gateway's queue for one of its connections (`connectionsPerTarget` are busy). */
+  readonly queued: number
   /**
    * Estimate of the sticky sessions pinned to it: clients pinned here whose stickiness window,
    * counted from their last request, is still open (see README).

@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { buildGateway, rawServer } from './setup.js'
+import { buildGateway, rawServer, waitFor } from './setup.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -31,11 +31,15 @@ test('every deadline counts from the request’s arrival: 50 requests on 16 conn
   app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
   const started = Date.now()
   const done: number[] = []
-  const responses = await Promise.all(Array.from({ length: 50 }, async () => {
+  const pending = Promise.all(Array.from({ length: 50 }, async () => {
     const res = await app.inject({ url: '/' })
     done.push(Date.now() - started)
     return res
   }))
+  const group = app.targetGroups.get('g')!
+  await waitFor(() => group.describe().targets[0].queued === 34, 1000, `34 waiting for a connection (${group.describe().targets[0].queued})`)
+  t.equal(group.describe().targets[0].inFlight, 50, 'describe(): all 50 in flight, 34 of them queued')
+  const responses = await pending
   t.same([...new Set(responses.map((res) => res.statusCode))], [504], 'every one a 504')
   const last = Math.max(...done)
   t.ok(last <= 1650, `the last 504 came after ${last} ms, within 10 % of 1500 ms (not in batches of 16)`)
