@@ -76,10 +76,11 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 const TARGET_GONE = Object.assign(new Error('the target went away before the request was sent'), { code: 'FST_STICKY_TARGET_GONE' })
 
 /**
- * Where an exchange is: waiting for a connection in the target's queue, waiting for the
- * target's headers, collecting a small body, streaming one, or finished.
+ * Where an exchange is: receiving the client's body (before any target), waiting for a
+ * connection in the target's queue, waiting for the target's headers, collecting a small
+ * response body, streaming one, or finished.
  */
-type Phase = 'queued' | 'waiting' | 'buffering' | 'streaming' | 'done'
+type Phase = 'receiving' | 'queued' | 'waiting' | 'buffering' | 'streaming' | 'done'
 
 /**
  * One forwarded request, and the undici dispatch handler of its request to the target: the
@@ -97,7 +98,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   resent = false
   /** The client closed its connection before the response was complete. */
   clientGone = false
-  phase: Phase = 'queued'
+  phase: Phase = 'receiving'
   /** undici began writing the request (onConnect): from here on, it may have reached the target. */
   connected = false
   /** It waited in the target's queue for a connection: a timeout is then not the target's fault alone. */
@@ -152,11 +153,17 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     this.#counted = target
     this.#abort = null
     this.connected = false
+    this.waited = false
     this.phase = 'queued'
   }
 
   /** A connection to `target` is free: dispatch on its pool. */
   start (target: Target): void {
+    // Taken out of this target's queue meanwhile and now waiting for another's: not ours to send.
+    if (target !== this.target) {
+      target.release()
+      return
+    }
     this.phase = 'waiting'
     this.#dispatched = target
     this.#inDispatch = true
@@ -179,7 +186,19 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   evict (): void {
     if (this.phase !== 'queued') return
     this.settle()
-    this.proxy.fail(this, TARGET_GONE)
+    // Called from whatever took the target away (an admin request, a health check): answer in
+    // this request's own async context.
+    this.runInAsyncScope(this.proxy.fail, this.proxy, this, TARGET_GONE)
+  }
+
+  /** The body streams to the target: the client's pace rules now (clientBodyTimeoutMs), not the response deadline. */
+  holdDeadline (): void {
+    this.clearDeadline()
+  }
+
+  /** The whole body reached the target: the response deadline starts. */
+  resumeDeadline (): void {
+    if (this.phase === 'waiting' && !this.timed) this.startDeadline(this.proxy.idleTimeoutMs)
   }
 
   /** Ends the outstanding count; safe to call more than once. */
@@ -207,6 +226,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   /** 504, whether the request waited for a connection, connected or was sent. */
   #expire (): void {
     if ((this.phase !== 'queued' && this.phase !== 'waiting') || this.clientGone || this.reply.sent) return
+    if (this.phase === 'queued') this.target.forget()
     this.phase = 'done'
     // A request undici has not started yet is aborted at its onConnect.
     this.abortTarget()
@@ -226,7 +246,10 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     if (!finished) this.clientGone = true
     this.clearDeadline()
     if (this.phase !== 'done') {
-      if (this.phase === 'queued') this.phase = 'done'
+      if (this.phase === 'queued') {
+        this.phase = 'done'
+        this.target.forget()
+      }
       this.abortTarget()
       this.#stream?.destroy()
     }
@@ -331,7 +354,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       this.reply.code(this.#status)
       this.reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks))
     } else if (phase === 'streaming') {
-      this.#stream?.push(null)
+      this.#stream?.complete()
     }
   }
 
@@ -357,7 +380,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       // A 204 or 304 never has a body, though it may carry the Content-Length of the
       // representation (RFC 9110 §8.6); undici counts the missing bytes as a mismatch.
       if ((this.#status === 204 || this.#status === 304) && this.#received === 0 && err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
-        stream.push(null)
+        stream.complete()
         return
       }
       if (this.clientGone) {
@@ -440,6 +463,13 @@ class ResponseStream extends Readable {
     return more
   }
 
+  /** The target sent all of it: however slowly the client reads the rest, the target waits for nothing. */
+  complete (): void {
+    if (this.#stalled !== null) clearTimeout(this.#stalled)
+    this.#stalled = null
+    this.push(null)
+  }
+
   override _read (): void {
     if (this.#stalled !== null) {
       clearTimeout(this.#stalled)
@@ -519,7 +549,7 @@ export class Proxy {
     const whole = declared <= limit
     const timeoutMs = this.#settings.clientBodyTimeoutMs
     if (!whole && limit === 0) {
-      exchange.body = new StreamedBody([], raw, timeoutMs)
+      exchange.body = new StreamedBody([], raw, timeoutMs, exchange)
       this.#dispatch(exchange, this.#settings.idleTimeoutMs - reply.elapsedTime)
       return reply
     }
@@ -533,7 +563,7 @@ export class Proxy {
       }
       if (collected === 'gone') return
       const { chunks } = collected
-      exchange.body = whole ? (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)) : new StreamedBody(chunks, raw, timeoutMs)
+      exchange.body = whole ? (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)) : new StreamedBody(chunks, raw, timeoutMs, exchange)
       this.#dispatch(exchange, this.#settings.idleTimeoutMs)
     }, noop)
     return reply
@@ -582,6 +612,7 @@ export class Proxy {
       return
     }
     if (!CLIENT_FAULTS.has(code)) target.recordOutcome(OUTCOME_GATEWAY)
+    let noOtherTarget = false
     if (this.#mayRedispatch(exchange, code, sent)) {
       const nowMs = rule.now()
       const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target)
@@ -598,9 +629,10 @@ export class Proxy {
         this.send(exchange, next)
         return
       }
+      noOtherTarget = true
     }
     exchange.clearDeadline()
-    if (code === TARGET_GONE.code) {
+    if (code === TARGET_GONE.code && noOtherTarget) {
       reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(rule.group.name))
       return
     }
@@ -807,10 +839,20 @@ function collectBody (stream: Readable, want: number, whole: boolean, timeoutMs:
 class StreamedBody implements AsyncIterable<Buffer> {
   started = false
 
-  constructor (readonly first: Buffer[], readonly stream: Readable, readonly idleMs: number) {}
+  constructor (readonly first: Buffer[], readonly stream: Readable, readonly idleMs: number, readonly exchange: Exchange) {}
 
   async * [Symbol.asyncIterator] (): AsyncGenerator<Buffer> {
     this.started = true
+    // While the client's body comes, its own pace is judged (idleMs), not the target's answer.
+    this.exchange.holdDeadline()
+    try {
+      yield * this.#chunks()
+    } finally {
+      this.exchange.resumeDeadline()
+    }
+  }
+
+  async * #chunks (): AsyncGenerator<Buffer> {
     for (const chunk of this.first) yield chunk
     // Leave the client's stream to Fastify when undici stops early.
     const rest = this.stream.iterator({ destroyOnReturn: false })

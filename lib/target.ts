@@ -58,6 +58,10 @@ export class Target implements TargetRef {
   /** Requests waiting for a connection, oldest first, from `#head` on: the gateway's own queue, so a deadline can end them unsent. */
   #queue: Array<TargetRequest | undefined> = []
   #head = 0
+  /** Called once nothing runs and nothing waits, while closing. */
+  #onIdle: (() => void) | null = null
+  /** Queue entries that stopped waiting (timed out, client gone) but are still in it. */
+  #dead = 0
   #nextScheduled = false
   /** Anything undici did for this target (connected, answered, failed): the stall watchdog reads it. */
   #progress = 0
@@ -200,6 +204,7 @@ export class Target implements TargetRef {
   release (): void {
     this.#active--
     this.#progress++
+    if (this.#onIdle !== null && this.#active === 0 && this.waitingCount() === 0) this.#onIdle()
     if (this.#head < this.#queue.length && !this.#nextScheduled) {
       // After undici's callback has returned, so the connection counts as free there too.
       this.#nextScheduled = true
@@ -209,17 +214,19 @@ export class Target implements TargetRef {
 
   readonly #startNext = (): void => {
     this.#nextScheduled = false
-    const queue = this.#queue
-    while (this.#active < this.#settings.connections && this.#head < queue.length) {
-      const request = queue[this.#head] as TargetRequest
-      queue[this.#head++] = undefined
+    // The queue is read anew each time: starting a request may rebuild or empty it.
+    while (this.#active < this.#settings.connections && this.#head < this.#queue.length) {
+      const request = this.#queue[this.#head] as TargetRequest
+      this.#queue[this.#head++] = undefined
       if (!request.waiting) continue
       this.#active++
       request.start(this)
     }
+    const queue = this.#queue
     if (this.#head === queue.length) {
       this.#queue = []
       this.#head = 0
+      this.#dead = 0
     } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
       this.#queue = queue.slice(this.#head)
       this.#head = 0
@@ -235,7 +242,25 @@ export class Target implements TargetRef {
     }
     this.#queue = []
     this.#head = 0
+    this.#dead = 0
     return waiting
+  }
+
+  /**
+   * A queued request stopped waiting (timed out, or its client left): once half the queue is
+   * such entries, it is rebuilt without them, so requests that give up while the target's
+   * connections stay busy (long polls, streams) do not pile up.
+   */
+  forget (): void {
+    if (++this.#dead * 2 < this.#queue.length - this.#head) return
+    const waiting: TargetRequest[] = []
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      const request = this.#queue[i]
+      if (request !== undefined && request.waiting) waiting.push(request)
+    }
+    this.#queue = waiting
+    this.#head = 0
+    this.#dead = 0
   }
 
   /** Entries in the gateway's queue for this target, some perhaps timed out or left meanwhile (cheap, for the hot path). */
@@ -331,18 +356,24 @@ export class Target implements TargetRef {
    * runs is ended, so closing always settles.
    */
   async close (graceMs = this.#settings.idleTimeoutMs): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, graceMs)
+      timer.unref()
+    })
+    // Requests still waiting in the gateway's queue get their connection first: the pool is
+    // closed once the queue is empty and nothing runs, or when the grace ends.
+    if (this.#active > 0 || this.waitingCount() > 0) {
+      await Promise.race([new Promise<void>((resolve) => { this.#onIdle = resolve }), late])
+      this.#onIdle = null
+    }
     const pools = [this.#pool, ...this.#retired]
     await Promise.all(pools.map(async (pool) => {
       if (pool.closed || pool.destroyed) return
-      let timer: NodeJS.Timeout | undefined
-      const late = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, graceMs)
-        timer.unref()
-      })
       await Promise.race([pool.close(), late])
-      clearTimeout(timer)
       if (!pool.destroyed) await pool.destroy().catch(noop)
     }))
+    clearTimeout(timer)
   }
 
   /** Ends every request still running with `err` and closes every connection. */
