@@ -131,7 +131,9 @@ test('tampered, missing, reordered or mixed shards are reassigned, never an erro
     ['mixed: two clients’ halves', `sid=x; AWSALBAPP-0=${value.slice(0, 40)}; AWSALBAPP-1=${b.cookies.get('AWSALBAPP-0')!.slice(40)}`],
     ['not base64url', 'sid=x; AWSALBAPP-0=%%%%; AWSALBAPP-1=_remove_'],
     ['a shard over 4 KB', `sid=x; AWSALBAPP-0=${'A'.repeat(5000)}`],
-    ['an lb cookie in place of the shards', 'sid=x; AWSALBAPP-0=' + codec.seal(1, { group: 'shop', targetId: 't0', stickyUntilSeconds: 2e9, issuedAtSeconds: 1.7e9 })]
+    ['an lb cookie in place of the shards', 'sid=x; AWSALBAPP-0=' + codec.seal(1, { group: 'shop', targetId: 't0', stickyUntilSeconds: 2e9, issuedAtSeconds: 1.7e9 })],
+    ['a valid set, then the same name with another client’s value', `sid=x; AWSALBAPP-0=${value}; AWSALBAPP-0=${b.cookies.get('AWSALBAPP-0')!}`],
+    ['a valid set, then the same name with a value that does not open', `sid=x; AWSALBAPP-0=${value}; AWSALBAPP-0=${flipped}`]
   ]
   for (const [what, cookie] of cases) {
     const res = await app.inject({ url: '/cart', headers: { cookie } })

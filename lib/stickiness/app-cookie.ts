@@ -20,8 +20,9 @@ export function maxShardLength (prefix = APP_COOKIE_PREFIX): number {
 }
 
 /**
- * Reads `<prefix>0` … `<prefix>3` from a Cookie header and joins them in shard order. Only the
- * first value of each name counts; `_remove_` is no shard. Shards must run from 0 without a gap,
+ * Reads `<prefix>0` … `<prefix>3` from a Cookie header and joins them in shard order. A name
+ * repeated with another value makes the set `'invalid'` (a repeat of the same value is one
+ * shard); `_remove_` is no shard. Shards must run from 0 without a gap,
  * be of base64url characters and each fit in a cookie: anything else is `'invalid'` (the caller
  * reassigns). A reordered or mixed set joins into a value that does not open: the AEAD seal
  * catches it, not this function.
@@ -35,8 +36,12 @@ export function readAppShards (header: string | undefined, prefix = APP_COOKIE_P
     const name = pair.slice(0, equals).trim()
     if (name.length !== prefix.length + 1 || !name.startsWith(prefix)) continue
     const index = name.charCodeAt(prefix.length) - 48
-    if (index < 0 || index >= APP_COOKIE_SHARDS || shards[index] !== undefined) continue
-    shards[index] = pair.slice(equals + 1).trim()
+    if (index < 0 || index >= APP_COOKIE_SHARDS) continue
+    const shard = pair.slice(equals + 1).trim()
+    const seen = shards[index]
+    // Two different values of one shard name: no way to tell which the client meant.
+    if (seen !== undefined && seen !== shard) return 'invalid'
+    shards[index] = shard
   }
   const limit = maxShardLength(prefix)
   let value = ''
