@@ -31,6 +31,7 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     appSealer: new AppCookieSealer(codec, 'AWSALBAPP-'),
     listeners: new Map(),
     cookiePrefix: '',
+    clockSkewSeconds: 5,
     now: Date.now
   })
 

@@ -16,6 +16,8 @@ export interface ForwardContext {
   /** `AWSALBAPP-0..3` (with the cookie prefix). */
   readonly appWriter: AppCookieWriter
   readonly appSealer: AppCookieSealer
+  /** How far in the future a sealed issue time may lie before the cookie is `issued-in-future`. */
+  readonly clockSkewSeconds: number
   readonly now: () => number
 }
 
@@ -70,7 +72,8 @@ export class GroupForward {
       stickiness,
       cookies: stickiness === null || stickiness.type !== 'lb_cookie' ? [] : readLbCookies(cookieHeader, this.#context.lbWriter.name),
       codec: this.#context.codec,
-      nowSeconds: Math.floor(nowMs / 1000)
+      nowSeconds: Math.floor(nowMs / 1000),
+      skewSeconds: this.#context.clockSkewSeconds
     })
   }
 
@@ -82,7 +85,7 @@ export class GroupForward {
     const bindings = shards === null ? null : shards === 'invalid' ? 'invalid' : context.appSealer.open(shards) ?? 'invalid'
     const appValue = readCookieValue(cookieHeader, app.cookieName)
     const appHash = app.bindToCookieValue && appValue !== undefined ? hashCookieValue(appValue) : null
-    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000) })
+    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000), skewSeconds: context.clockSkewSeconds })
     return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash } }
   }
 

@@ -43,6 +43,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     appSealer: new AppCookieSealer(codec, prefix + APP_COOKIE_PREFIX),
     listeners,
     cookiePrefix: prefix,
+    clockSkewSeconds: options.cookieClockSkewSeconds,
     now: options.now
   }
   const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE) }

@@ -57,7 +57,7 @@ export class WeightedForward {
     this.#matches = {
       hit: match('hit'),
       new: match('new'),
-      reassigned: { undecodable: match('reassigned', 'undecodable'), expired: match('reassigned', 'expired'), 'group-mismatch': match('reassigned', 'group-mismatch') }
+      reassigned: { undecodable: match('reassigned', 'undecodable'), expired: match('reassigned', 'expired'), 'issued-in-future': match('reassigned', 'issued-in-future'), 'group-mismatch': match('reassigned', 'group-mismatch') }
     }
   }
 
@@ -75,6 +75,7 @@ export class WeightedForward {
         // Another forward's cookie keeps a client in a group this one shares, so a canary holds
         // across rules; but never in a group this forward gives weight 0.
         else if (at === undefined || (this.#weights[at] === 0 && opened.payload.targetId !== this.#id)) reason ??= 'group-mismatch'
+        else if (opened.payload.issuedAtSeconds > nowSeconds + this.#context.clockSkewSeconds) reason ??= 'issued-in-future'
         else if (opened.payload.issuedAtSeconds + seconds < nowSeconds) reason ??= 'expired'
         else {
           index = at

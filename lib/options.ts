@@ -54,13 +54,15 @@ export const MAX_FORWARD_WEIGHT = 999
 export const DEFAULT_FORWARD_WEIGHT = 1
 export const MAX_RULE_PRIORITY = 50_000
 export const MAX_COOKIE_PREFIX_LENGTH = 32
+export const DEFAULT_COOKIE_CLOCK_SKEW_SECONDS = 5
+export const MAX_COOKIE_CLOCK_SKEW_SECONDS = 300
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'cookieClockSkewSeconds', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
@@ -175,6 +177,7 @@ export interface ResolvedOptions {
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
+  readonly cookieClockSkewSeconds: number
   readonly listeners: readonly ResolvedListener[]
   readonly now: () => number
 }
@@ -218,6 +221,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
+    cookieClockSkewSeconds: optionalInteger(options.cookieClockSkewSeconds, 'cookieClockSkewSeconds', 0, MAX_COOKIE_CLOCK_SKEW_SECONDS, DEFAULT_COOKIE_CLOCK_SKEW_SECONDS),
     listeners,
     now: resolveNow(options.now)
   })

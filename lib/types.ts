@@ -194,6 +194,12 @@ export interface FastifyStickyOptions {
    * `<prefix>AWSALBTG`, …), so two layers of gateways keep their own: 0 to 32 of `A-Z a-z 0-9 _ -`. Default `''`.
    */
   cookiePrefix?: string
+  /**
+   * How far in the future a cookie's sealed issue time may lie (clocks of gateways sharing keys
+   * differ a little) before the cookie is not honoured (`reassigned`, `issued-in-future`): 0 to
+   * 300 s. Default 5.
+   */
+  cookieClockSkewSeconds?: number
   /** Named sets of listener rules, bound to routes with `config.listener`. Default none. */
   listeners?: ListenerOptions[]
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
@@ -270,6 +276,7 @@ export interface StickyRouteConfig {
 export type ReassignReason =
   | 'undecodable'
   | 'expired'
+  | 'issued-in-future'
   | 'group-mismatch'
   | 'target-unknown'
   | 'target-deregistered'
@@ -280,7 +287,7 @@ export type ReassignReason =
   | 'app-cookie-mismatch'
 
 /** Why a weighted forward's `AWSALBTG` cookie did not keep the client on its target group. */
-export type GroupReassignReason = 'undecodable' | 'expired' | 'group-mismatch'
+export type GroupReassignReason = 'undecodable' | 'expired' | 'issued-in-future' | 'group-mismatch'
 
 /** On a route bound to a listener: which rule decided, and how its forward chose the target group. */
 export interface RuleMatch {

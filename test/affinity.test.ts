@@ -39,6 +39,9 @@ test('a bad cookie is reassigned with its reason and a fresh cookie, never an er
     ['sealed with a foreign key', `AWSALB=${seal('carts', 't1', undefined, new CookieCodec([Buffer.from(OTHER_KEY, 'hex')]))}`, 'reassigned;undecodable'],
     ['of another target group', `AWSALB=${seal('other', 't1')}`, 'reassigned;group-mismatch'],
     ['expired (idle 1 s past the one-day window)', `AWSALB=${seal('carts', 't1', NOW / 1000 - 86401)}`, 'reassigned;expired'],
+    ['issued an hour ahead of the clock', `AWSALB=${seal('carts', 't1', NOW / 1000 + 3600)}`, 'reassigned;issued-in-future'],
+    ['issued 6 s ahead: past the 5 s allowance', `AWSALB=${seal('carts', 't1', NOW / 1000 + 6)}`, 'reassigned;issued-in-future'],
+    ['issued 5 s ahead: inside the allowance (another gateway’s clock)', `AWSALB=${seal('carts', 't1', NOW / 1000 + 5)}`, 'hit'],
     ['naming a target the group never had', `AWSALB=${seal('carts', 'zz')}`, 'reassigned;target-unknown'],
     ['oversized (8 KB)', `AWSALB=${'A'.repeat(8192)}`, 'reassigned;undecodable'],
     ['garbage with odd bytes', 'AWSALB=%00%ff"<script>', 'reassigned;undecodable'],
@@ -87,11 +90,15 @@ test('decideAffinity depends on its inputs alone: the same inputs give the same 
     outlierDetection: null
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
-  const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000 }
+  const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000, skewSeconds: 5 }
   const cookie = seal('carts', 'b', NOW / 1000 - 50) // the group's window is 60 s: it ends at NOW + 10 s
   t.match(decideAffinity({ ...input, cookies: [cookie] }), { outcome: 'hit', targetGroup: 'carts', target: { id: 'b' }, stickiness: 'lb_cookie', decidedBy: 'lb_cookie' })
   t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 + 10 }), { outcome: 'hit' }, 'the last second of the window is inside it')
   t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 + 11 }), { outcome: 'reassigned', reason: 'expired', decidedBy: 'round_robin' })
+  t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 - 55 }), { outcome: 'hit' }, 'issued 5 s ahead of this clock: inside the allowance')
+  t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 - 56 }), { outcome: 'reassigned', reason: 'issued-in-future' }, 'issued 6 s ahead: not honoured')
+  t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 - 50, skewSeconds: 0 }), { outcome: 'hit' }, 'issued this second, no allowance')
+  t.match(decideAffinity({ ...input, cookies: [cookie], nowSeconds: NOW / 1000 - 51, skewSeconds: 0 }), { outcome: 'reassigned', reason: 'issued-in-future' }, 'one second ahead, no allowance')
   t.match(decideAffinity({ ...input, cookies: [] }), { outcome: 'new', target: { id: /^[ab]$/ } })
   t.match(decideAffinity({ ...input, stickiness: null, cookies: [cookie] }), { outcome: 'new', stickiness: 'none' }, 'not sticky: cookies are not read')
   await group.deregister('b')

@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { COOKIE_PURPOSE_APP, CookieCodec, type FastifyStickyOptions, type TargetGroupOptions } from '../lib/index.js'
-import { decodeBindings } from '../lib/stickiness/app-bindings.js'
+import { decodeBindings, encodeBindings } from '../lib/stickiness/app-bindings.js'
 import { readAppShards } from '../lib/stickiness/app-cookie.js'
 import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY, type TestTarget } from './setup.js'
 
@@ -213,6 +213,15 @@ test('the window: sliding on every request, and an idle client past it is reassi
   now += 61_000
   const res = await send(app, jar, '/cart')
   t.equal(res.headers['x-affinity'], 'reassigned;expired', '61 s idle: past the window')
+
+  // Shards sealed by a clock an hour ahead (or forged by someone who holds a key): not honoured.
+  const sid = jar.cookies.get('sid')!
+  const ahead = codec.sealBytes(COOKIE_PURPOSE_APP, encodeBindings([{ group: 'shop', targetId: target, issuedAtSeconds: Math.floor(now / 1000) + 3600, valueHash: null }]))
+  const future = await app.inject({ url: '/cart', headers: { cookie: `sid=${sid}; AWSALBAPP-0=${ahead}` } })
+  t.equal(future.headers['x-affinity'], 'reassigned;issued-in-future', 'a binding issued an hour ahead of the clock')
+  const near = codec.sealBytes(COOKIE_PURPOSE_APP, encodeBindings([{ group: 'shop', targetId: target, issuedAtSeconds: Math.floor(now / 1000) + 5, valueHash: null }]))
+  const skewed = await app.inject({ url: '/cart', headers: { cookie: `sid=${sid}; AWSALBAPP-0=${near}` } })
+  t.equal(skewed.headers['x-affinity'], 'hit', 'issued 5 s ahead: inside the default allowance')
 })
 
 test('bindToCookieValue: AWSALBAPP copied to another session does not steer it; without it ALB checks the name only', async (t) => {

@@ -119,7 +119,8 @@ test('AWSALBTG that cannot be honoured is reassigned by weight, with the reason'
     ['tampered', `AWSALBTG=${value.slice(0, -2)}AA`, 'default/reassigned;undecodable'],
     ['naming a group this forward does not have', `AWSALBTG=${seal('other')}`, 'default/reassigned;group-mismatch'],
     ['an AWSALB value in its place', `AWSALBTG=${codec.seal(1, { group: 'blue', targetId: '', stickyUntilSeconds: 2e9, issuedAtSeconds: 1.7e9 })}`, 'default/reassigned;undecodable'],
-    ['idle past the 60 s window', `AWSALBTG=${seal(String(first.headers['x-group']), Math.floor(now / 1000) - 61)}`, 'default/reassigned;expired']
+    ['idle past the 60 s window', `AWSALBTG=${seal(String(first.headers['x-group']), Math.floor(now / 1000) - 61)}`, 'default/reassigned;expired'],
+    ['issued an hour ahead of the clock', `AWSALBTG=${seal(String(first.headers['x-group']), Math.floor(now / 1000) + 3600)}`, 'default/reassigned;issued-in-future']
   ]
   for (const [what, cookie, expected] of cases) {
     const res = await app.inject({ url: '/', headers: { cookie } })

@@ -12,7 +12,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, connectionsPerTarget, cookiePrefix, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, connectionsPerTarget, cookiePrefix, cookieClockSkewSeconds, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -32,6 +32,9 @@ const cases: Array<[string, unknown, string]> = [
   ['redispatchIdempotent not a boolean', { targetGroups: [group], redispatchIdempotent: 1 }, 'redispatchIdempotent must be a boolean, received 1'],
   ['requestBufferBytes negative', { targetGroups: [group], requestBufferBytes: -1 }, 'requestBufferBytes must be an integer from 0 to 16777216, received -1'],
   ['requestBufferBytes above 16 MiB', { targetGroups: [group], requestBufferBytes: 16_777_217 }, 'requestBufferBytes must be an integer from 0 to 16777216, received 16777217'],
+  ['cookieClockSkewSeconds negative', { targetGroups: [group], cookieClockSkewSeconds: -1 }, 'cookieClockSkewSeconds must be an integer from 0 to 300, received -1'],
+  ['cookieClockSkewSeconds past 300', { targetGroups: [group], cookieClockSkewSeconds: 301 }, 'cookieClockSkewSeconds must be an integer from 0 to 300, received 301'],
+  ['cookieClockSkewSeconds a string', { targetGroups: [group], cookieClockSkewSeconds: '5' }, 'cookieClockSkewSeconds must be an integer from 0 to 300, received "5"'],
   ['clientBodyTimeoutMs of 0', { targetGroups: [group], clientBodyTimeoutMs: 0 }, 'clientBodyTimeoutMs must be an integer from 1 to 3600000, received 0'],
   ['clientBodyTimeoutMs not an integer', { targetGroups: [group], clientBodyTimeoutMs: 1.5 }, 'clientBodyTimeoutMs must be an integer from 1 to 3600000, received 1.5'],
   ['max ejection below the base', { targetGroups: [{ name: 'g', outlierDetection: { baseEjectionMs: 1000, maxEjectionMs: 999 } }] }, 'targetGroups[0].outlierDetection.maxEjectionMs must be an integer from 1000 to 3600000, received 999'],
@@ -175,6 +178,7 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
   t.equal(resolved.redispatch, true)
   t.equal(resolved.xForwardedFor, 'append')
   t.equal(resolved.connectionsPerTarget, 128)
+  t.equal(resolved.cookieClockSkewSeconds, 5)
   t.equal(resolved.keysGenerated, true, 'no keys: a random one is made')
   t.equal(resolved.keys[0].length, 32)
   t.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.targetGroups[0]), 'resolved options are frozen')

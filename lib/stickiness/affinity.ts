@@ -14,6 +14,8 @@ export interface AffinityInput {
   readonly cookies: readonly string[]
   readonly codec: CookieCodec
   readonly nowSeconds: number
+  /** How far past `nowSeconds` an issue time may lie (another gateway's clock): later is `issued-in-future`. */
+  readonly skewSeconds: number
 }
 
 /**
@@ -56,11 +58,14 @@ function judge (input: AffinityInput, value: string): Target | ReassignReason {
   if (opened === null) return 'undecodable'
   const { payload } = opened
   if (payload.group !== input.group.name) return 'group-mismatch'
-  return judgeTarget(input.group, (input.stickiness as ResolvedStickiness).durationSeconds, payload.targetId, payload.issuedAtSeconds, input.nowSeconds)
+  return judgeTarget(input.group, (input.stickiness as ResolvedStickiness).durationSeconds, payload.targetId, payload.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
 }
 
 /** A binding's target if it is inside its window and keeps its clients; else why not. */
-function judgeTarget (group: TargetGroup, durationSeconds: number, targetId: string, issuedAtSeconds: number, nowSeconds: number): Target | ReassignReason {
+function judgeTarget (group: TargetGroup, durationSeconds: number, targetId: string, issuedAtSeconds: number, nowSeconds: number, skewSeconds: number): Target | ReassignReason {
+  // A value from the future was not sealed by a gateway with a sane clock: its window would
+  // start later and outlast the route's duration.
+  if (issuedAtSeconds > nowSeconds + skewSeconds) return 'issued-in-future'
   // Each route holds a client for its own window since the last response (which sealed
   // issuedAt), whichever route wrote the cookie: /cart for an hour, /api for a day.
   if (issuedAtSeconds + durationSeconds < nowSeconds) return 'expired'
@@ -83,6 +88,7 @@ export interface AppAffinityInput {
   /** With `bindToCookieValue`: `hashCookieValue(appValue)`, computed once per request by the caller. */
   readonly appHash: string | null
   readonly nowSeconds: number
+  readonly skewSeconds: number
 }
 
 /**
@@ -107,7 +113,7 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
   if (input.appValue === undefined) return choose(group, stickiness, 'app-cookie-missing', nowMs)
   if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return choose(group, stickiness, 'app-cookie-mismatch', nowMs)
-  const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds)
+  const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
   if (typeof verdict === 'string') return choose(group, stickiness, verdict, nowMs)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
 }
