@@ -2,10 +2,13 @@
 // decide, seal and build the two Set-Cookie lines, exactly what the route hook runs per request.
 //   node bench/affinity.js [--smoke]
 // Prints ns per request for returning clients (a valid cookie, rotated over 30 values of 3
-// targets) and for new ones (no cookie): the median of several runs.
+// targets), for returning clients of two groups (one value carrying both groups' bindings, 30
+// values) and for new ones (no cookie): the median of several runs.
 import { fileURLToPath } from 'node:url'
 import { CookieCodec, COOKIE_PURPOSE_LB } from '../dist/index.js'
-import { AppCookieSealer } from '../dist/group-forward.js'
+import { AppCookieSealer, LbSetSealer } from '../dist/group-forward.js'
+import { COOKIE_PURPOSE_LB_SET } from '../dist/cookie-codec.js'
+import { encodeBindings } from '../dist/stickiness/app-bindings.js'
 import { resolveListenerRule } from '../dist/listener-rule.js'
 import { resolveOptions } from '../dist/options.js'
 import { AppCookieWriter } from '../dist/stickiness/app-cookie.js'
@@ -14,7 +17,7 @@ import { TargetGroup } from '../dist/target-group.js'
 
 const KEY = '5e'.repeat(32)
 
-/** Runs the microbenchmark; returns `{ returningNs, newNs, runs, iterations }`. */
+/** Runs the microbenchmark; returns `{ returningNs, twoGroupsNs, newNs, runs, iterations }`. */
 export async function runAffinityBench ({ smoke = false } = {}) {
   const options = resolveOptions({
     keys: [KEY],
@@ -29,6 +32,8 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     lbWriter: new LbCookieWriter(),
     appWriter: new AppCookieWriter(),
     appSealer: new AppCookieSealer(codec, 'AWSALBAPP-'),
+    lbSetSealer: new LbSetSealer(codec, 'AWSALBCORS'),
+    secureCookies: false,
     listeners: new Map(),
     cookiePrefix: '',
     clockSkewSeconds: 5,
@@ -41,15 +46,24 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     const value = codec.seal(COOKIE_PURPOSE_LB, { group: 'bench', targetId: 'abc'[i % 3], stickyUntilSeconds: nowSeconds + 86_400, issuedAtSeconds: nowSeconds })
     headers.push(`AWSALB=${value}; AWSALBCORS=${value}; theme=dark`)
   }
+  // Clients of this group and another: one value carries both bindings.
+  const twoGroupHeaders = []
+  for (let i = 0; i < 30; i++) {
+    const value = codec.sealBytes(COOKIE_PURPOSE_LB_SET, encodeBindings([
+      { group: 'bench', targetId: 'abc'[i % 3], issuedAtSeconds: nowSeconds, valueHash: null },
+      { group: 'other', targetId: 'abc'[(i + 1) % 3], issuedAtSeconds: nowSeconds, valueHash: null }
+    ]))
+    twoGroupHeaders.push(`AWSALB=${value}; AWSALBCORS=${value}; theme=dark`)
+  }
   const iterations = smoke ? 20_000 : 1_000_000
   const runs = smoke ? 1 : 7
   let sink = 0
   // What the route hook runs (lib/index.ts applyAffinity), minus setting request and reply fields.
   const step = (header) => {
     const nowMs = rule.now()
-    const affinity = rule.decide(header, nowMs)
-    if (affinity.outcome === 'reassigned') throw new Error(`the benchmark's cookies must open: ${affinity.reason}`)
-    const lines = rule.setCookies(affinity.target.id, nowMs)
+    const { decision, carried } = rule.decideLb(header, nowMs)
+    if (decision.outcome === 'reassigned') throw new Error(`the benchmark's cookies must open: ${decision.reason}`)
+    const lines = rule.setCookies(decision.target.id, nowMs, false, carried)
     sink += lines[0].length
   }
   const measure = (pickHeader) => {
@@ -58,16 +72,18 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     return Number(process.hrtime.bigint() - started) / iterations
   }
   const returning = []
+  const twoGroups = []
   const fresh = []
   // Interleaved runs; the first of each warms the JIT and the per-second caches and is dropped.
   for (let run = 0; run <= runs; run++) {
     const r = measure((i) => headers[i % headers.length])
+    const g = measure((i) => twoGroupHeaders[i % twoGroupHeaders.length])
     const n = measure(() => undefined)
-    if (run > 0) { returning.push(r); fresh.push(n) }
+    if (run > 0) { returning.push(r); twoGroups.push(g); fresh.push(n) }
   }
   await group.close()
   if (sink === 0) throw new Error('unreachable')
-  return { returningNs: median(returning), newNs: median(fresh), runs, iterations }
+  return { returningNs: median(returning), twoGroupsNs: median(twoGroups), newNs: median(fresh), runs, iterations }
 }
 
 function median (values) {
@@ -78,5 +94,7 @@ function median (values) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const result = await runAffinityBench({ smoke: process.argv.includes('--smoke') })
-  process.stdout.write(`returning client: ${result.returningNs.toFixed(0)} ns per request\nnew client:       ${result.newNs.toFixed(0)} ns per request\n`)
+  process.stdout.write(`returning client:             ${result.returningNs.toFixed(0)} ns per request\n` +
+    `returning client, two groups: ${result.twoGroupsNs.toFixed(0)} ns per request\n` +
+    `new client:                   ${result.newNs.toFixed(0)} ns per request\n`)
 }

@@ -25,6 +25,8 @@ export const COOKIE_PURPOSE_LB = 1
 export const COOKIE_PURPOSE_TG = 2
 /** `AWSALBAPP-*`: the application-cookie bindings of every app-sticky target group. */
 export const COOKIE_PURPOSE_APP = 3
+/** `AWSALB` carrying the bindings of several lb-cookie target groups (one group's stays `COOKIE_PURPOSE_LB`). */
+export const COOKIE_PURPOSE_LB_SET = 4
 
 const FORMAT_VERSION = 1
 const HEADER_BYTES = 2 // version, key id

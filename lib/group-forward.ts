@@ -1,8 +1,8 @@
-import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, SEAL_OVERHEAD_BYTES, type CookieCodec } from './cookie-codec.js'
+import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, SEAL_OVERHEAD_BYTES, type CookieCodec } from './cookie-codec.js'
 import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
-import { decideAffinity, decideAppAffinity } from './stickiness/affinity.js'
+import { carriedBindings, decideAppAffinity, decideLbAffinity, type LbAffinity } from './stickiness/affinity.js'
 import { decodeBindings, encodeBindings, hashCookieValue, MAX_APP_BINDINGS, type AppBinding } from './stickiness/app-bindings.js'
-import { APP_COOKIE_SHARDS, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
+import { APP_COOKIE_SHARDS, MAX_COOKIE_BYTES, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
 import { readLbCookies, type LbCookieWriter } from './stickiness/lb-cookie.js'
 import type { TargetGroup } from './target-group.js'
 import type { AffinityDecision } from './types.js'
@@ -16,6 +16,10 @@ export interface ForwardContext {
   /** `AWSALBAPP-0..3` (with the cookie prefix). */
   readonly appWriter: AppCookieWriter
   readonly appSealer: AppCookieSealer
+  /** Seals `AWSALB` values that carry several lb-cookie groups' bindings. */
+  readonly lbSetSealer: BindingSealer
+  /** `Secure` on the gateway's cookies: always, never, or `'auto'` (over HTTPS). */
+  readonly secureCookies: boolean | 'auto'
   /** How far in the future a sealed issue time may lie before the cookie is `issued-in-future`. */
   readonly clockSkewSeconds: number
   readonly now: () => number
@@ -33,6 +37,16 @@ export interface AppRequestState {
 
 const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
 
+/** Most lb-cookie groups one `AWSALB` value carries (the least recently used go first); fewer when they would not fit in one cookie. */
+export const MAX_LB_BINDINGS = 32
+
+/** One target's `AWSALB` value of one second, and its lines without and with `Secure`, built when first asked. */
+interface SealedLines {
+  readonly value: string
+  plain: readonly [string, string] | null
+  secure: readonly [string, string] | null
+}
+
 /**
  * A forward to one target group with a stickiness (the group's, or the route's override): how a
  * request is decided and how the client is pinned. Built once per route, or per listener rule.
@@ -43,8 +57,10 @@ export class GroupForward {
   /** The app-cookie stickiness, when that is the type. */
   readonly app: ResolvedAppCookieStickiness | null
   readonly #context: ForwardContext
-  /** Set-Cookie lines sealed this second, by target id: a sealed value depends on nothing else. */
-  readonly #sealed = new Map<string, readonly [string, string]>()
+  /** `AWSALB` values sealed this second for clients of this group alone, by target id: such a value depends on nothing else. */
+  readonly #sealed = new Map<string, SealedLines>()
+  /** Values sealed this second for clients of several groups: by the carried bindings (shared arrays, see `decideLb`), then target id. */
+  #sealedSets = new WeakMap<readonly AppBinding[], Map<string, SealedLines>>()
   #sealedSecond = -1
 
   constructor (group: TargetGroup, stickiness: ResolvedStickiness | null, context: ForwardContext) {
@@ -66,8 +82,13 @@ export class GroupForward {
 
   /** The affinity of a request carrying this Cookie header, for `lb_cookie` stickiness or none. */
   decide (cookieHeader: string | undefined, nowMs = this.#context.now()): AffinityDecision {
+    return this.decideLb(cookieHeader, nowMs).decision
+  }
+
+  /** `decide`, and the other lb-cookie groups' bindings the client's value carried, for `setCookies`. */
+  decideLb (cookieHeader: string | undefined, nowMs = this.#context.now()): LbAffinity {
     const stickiness = this.stickiness
-    return decideAffinity({
+    return decideLbAffinity({
       group: this.group,
       stickiness,
       cookies: stickiness === null || stickiness.type !== 'lb_cookie' ? [] : readLbCookies(cookieHeader, this.#context.lbWriter.name),
@@ -75,6 +96,18 @@ export class GroupForward {
       nowSeconds: Math.floor(nowMs / 1000),
       skewSeconds: this.#context.clockSkewSeconds
     })
+  }
+
+  /** The other lb-cookie groups' bindings in this Cookie header (for re-pinning after the decision). */
+  carriedBindings (cookieHeader: string | undefined): readonly AppBinding[] {
+    if (this.stickiness?.type !== 'lb_cookie') return NO_BINDINGS
+    return carriedBindings(this.#context.codec, readLbCookies(cookieHeader, this.#context.lbWriter.name), this.group.name)
+  }
+
+  /** Whether the gateway's cookies on the response to `request` carry `Secure` (see `cookieSecure`); its protocol is read only for `'auto'`. */
+  secureFor (request: { readonly protocol: string }): boolean {
+    const secure = this.#context.secureCookies
+    return secure === 'auto' ? request.protocol === 'https' : secure
   }
 
   /** The affinity of a request for `app_cookie` stickiness, and what its response needs to re-pin it. */
@@ -91,32 +124,70 @@ export class GroupForward {
 
   /**
    * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to the target `targetId`, with the window
-   * starting now (ALB resets it on every request); null when the stickiness is not `lb_cookie`.
+   * starting now (ALB resets it on every request), and keeping the `carried` bindings of other
+   * groups (see `decideLb`); `secure` adds `Secure`. Null when the stickiness is not `lb_cookie`.
    * A new array each call (Fastify appends to the one it is given).
    */
-  setCookies (targetId: string, nowMs = this.#context.now()): [string, string] | null {
+  setCookies (targetId: string, nowMs = this.#context.now(), secure = false, carried: readonly AppBinding[] = NO_BINDINGS): [string, string] | null {
     const stickiness = this.stickiness
     if (stickiness === null || stickiness.type !== 'lb_cookie') return null
     const context = this.#context
     const nowSeconds = Math.floor(nowMs / 1000)
-    // The value holds group, target, key and whole seconds only: every client pinned to this
-    // target in this second gets the same one, sealed once (a fresh nonce each second).
+    // A value of this group alone holds group, target, key and whole seconds only: every client
+    // pinned to this target in this second gets the same one, sealed once (a fresh nonce each
+    // second). With other groups' bindings, the same holds for every client that carried them.
     if (nowSeconds !== this.#sealedSecond) {
       this.#sealedSecond = nowSeconds
       this.#sealed.clear()
+      this.#sealedSets = new WeakMap()
     }
-    let lines = this.#sealed.get(targetId)
-    if (lines === undefined) {
+    let sealed: SealedLines | undefined
+    if (carried.length !== 0) {
+      let byTarget = this.#sealedSets.get(carried)
+      sealed = byTarget?.get(targetId)
+      if (sealed === undefined) {
+        const bindings = this.#withCarried(targetId, carried, nowSeconds)
+        if (bindings !== null) {
+          sealed = { value: context.lbSetSealer.seal(bindings, nowSeconds), plain: null, secure: null }
+          if (byTarget === undefined) {
+            byTarget = new Map()
+            this.#sealedSets.set(carried, byTarget)
+          }
+          byTarget.set(targetId, sealed)
+        }
+      }
+    }
+    sealed ??= this.#sealed.get(targetId)
+    if (sealed === undefined) {
       const value = context.codec.seal(COOKIE_PURPOSE_LB, {
         group: this.group.name,
         targetId,
         stickyUntilSeconds: nowSeconds + stickiness.durationSeconds,
         issuedAtSeconds: nowSeconds
       })
-      lines = context.lbWriter.setCookies(value, nowMs)
-      this.#sealed.set(targetId, lines)
+      sealed = { value, plain: null, secure: null }
+      this.#sealed.set(targetId, sealed)
+    }
+    let lines = secure ? sealed.secure : sealed.plain
+    if (lines === null) {
+      lines = context.lbWriter.setCookies(sealed.value, nowMs, secure)
+      if (secure) sealed.secure = lines
+      else sealed.plain = lines
     }
     return [lines[0], lines[1]]
+  }
+
+  /** This group's fresh binding first, then the carried ones no window can have ended or that are not from the future; null when none is left. */
+  #withCarried (targetId: string, carried: readonly AppBinding[], nowSeconds: number): AppBinding[] | null {
+    const latest = nowSeconds + this.#context.clockSkewSeconds
+    let bindings: AppBinding[] | null = null
+    for (const binding of carried) {
+      if (binding.issuedAtSeconds + MAX_COOKIE_DURATION_SECONDS < nowSeconds || binding.issuedAtSeconds > latest) continue
+      bindings ??= [{ group: this.group.name, targetId, issuedAtSeconds: nowSeconds, valueHash: null }]
+      bindings.push(binding)
+      if (bindings.length === MAX_LB_BINDINGS) break
+    }
+    return bindings
   }
 
   /**
@@ -126,7 +197,7 @@ export class GroupForward {
    * and when none is left the shards are deleted too. With no binding at all, four `_remove_`.
    * `sameSiteNone` adds `SameSite=None; Secure` (see `sameSiteNoneFor`).
    */
-  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number): string[] {
+  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number, secure = false): string[] {
     const app = this.app as ResolvedAppCookieStickiness
     const context = this.#context
     const nowSeconds = Math.floor(nowMs / 1000)
@@ -149,34 +220,38 @@ export class GroupForward {
       if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash })
     }
     if (own === null && kept.length === 0) {
-      return change === 'deleted' ? context.appWriter.clearCookies(sameSiteNone) : context.appWriter.setCookies(null, nowMs, sameSiteNone) as string[]
+      return change === 'deleted' ? context.appWriter.clearCookies(sameSiteNone, secure) : context.appWriter.setCookies(null, nowMs, sameSiteNone, secure) as string[]
     }
     // Most recently used first, so the cap drops the longest unused.
     const bindings = own === null ? kept : [own, ...kept]
     if (bindings.length > MAX_APP_BINDINGS) bindings.length = MAX_APP_BINDINGS
-    return context.appWriter.setCookies(context.appSealer.seal(bindings, nowSeconds), nowMs, sameSiteNone) as string[]
+    return context.appWriter.setCookies(context.appSealer.seal(bindings, nowSeconds), nowMs, sameSiteNone, secure) as string[]
   }
 }
 
 /**
- * Seals and opens the `AWSALBAPP` value. Equal binding sets sealed in the same second share one
- * value, sealed once; opened short values are remembered by the codec.
+ * Seals and opens a value of bindings for one purpose (`AWSALBAPP`, or `AWSALB` of several groups),
+ * most recently used first, leaving out the last ones when all would not fit in `maxChars`.
+ * Equal binding sets sealed in the same second share one value, sealed once; opened short values
+ * are remembered by the codec.
  */
-export class AppCookieSealer {
+export class BindingSealer {
   readonly #codec: CookieCodec
+  readonly #purpose: number
   readonly #maxChars: number
-  /** The longest plaintext whose sealed base64url still fits in four shards. */
+  /** The longest plaintext whose sealed base64url still fits in `maxChars`. */
   readonly #maxPlainBytes: number
   readonly #sealed = new Map<string, string>()
   #second = -1
 
-  constructor (codec: CookieCodec, prefix: string) {
+  constructor (codec: CookieCodec, purpose: number, maxChars: number) {
     this.#codec = codec
-    this.#maxChars = maxShardLength(prefix) * APP_COOKIE_SHARDS
-    this.#maxPlainBytes = Math.floor(this.#maxChars * 3 / 4) - SEAL_OVERHEAD_BYTES
+    this.#purpose = purpose
+    this.#maxChars = maxChars
+    this.#maxPlainBytes = Math.floor(maxChars * 3 / 4) - SEAL_OVERHEAD_BYTES
   }
 
-  /** Seals `bindings`, most recently used first; the last ones are left out when all would not fit in four shards. */
+  /** Seals `bindings`, most recently used first; the last ones are left out when all would not fit. */
   seal (bindings: readonly AppBinding[], nowSeconds: number): string {
     if (nowSeconds !== this.#second || this.#sealed.size >= SEALED_PER_SECOND) {
       this.#second = nowSeconds
@@ -187,15 +262,29 @@ export class AppCookieSealer {
     const key = plain.toString('latin1')
     let value = this.#sealed.get(key)
     if (value === undefined) {
-      value = this.#codec.sealBytes(COOKIE_PURPOSE_APP, plain)
+      value = this.#codec.sealBytes(this.#purpose, plain)
       this.#sealed.set(key, value)
     }
     return value
   }
 
-  /** The bindings of a joined shard value; null when it does not open. */
+  /** The bindings of a sealed value; null when it does not open. */
   open (value: string): readonly AppBinding[] | null {
-    return this.#codec.openWith(COOKIE_PURPOSE_APP, value, this.#maxChars, decodeBindings, false)
+    return this.#codec.openWith(this.#purpose, value, this.#maxChars, decodeBindings, this.#purpose !== COOKIE_PURPOSE_APP)
+  }
+}
+
+/** The `AWSALBAPP` value, split over four shards of cookies named with `prefix`. */
+export class AppCookieSealer extends BindingSealer {
+  constructor (codec: CookieCodec, prefix: string) {
+    super(codec, COOKIE_PURPOSE_APP, maxShardLength(prefix) * APP_COOKIE_SHARDS)
+  }
+}
+
+/** The `AWSALB` value of a client of several lb-cookie groups: it fits in one cookie named `corsName` (the longer of the pair). */
+export class LbSetSealer extends BindingSealer {
+  constructor (codec: CookieCodec, corsName: string) {
+    super(codec, COOKIE_PURPOSE_LB_SET, MAX_COOKIE_BYTES - corsName.length - 1)
   }
 }
 

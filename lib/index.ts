@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
-import { AppCookieSealer, GroupForward, type AppRequestState } from './group-forward.js'
+import { AppCookieSealer, GroupForward, LbSetSealer, type AppRequestState } from './group-forward.js'
 import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions } from './options.js'
 import { Proxy } from './proxy.js'
 import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
-import { LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
+import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
 import type { AffinityDecision, FastifyStickyOptions, RuleMatch } from './types.js'
 
@@ -38,15 +38,17 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   const context: RuleContext = {
     groups,
     codec,
-    lbWriter: new LbCookieWriter(prefix + LB_COOKIE),
-    appWriter: new AppCookieWriter(prefix + APP_COOKIE_PREFIX),
+    lbWriter: new LbCookieWriter(prefix + LB_COOKIE, options.cookieHttpOnly),
+    appWriter: new AppCookieWriter(prefix + APP_COOKIE_PREFIX, options.cookieHttpOnly),
     appSealer: new AppCookieSealer(codec, prefix + APP_COOKIE_PREFIX),
+    lbSetSealer: new LbSetSealer(codec, prefix + LB_COOKIE + CORS_SUFFIX),
+    secureCookies: options.cookieSecure,
     listeners,
     cookiePrefix: prefix,
     clockSkewSeconds: options.cookieClockSkewSeconds,
     now: options.now
   }
-  const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE) }
+  const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE, options.cookieHttpOnly) }
   for (const listener of options.listeners) listeners.set(listener.name, new Listener(listener, listenerContext))
   const proxy = new Proxy(options)
 
@@ -128,9 +130,10 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
   }
   let affinity: AffinityDecision
   if (forward.app === null) {
-    affinity = forward.decide(header, nowMs)
+    const decided = forward.decideLb(header, nowMs)
+    affinity = decided.decision
     if (affinity.target !== null) {
-      const cookies = forward.setCookies(affinity.target.id, nowMs)
+      const cookies = forward.setCookies(affinity.target.id, nowMs, forward.secureFor(request), decided.carried)
       if (cookies !== null) reply.header('set-cookie', cookies)
     }
   } else {
@@ -157,7 +160,7 @@ const writeAppCookies: onSendHookHandler = function writeAppCookies (request, re
   const state = (request as StickyRequest)[kAppState]
   const forward = (request as StickyRequest)[kForward]
   if (state !== null && forward !== null && forward.app !== null) {
-    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), sameSiteNoneFor(request), forward.now())
+    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), sameSiteNoneFor(request), forward.now(), forward.secureFor(request))
     reply.header('set-cookie', lines)
   }
   done(null, payload)
@@ -171,7 +174,7 @@ const plugin = fp(fastifySticky, { name: 'fastify-sticky', fastify: '5.x' })
 export default plugin
 export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
-export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
+export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'
 export * from './errors.js'
 export * from './types.js'

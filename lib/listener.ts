@@ -35,8 +35,8 @@ export class WeightedForward {
   /** Sealed into its `AWSALBTG` values: which forward placed the client. */
   readonly #id: string
   readonly #context: ListenerContext
-  /** Per group: `AWSALBTG` lines sealed this second. */
-  readonly #sealed: Array<readonly [string, string] | undefined>
+  /** Per group: the `AWSALBTG` value sealed this second. */
+  readonly #sealed: Array<string | undefined>
   #sealedSecond = -1
   /** `RuleMatch` objects by outcome, made once. */
   readonly #matches: { hit: RuleMatch, new: RuleMatch, reassigned: Record<GroupReassignReason, RuleMatch> }
@@ -61,8 +61,8 @@ export class WeightedForward {
     }
   }
 
-  /** Chooses the group for a request and, with group stickiness, writes `AWSALBTG` + `AWSALBTGCORS` for it. */
-  route (cookieHeader: string | undefined, reply: FastifyReply, nowMs: number): Routed {
+  /** Chooses the group for a request and, with group stickiness, writes `AWSALBTG` + `AWSALBTGCORS` for it (`secure`: with `Secure`). */
+  route (cookieHeader: string | undefined, reply: FastifyReply, nowMs: number, secure = false): Routed {
     const nowSeconds = Math.floor(nowMs / 1000)
     const seconds = this.#stickinessSeconds
     let reason: GroupReassignReason | null = null
@@ -85,7 +85,7 @@ export class WeightedForward {
     }
     const hit = index !== -1
     if (!hit) index = this.#next()
-    if (seconds !== null) reply.header('set-cookie', this.#groupCookies(index, seconds, nowMs))
+    if (seconds !== null) reply.header('set-cookie', this.#groupCookies(index, seconds, nowMs, secure))
     const match = hit ? this.#matches.hit : reason === null ? this.#matches.new : this.#matches.reassigned[reason]
     return { forward: this.forwards[index], match }
   }
@@ -102,24 +102,23 @@ export class WeightedForward {
     return best
   }
 
-  #groupCookies (index: number, seconds: number, nowMs: number): string[] {
+  #groupCookies (index: number, seconds: number, nowMs: number, secure: boolean): string[] {
     const nowSeconds = Math.floor(nowMs / 1000)
     if (nowSeconds !== this.#sealedSecond) {
       this.#sealedSecond = nowSeconds
       this.#sealed.fill(undefined)
     }
-    let lines = this.#sealed[index]
-    if (lines === undefined) {
-      const value = this.#context.codec.seal(COOKIE_PURPOSE_TG, {
+    let value = this.#sealed[index]
+    if (value === undefined) {
+      value = this.#context.codec.seal(COOKIE_PURPOSE_TG, {
         group: this.forwards[index].group.name,
         targetId: this.#id,
         stickyUntilSeconds: nowSeconds + seconds,
         issuedAtSeconds: nowSeconds
       })
-      lines = this.#context.tgWriter.setCookies(value, nowMs)
-      this.#sealed[index] = lines
+      this.#sealed[index] = value
     }
-    return [lines[0], lines[1]]
+    return this.#context.tgWriter.setCookies(value, nowMs, secure)
   }
 }
 
@@ -164,14 +163,19 @@ export class Listener {
     return this.#context.now()
   }
 
-  /** The forward of the first matching rule (or the default) for this request. */
-  route (request: RuleRequest, reply: FastifyReply, nowMs: number): Routed {
+  #secureFor (request: { readonly protocol: string }): boolean {
+    const secure = this.#context.secureCookies
+    return secure === 'auto' ? request.protocol === 'https' : secure
+  }
+
+  /** The forward of the first matching rule (or the default) for this request (its protocol is read for `cookieSecure: 'auto'`). */
+  route (request: RuleRequest & { readonly protocol: string }, reply: FastifyReply, nowMs: number): Routed {
     const rules = this.#rules
     for (let i = 0; i < rules.length; i++) {
       const rule = rules[i]
       if (rule.conditions !== null && !rule.conditions.matches(request)) continue
       if (rule.single !== null) return rule.single
-      return (rule.weighted as WeightedForward).route(request.headers.cookie, reply, nowMs)
+      return (rule.weighted as WeightedForward).route(request.headers.cookie, reply, nowMs, this.#secureFor(request))
     }
     // The default rule has no conditions: never reached.
     throw new Error('unreachable')

@@ -62,7 +62,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'cookieClockSkewSeconds', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
@@ -177,6 +177,8 @@ export interface ResolvedOptions {
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
+  readonly cookieSecure: boolean | 'auto'
+  readonly cookieHttpOnly: boolean
   readonly cookieClockSkewSeconds: number
   readonly listeners: readonly ResolvedListener[]
   readonly now: () => number
@@ -190,6 +192,14 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
   const cookiePrefix = options.cookiePrefix ?? ''
   if (typeof cookiePrefix !== 'string' || cookiePrefix.length > MAX_COOKIE_PREFIX_LENGTH || !COOKIE_PREFIX_PATTERN.test(cookiePrefix)) {
     invalid('cookiePrefix', `a string of 0 to ${MAX_COOKIE_PREFIX_LENGTH} characters from A-Z a-z 0-9 _ -`, cookiePrefix)
+  }
+  const cookieSecure = options.cookieSecure ?? false
+  if (typeof cookieSecure !== 'boolean' && cookieSecure !== 'auto') invalid('cookieSecure', "true, false or 'auto'", cookieSecure)
+  // Browsers drop a __Secure- or __Host- cookie that lacks Secure (RFC 6265bis §4.1.3, matched
+  // case-insensitively); __Host- also needs Path=/ and no Domain, which every gateway cookie has.
+  const browserPrefix = /^__(secure|host)-/i.exec(cookiePrefix)
+  if (browserPrefix !== null && cookieSecure !== true) {
+    invalid('cookieSecure', `true when cookiePrefix starts with ${browserPrefix[0]} (browsers drop such cookies without Secure, and 'auto' leaves it off over HTTP)`, cookieSecure)
   }
   const rawGroups = options.targetGroups
   if (!Array.isArray(rawGroups) || rawGroups.length === 0) {
@@ -221,6 +231,8 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
+    cookieSecure,
+    cookieHttpOnly: optionalBoolean(options.cookieHttpOnly, 'cookieHttpOnly', false),
     cookieClockSkewSeconds: optionalInteger(options.cookieClockSkewSeconds, 'cookieClockSkewSeconds', 0, MAX_COOKIE_CLOCK_SKEW_SECONDS, DEFAULT_COOKIE_CLOCK_SKEW_SECONDS),
     listeners,
     now: resolveNow(options.now)

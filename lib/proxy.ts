@@ -929,7 +929,9 @@ function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecis
   // The listener rule that routed the request still did.
   const match = reply.request.affinity?.rule
   reply.request.affinity = match === undefined ? decision : { ...decision, rule: match }
-  replaceStickyCookies(reply, rule.lbCookieNames, decision.target === null ? null : rule.setCookies(decision.target.id))
+  const request = reply.request
+  const lines = decision.target === null ? null : rule.setCookies(decision.target.id, rule.now(), rule.secureFor(request), rule.carriedBindings(request.headers.cookie))
+  replaceStickyCookies(reply, rule.lbCookieNames, lines)
 }
 
 /** The registered target, with its pool, that a decision names; undefined when it is gone. */

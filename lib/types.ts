@@ -195,6 +195,14 @@ export interface FastifyStickyOptions {
    */
   cookiePrefix?: string
   /**
+   * `Secure` on the gateway's cookies (`AWSALB`, `AWSALBTG`, `AWSALBAPP-*`; the `CORS` twins always
+   * have it): `true`, `false`, or `'auto'` (when `request.protocol` is `https`). Default `false`, ALB's
+   * output. Must be `true` with a `__Host-` or `__Secure-` cookie prefix.
+   */
+  cookieSecure?: boolean | 'auto'
+  /** `HttpOnly` on every gateway cookie, so page scripts cannot read them. Default `false`, ALB's output. */
+  cookieHttpOnly?: boolean
+  /**
    * How far in the future a cookie's sealed issue time may lie (clocks of gateways sharing keys
    * differ a little) before the cookie is not honoured (`reassigned`, `issued-in-future`): 0 to
    * 300 s. Default 5.

@@ -1,9 +1,10 @@
-import { COOKIE_PURPOSE_LB, type CookieCodec } from '../cookie-codec.js'
+import { COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, type CookieCodec, type StickyPayload } from '../cookie-codec.js'
 import type { ResolvedAppCookieStickiness, ResolvedStickiness } from '../options.js'
 import type { Target } from '../target.js'
 import type { TargetGroup } from '../target-group.js'
 import type { AffinityDecision, ReassignReason } from '../types.js'
-import type { AppBinding } from './app-bindings.js'
+import { decodeBindings, type AppBinding } from './app-bindings.js'
+import { MAX_COOKIE_BYTES } from './app-cookie.js'
 
 /** Everything the decision depends on; nothing else is read. */
 export interface AffinityInput {
@@ -18,27 +19,126 @@ export interface AffinityInput {
   readonly skewSeconds: number
 }
 
+/** What an lb-cookie decision read from the cookies: the decision, and the bindings of other groups the client's value carried. */
+export interface LbAffinity {
+  readonly decision: AffinityDecision
+  /** Bindings of other lb-cookie groups in the value the decision read (the first that opened), to write back beside this group's. */
+  readonly carried: readonly AppBinding[]
+}
+
+const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
+
 /**
- * Decides which target serves a request, ALB's way: a cookie that opens, belongs to this group,
- * is inside its window and names a target that keeps its clients is a `hit`; any other cookie is
- * `reassigned` with the reason of the first one tried; no cookie is `new`. No I/O and no clock
+ * Decides which target serves a request, ALB's way: a cookie that opens, holds a binding of this
+ * group inside its window, and names a target that keeps its clients is a `hit`; any other cookie
+ * is `reassigned` with the reason of the first one tried; no cookie is `new`. No I/O and no clock
  * of its own; it counts the session on the target it pins (see `BoundSessions`).
  */
 export function decideAffinity (input: AffinityInput): AffinityDecision {
+  return decideLbAffinity(input).decision
+}
+
+/**
+ * `decideAffinity`, and the other groups' bindings the client's `AWSALB` value carried: one
+ * value holds a binding per lb-cookie group the client uses, so a client of `/a` and `/b` keeps
+ * both targets (at ALB, each group's cookie overwrites the other's).
+ */
+export function decideLbAffinity (input: AffinityInput): LbAffinity {
   const { group, stickiness } = input
   const nowMs = input.nowSeconds * 1000
-  if (stickiness === null || input.cookies.length === 0) return choose(group, stickiness, null, nowMs)
+  if (stickiness === null || input.cookies.length === 0) return { decision: choose(group, stickiness, null, nowMs), carried: NO_BINDINGS }
 
+  const name = group.name
   let reason: ReassignReason | null = null
+  let carried: readonly AppBinding[] | null = null
   for (const value of input.cookies) {
-    const verdict = judge(input, value)
+    const opened = openLbValue(input.codec, value)
+    if (opened === null) {
+      reason ??= 'undecodable'
+      continue
+    }
+    let own: StickyPayload | AppBinding | undefined
+    if (isBindingSet(opened)) {
+      for (const binding of opened) {
+        if (binding.group === name) {
+          own = binding
+          break
+        }
+      }
+      carried ??= own === undefined ? opened : othersIn(opened, name)
+    } else if (opened.group === name) {
+      own = opened
+      carried ??= NO_BINDINGS
+    } else {
+      carried ??= asBindings(opened)
+    }
+    if (own === undefined) {
+      reason ??= 'group-mismatch'
+      continue
+    }
+    const verdict = judgeTarget(group, stickiness.durationSeconds, own.targetId, own.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
     if (typeof verdict !== 'string') {
-      return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: stickiness.type, decidedBy: stickiness.type }
+      return { decision: { outcome: 'hit', targetGroup: name, target: verdict.ref, stickiness: stickiness.type, decidedBy: stickiness.type }, carried: carried ?? NO_BINDINGS }
     }
     reason ??= verdict
   }
-  return choose(group, stickiness, reason, nowMs)
+  return { decision: choose(group, stickiness, reason, nowMs), carried: carried ?? NO_BINDINGS }
 }
+
+/** The bindings of groups other than `groupName` in the first of `cookies` that opens; none when none does. */
+export function carriedBindings (codec: CookieCodec, cookies: readonly string[], groupName: string): readonly AppBinding[] {
+  for (const value of cookies) {
+    const opened = openLbValue(codec, value)
+    if (opened === null) continue
+    if (isBindingSet(opened)) return othersIn(opened, groupName)
+    return opened.group === groupName ? NO_BINDINGS : asBindings(opened)
+  }
+  return NO_BINDINGS
+}
+
+/** An `AWSALB` value opened: one group's payload, or a set of several groups' bindings; null when it is not ours. */
+function openLbValue (codec: CookieCodec, value: string): StickyPayload | readonly AppBinding[] | null {
+  const single = codec.open(COOKIE_PURPOSE_LB, value)
+  if (single !== null) return single.payload
+  return codec.openWith(COOKIE_PURPOSE_LB_SET, value, MAX_COOKIE_BYTES, decodeBindings)
+}
+
+function isBindingSet (opened: StickyPayload | readonly AppBinding[]): opened is readonly AppBinding[] {
+  return Array.isArray(opened)
+}
+
+/**
+ * The bindings of a set other than `groupName`'s. Opened sets are shared (the codec remembers
+ * them), so the answer is kept with the set: the same array each time, which lets the writer
+ * remember what it sealed for it (see `GroupForward#setCookies`).
+ */
+function othersIn (set: readonly AppBinding[], groupName: string): readonly AppBinding[] {
+  let byGroup = othersOfSets.get(set)
+  if (byGroup === undefined) {
+    byGroup = new Map()
+    othersOfSets.set(set, byGroup)
+  }
+  let others = byGroup.get(groupName)
+  if (others === undefined) {
+    others = Object.freeze(set.filter((binding) => binding.group !== groupName))
+    // At most one entry per group the client's value named: bounded by the set's own size.
+    byGroup.set(groupName, others)
+  }
+  return others
+}
+
+/** One group's payload as a one-binding set, kept with the (shared, remembered) payload. */
+function asBindings (payload: StickyPayload): readonly AppBinding[] {
+  let set = setsOfPayloads.get(payload)
+  if (set === undefined) {
+    set = Object.freeze([Object.freeze({ group: payload.group, targetId: payload.targetId, issuedAtSeconds: payload.issuedAtSeconds, valueHash: null })])
+    setsOfPayloads.set(payload, set)
+  }
+  return set
+}
+
+const othersOfSets = new WeakMap<readonly AppBinding[], Map<string, readonly AppBinding[]>>()
+const setsOfPayloads = new WeakMap<StickyPayload, readonly AppBinding[]>()
 
 /**
  * A new pick by the group's algorithm: `new`, or `reassigned` with `reason`; `unavailable` when
@@ -51,14 +151,6 @@ export function choose (group: TargetGroup, stickiness: ResolvedStickiness | nul
   if (stickiness !== null) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
   if (reason === null) return { outcome: 'new', targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
   return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
-}
-
-function judge (input: AffinityInput, value: string): Target | ReassignReason {
-  const opened = input.codec.open(COOKIE_PURPOSE_LB, value)
-  if (opened === null) return 'undecodable'
-  const { payload } = opened
-  if (payload.group !== input.group.name) return 'group-mismatch'
-  return judgeTarget(input.group, (input.stickiness as ResolvedStickiness).durationSeconds, payload.targetId, payload.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
 }
 
 /** A binding's target if it is inside its window and keeps its clients; else why not. */

@@ -64,37 +64,41 @@ const EPOCH = new Date(0).toUTCString()
 /**
  * Writes ALB's four `Set-Cookie` lines for a value: `<prefix>0=<first part>; Expires=<now + 7 d>;
  * Path=/`, and so on, every name always written, the unused ones as `_remove_`; `SameSite=None;
- * Secure` when asked (the caller decides: Chromium 80 and later, as ALB). The attribute suffixes
- * are rebuilt once per second, not per response.
+ * Secure` when asked (the caller decides: Chromium 80 and later, as ALB), else `; Secure` when
+ * asked; `; HttpOnly` on every line with `httpOnly`. The attribute suffixes are rebuilt once per
+ * second, not per response.
  */
 export class AppCookieWriter {
   readonly prefix: string
   readonly #limit: number
+  readonly #httpOnly: string
   #second = -1
-  #suffix = ''
-  #sameSiteSuffix = ''
-  /** The four `_remove_` lines of this second, without and with `SameSite=None`. */
-  #removed: [string[], string[]] = [[], []]
+  /** This second's suffixes: plain, `Secure`, `SameSite=None; Secure`. */
+  #suffixes: [string, string, string] = ['', '', '']
+  /** The four `_remove_` lines of this second, with each suffix. */
+  #removed: [string[], string[], string[]] = [[], [], []]
 
-  constructor (prefix = APP_COOKIE_PREFIX) {
+  constructor (prefix = APP_COOKIE_PREFIX, httpOnly = false) {
     this.prefix = prefix
     this.#limit = maxShardLength(prefix)
+    this.#httpOnly = httpOnly ? '; HttpOnly' : ''
   }
 
   /** Four lines carrying `value` (null: four `_remove_`), kept 7 days; null when it needs more than four shards. */
-  setCookies (value: string | null, nowMs: number, sameSiteNone: boolean): string[] | null {
+  setCookies (value: string | null, nowMs: number, sameSiteNone: boolean, secure = false): string[] | null {
     const limit = this.#limit
     if (value !== null && value.length > limit * APP_COOKIE_SHARDS) return null
     const second = Math.floor(nowMs / 1000)
     if (second !== this.#second) {
       this.#second = second
-      this.#suffix = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
-      this.#sameSiteSuffix = `${this.#suffix}; SameSite=None; Secure`
-      this.#removed = [this.#lines(null, this.#suffix), this.#lines(null, this.#sameSiteSuffix)]
+      const base = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
+      this.#suffixes = [base + this.#httpOnly, `${base}; Secure${this.#httpOnly}`, `${base}; SameSite=None; Secure${this.#httpOnly}`]
+      this.#removed = [this.#lines(null, this.#suffixes[0]), this.#lines(null, this.#suffixes[1]), this.#lines(null, this.#suffixes[2])]
     }
+    const variant = sameSiteNone ? 2 : secure ? 1 : 0
     // A new array each call: Fastify appends to the one it is given.
-    if (value === null) return [...this.#removed[sameSiteNone ? 1 : 0]]
-    return this.#lines(value, sameSiteNone ? this.#sameSiteSuffix : this.#suffix)
+    if (value === null) return [...this.#removed[variant]]
+    return this.#lines(value, this.#suffixes[variant])
   }
 
   #lines (value: string | null, suffix: string): string[] {
@@ -108,8 +112,8 @@ export class AppCookieWriter {
   }
 
   /** Four lines that make a browser drop the shards (`Expires` in the past): the app ended its session. */
-  clearCookies (sameSiteNone: boolean): string[] {
-    const suffix = `; Expires=${EPOCH}; Path=/${sameSiteNone ? '; SameSite=None; Secure' : ''}`
+  clearCookies (sameSiteNone: boolean, secure = false): string[] {
+    const suffix = `; Expires=${EPOCH}; Path=/${sameSiteNone ? '; SameSite=None; Secure' : secure ? '; Secure' : ''}${this.#httpOnly}`
     const lines: string[] = []
     for (let i = 0; i < APP_COOKIE_SHARDS; i++) lines.push(`${this.prefix}${i}=${REMOVED_SHARD}${suffix}`)
     return lines

@@ -100,28 +100,33 @@ function isBlank (code: number): boolean {
 /**
  * Builds the two `Set-Cookie` lines in ALB's wire format:
  * `AWSALB=<v>; Expires=<now + 7 d>; Path=/` and `AWSALBCORS=<v>; Expires=<same>; Path=/; SameSite=None; Secure`
- * (or of another `name` and its `CORS` twin). The attribute suffix is rebuilt once per second, not per response.
+ * (or of another `name` and its `CORS` twin); `; Secure` on the first when asked, `; HttpOnly` on
+ * both with `httpOnly`. The attribute suffixes are rebuilt once per second, not per response.
  */
 export class LbCookieWriter {
   readonly name: string
   readonly corsName: string
+  readonly #httpOnly: string
   #second = -1
   #suffix = ''
+  #secureSuffix = ''
   #corsSuffix = ''
 
-  constructor (name = LB_COOKIE) {
+  constructor (name = LB_COOKIE, httpOnly = false) {
     this.name = name
     this.corsName = name + CORS_SUFFIX
+    this.#httpOnly = httpOnly ? '; HttpOnly' : ''
   }
 
-  setCookies (value: string, nowMs: number): [string, string] {
+  setCookies (value: string, nowMs: number, secure = false): [string, string] {
     const second = Math.floor(nowMs / 1000)
     if (second !== this.#second) {
       this.#second = second
-      const expires = new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()
-      this.#suffix = `; Expires=${expires}; Path=/`
-      this.#corsSuffix = `${this.#suffix}; SameSite=None; Secure`
+      const base = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
+      this.#suffix = base + this.#httpOnly
+      this.#secureSuffix = `${base}; Secure${this.#httpOnly}`
+      this.#corsSuffix = `${base}; SameSite=None; Secure${this.#httpOnly}`
     }
-    return [`${this.name}=${value}${this.#suffix}`, `${this.corsName}=${value}${this.#corsSuffix}`]
+    return [`${this.name}=${value}${secure ? this.#secureSuffix : this.#suffix}`, `${this.corsName}=${value}${this.#corsSuffix}`]
   }
 }
