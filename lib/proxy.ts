@@ -17,7 +17,7 @@ import {
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
 import { DeadlineList, type Timed } from './deadlines.js'
-import { GatewayCookieNames } from './gateway-cookies.js'
+import { GatewayCookieNames, privateCacheControl } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
@@ -56,6 +56,9 @@ const HOP_BY_HOP_RESPONSE = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   'proxy-authenticate'
 ])
+
+/** The response fields a shared cache obeys: Cache-Control, and the one CDNs read in its place (RFC 9213). */
+const CACHE_CONTROL_FIELDS = ['cache-control', 'cdn-cache-control']
 
 /** A request body as undici gets it: none, in memory, or the client's stream behind the part that already came. */
 type Body = string | Buffer | StreamedBody | undefined
@@ -418,6 +421,9 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       reply.header(name, value)
       copied.push(name)
     }
+    // Every gateway cookie of this response is on the reply by now (a redispatch already swapped
+    // them), except AWSALBAPP-*, which the route's onSend hook writes on every response.
+    if (this.rule.app !== null || this.proxy.gatewayCookies.anyIn(current)) this.#keepFromSharedCaches()
     return headers
   }
 
@@ -435,6 +441,24 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       this.request.log.warn({ targetGroup: this.rule.group.name, target: this.target.id, cookie, suppressed }, "fastify-sticky: target set a cookie named as one of the gateway's own, line dropped")
     }
     return result.kept
+  }
+
+  /**
+   * HAProxy's `cookie … nocache`: a response carrying a gateway cookie is marked so that no
+   * shared cache stores it (see `privateCacheControl`), in Cache-Control and, when the target
+   * sent one, in CDN-Cache-Control (RFC 9213), which CDNs that read it obey instead.
+   */
+  #keepFromSharedCaches (): void {
+    const { reply } = this
+    for (const name of CACHE_CONTROL_FIELDS) {
+      const current = reply.getHeader(name)
+      if (current === undefined && name !== 'cache-control') continue
+      const value = privateCacheControl(current)
+      if (value === null) continue
+      reply.header(name, value)
+      // A gateway error in the response's place takes it off again.
+      if (!this.#copied.includes(name)) this.#copied.push(name)
+    }
   }
 
   /** Takes the target's headers off the reply again, for a gateway error in their place. */

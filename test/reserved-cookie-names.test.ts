@@ -171,7 +171,7 @@ test('a target failing after its headers: the 502 carries the gateway’s own co
   t.equal(res.statusCode, 502, res.body)
   t.same(setCookies(res).map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS'], JSON.stringify(setCookies(res)))
   t.notMatch(setCookies(res).join('\n'), /forged/)
-  t.equal(res.headers['cache-control'], undefined, 'no Cache-Control of the target’s')
+  t.equal(res.headers['cache-control'], undefined, 'no Cache-Control of the target’s, nor one the gateway added for it')
 })
 
 test('GatewayCookieNames reads a Set-Cookie line’s name as a browser does', async (t) => {
@@ -206,6 +206,10 @@ test('GatewayCookieNames reads a Set-Cookie line’s name as a browser does', as
   t.equal(names.drop(['a=1', 'b=2']), null, 'nothing to drop: null')
   t.same(names.drop(['a=1', 'AWSALB=x', 'b=2', 'AWSALBAPP-1=y', 'c=3']), { kept: ['a=1', 'b=2', 'c=3'], dropped: ['AWSALB', 'AWSALBAPP-1'] })
   t.same(names.drop(['AWSALB=x']), { kept: [], dropped: ['AWSALB'] })
+  t.ok(names.anyIn(['a=1', 'AWSALBTG=x']))
+  t.ok(names.anyIn('AWSALB=x'))
+  t.notOk(names.anyIn(undefined))
+  t.notOk(names.anyIn(['a=1']))
 })
 
 test('GatewayCookieNames: random lines are dropped exactly when a browser would store them under a gateway name', async (t) => {
