@@ -17,6 +17,7 @@ import {
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
 import { DeadlineList, type Timed } from './deadlines.js'
+import { GatewayCookieNames, privateCacheControl } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
@@ -55,6 +56,9 @@ const HOP_BY_HOP_RESPONSE = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   'proxy-authenticate'
 ])
+
+/** The response fields a shared cache obeys: Cache-Control, and the one CDNs read in its place (RFC 9213). */
+const CACHE_CONTROL_FIELDS = ['cache-control', 'cdn-cache-control']
 
 /** A request body as undici gets it: none, in memory, or the client's stream behind the part that already came. */
 type Body = string | Buffer | StreamedBody | undefined
@@ -408,12 +412,53 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     const copied = this.#copied
     for (const name in headers) {
       if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
-      const value = headers[name]
+      let value = headers[name]
       if (value === undefined) continue
+      if (name === 'set-cookie') {
+        value = this.#targetCookies(value as string[])
+        if (value.length === 0) continue
+      }
       reply.header(name, value)
       copied.push(name)
     }
+    // Every gateway cookie of this response is on the reply by now (a redispatch already swapped
+    // them), except AWSALBAPP-*, which the route's onSend hook writes on every response.
+    if (this.rule.app !== null || this.proxy.gatewayCookies.anyIn(current)) this.#keepFromSharedCaches()
     return headers
+  }
+
+  /**
+   * The target's Set-Cookie lines, less those of the gateway's own names: Fastify appends them
+   * after the gateway's, so the browser would keep the target's value. Each name dropped is
+   * logged, at most once per target and second (never a value or an address).
+   */
+  #targetCookies (lines: string[]): string[] {
+    const result = this.proxy.gatewayCookies.drop(lines)
+    if (result === null) return lines
+    for (const cookie of result.dropped) {
+      const suppressed = this.target.warnable(`set-cookie:${cookie}`)
+      if (suppressed < 0) continue
+      this.request.log.warn({ targetGroup: this.rule.group.name, target: this.target.id, cookie, suppressed }, "fastify-sticky: target set a cookie named as one of the gateway's own, line dropped")
+    }
+    return result.kept
+  }
+
+  /**
+   * HAProxy's `cookie … nocache`: a response carrying a gateway cookie is marked so that no
+   * shared cache stores it (see `privateCacheControl`), in Cache-Control and, when the target
+   * sent one, in CDN-Cache-Control (RFC 9213), which CDNs that read it obey instead.
+   */
+  #keepFromSharedCaches (): void {
+    const { reply } = this
+    for (const name of CACHE_CONTROL_FIELDS) {
+      const current = reply.getHeader(name)
+      if (current === undefined && name !== 'cache-control') continue
+      const value = privateCacheControl(current)
+      if (value === null) continue
+      reply.header(name, value)
+      // A gateway error in the response's place takes it off again.
+      if (!this.#copied.includes(name)) this.#copied.push(name)
+    }
   }
 
   /** Takes the target's headers off the reply again, for a gateway error in their place. */
@@ -505,11 +550,14 @@ export class Proxy {
   readonly idleTimeoutMs: number
   /** Every forwarded request's deadline for its response headers, on one timer. */
   readonly deadlines = new DeadlineList()
+  /** The cookies this gateway writes (with its `cookiePrefix`): no target's response may set them. */
+  readonly gatewayCookies: GatewayCookieNames
 
-  constructor (settings: ProxySettings) {
+  constructor (settings: ProxySettings & { readonly cookiePrefix: string }) {
     this.#settings = settings
     this.dispatchMarginMs = Math.min(50, settings.idleTimeoutMs / 20)
     this.idleTimeoutMs = settings.idleTimeoutMs
+    this.gatewayCookies = new GatewayCookieNames(settings.cookiePrefix)
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
