@@ -60,7 +60,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
@@ -173,6 +173,7 @@ export interface ResolvedOptions {
   readonly requestBufferBytes: number
   readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
+  readonly forwardStickyCookies: boolean
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
   readonly listeners: readonly ResolvedListener[]
@@ -216,6 +217,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     requestBufferBytes: optionalInteger(options.requestBufferBytes, 'requestBufferBytes', 0, MAX_REQUEST_BUFFER_BYTES, DEFAULT_REQUEST_BUFFER_BYTES),
     clientBodyTimeoutMs: optionalInteger(options.clientBodyTimeoutMs, 'clientBodyTimeoutMs', 1, MAX_CLIENT_BODY_TIMEOUT_MS, DEFAULT_CLIENT_BODY_TIMEOUT_MS),
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
+    forwardStickyCookies: optionalBoolean(options.forwardStickyCookies, 'forwardStickyCookies', false),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
     listeners,

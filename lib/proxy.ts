@@ -19,6 +19,7 @@ import {
 import { DeadlineList, type Timed } from './deadlines.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
+import { stripGatewayCookies } from './stickiness/gateway-cookies.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
 
@@ -31,6 +32,9 @@ export interface ProxySettings {
   readonly requestBufferBytes: number
   readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
+  /** Send the gateway's own cookies (`<cookiePrefix>AWSALB…`) on to the target too. */
+  readonly forwardStickyCookies: boolean
+  readonly cookiePrefix: string
 }
 
 /** ALB answers 463 when X-Forwarded-For carries more addresses than this. */
@@ -685,16 +689,25 @@ export class Proxy {
     }
   }
 
-  /** The headers to send: hop-by-hop ones dropped, X-Forwarded-* set; null when X-Forwarded-For is too long (463). */
+  /**
+   * The headers to send: hop-by-hop ones dropped, the gateway's cookies taken out of Cookie
+   * (unless forwardStickyCookies), X-Forwarded-* set; null when X-Forwarded-For is too long (463).
+   */
   #requestHeaders (request: FastifyRequest): Record<string, string | string[]> | null {
     const incoming = request.raw.headers
+    const cookiePrefix = this.#settings.forwardStickyCookies ? null : this.#settings.cookiePrefix
     const headers: Record<string, string | string[]> = {}
     const connection = incoming.connection
     const listed = connection === undefined ? null : listedHeaders(connection)
     for (const name in incoming) {
       if (HOP_BY_HOP_REQUEST.has(name) || (listed !== null && listed.has(name))) continue
-      const value = incoming[name]
-      if (value !== undefined) headers[name] = value
+      let value = incoming[name]
+      if (value === undefined) continue
+      if (cookiePrefix !== null && name === 'cookie' && typeof value === 'string') {
+        value = stripGatewayCookies(value, cookiePrefix)
+        if (value === '') continue
+      }
+      headers[name] = value
     }
 
     const forwardedFor = incoming['x-forwarded-for']

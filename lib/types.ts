@@ -187,6 +187,12 @@ export interface FastifyStickyOptions {
   clientBodyTimeoutMs?: number
   /** ALB's X-Forwarded-For processing: `append` the client address (default), `preserve` the header as it came, or `remove` it. */
   xForwardedFor?: 'append' | 'preserve' | 'remove'
+  /**
+   * Send the gateway's own cookies (`<cookiePrefix>AWSALB`, `…CORS`, `…TG`, `…TGCORS`,
+   * `…APP-0` to `-3`) on to the target in its Cookie header, for apps that read them. Default
+   * `false`: they are taken out, as HAProxy's `cookie … indirect` does.
+   */
+  forwardStickyCookies?: boolean
   /** Most connections the gateway opens to one target: 1 to 65536. Default 128. */
   connectionsPerTarget?: number
   /**

@@ -12,7 +12,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, connectionsPerTarget, cookiePrefix, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, forwardStickyCookies, connectionsPerTarget, cookiePrefix, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -84,6 +84,7 @@ const cases: Array<[string, unknown, string]> = [
   ['connectTimeoutMs too large', { targetGroups: [group], connectTimeoutMs: 600001 }, 'connectTimeoutMs must be an integer from 1 to 600000, received 600001'],
   ['redispatch not boolean', { targetGroups: [group], redispatch: 'no' }, 'redispatch must be a boolean, received "no"'],
   ['xForwardedFor unknown', { targetGroups: [group], xForwardedFor: 'replace' }, 'xForwardedFor must be one of append, preserve, remove, received "replace"'],
+  ['forwardStickyCookies not a boolean', { targetGroups: [group], forwardStickyCookies: 'yes' }, 'forwardStickyCookies must be a boolean, received "yes"'],
   ['connectionsPerTarget zero', { targetGroups: [group], connectionsPerTarget: 0 }, 'connectionsPerTarget must be an integer from 1 to 65536, received 0'],
   ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5'],
   // Application-cookie stickiness (issue 5)
@@ -174,6 +175,7 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
   t.equal(resolved.connectTimeoutMs, 10000)
   t.equal(resolved.redispatch, true)
   t.equal(resolved.xForwardedFor, 'append')
+  t.equal(resolved.forwardStickyCookies, false, 'the gateway’s cookies stay at the gateway')
   t.equal(resolved.connectionsPerTarget, 128)
   t.equal(resolved.keysGenerated, true, 'no keys: a random one is made')
   t.equal(resolved.keys[0].length, 32)

@@ -43,6 +43,8 @@ export const withListeners: FastifyStickyOptions = {
   }]
 }
 
+export const forwardingCookies: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], forwardStickyCookies: true }
+
 /** A handler's view of the listener rule that routed a request. */
 export function ruleOf (affinity: AffinityDecision): string {
   const rule = affinity.rule
