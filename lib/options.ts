@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import proxyAddr from '@fastify/proxy-addr'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
 import type { InitialState } from './health/target-state.js'
@@ -62,7 +63,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
@@ -175,6 +176,9 @@ export interface ResolvedOptions {
   readonly requestBufferBytes: number
   readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
+  /** Whose forwarding headers are believed, by the peer's address (and 0, its hop); null: nobody's. */
+  readonly trustedProxies: ((address: string, hop: number) => boolean) | null
+  readonly forwardStickyCookies: boolean
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
   readonly cookieSecure: boolean | 'auto'
@@ -229,6 +233,8 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     requestBufferBytes: optionalInteger(options.requestBufferBytes, 'requestBufferBytes', 0, MAX_REQUEST_BUFFER_BYTES, DEFAULT_REQUEST_BUFFER_BYTES),
     clientBodyTimeoutMs: optionalInteger(options.clientBodyTimeoutMs, 'clientBodyTimeoutMs', 1, MAX_CLIENT_BODY_TIMEOUT_MS, DEFAULT_CLIENT_BODY_TIMEOUT_MS),
     xForwardedFor: optionalChoice(options.xForwardedFor, 'xForwardedFor', X_FORWARDED_FOR_MODES, 'append'),
+    trustedProxies: resolveTrustedProxies(options.trustedProxies),
+    forwardStickyCookies: optionalBoolean(options.forwardStickyCookies, 'forwardStickyCookies', false),
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
     cookieSecure,
@@ -517,6 +523,41 @@ function decodeKey (key: unknown): Buffer | null {
     if (bytes.length === KEY_BYTES) return bytes
   }
   return null
+}
+
+const TRUSTED_PROXIES_EXPECTED = "true, false, a string of comma-separated addresses and CIDR blocks ('10.0.0.0/8, 127.0.0.1'), an array of them, or a function (address, hop) => boolean"
+const TRUSTED_PROXY_EXPECTED = 'an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal'
+
+/**
+ * Fastify's `trustProxy` forms, but a hop count: whether a peer is a proxy is told by its
+ * address, never by how many X-Forwarded-For entries it sends. Null: no peer is trusted.
+ */
+function resolveTrustedProxies (raw: unknown): ((address: string, hop: number) => boolean) | null {
+  if (raw === undefined || raw === false) return null
+  if (raw === true) return trustEvery
+  if (typeof raw === 'function') return raw as (address: string, hop: number) => boolean
+  if (typeof raw === 'number') {
+    invalid('trustedProxies', `the proxies' addresses, not a hop count (${TRUSTED_PROXIES_EXPECTED})`, raw)
+  }
+  let entries: readonly unknown[]
+  if (typeof raw === 'string') entries = raw.split(',').map((entry) => entry.trim())
+  else if (Array.isArray(raw)) entries = raw
+  else invalid('trustedProxies', TRUSTED_PROXIES_EXPECTED, raw)
+  if (entries.length === 0) return null
+  entries.forEach((entry, i) => {
+    const path = Array.isArray(raw) ? `trustedProxies[${i}]` : 'trustedProxies'
+    if (typeof entry !== 'string') invalid(path, TRUSTED_PROXY_EXPECTED, entry)
+    try {
+      proxyAddr.compile(entry)
+    } catch {
+      invalid(path, TRUSTED_PROXY_EXPECTED, entry)
+    }
+  })
+  return proxyAddr.compile(entries as string[])
+}
+
+function trustEvery (): boolean {
+  return true
 }
 
 function resolveNow (raw: unknown): () => number {

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import type { TLSSocket } from 'node:tls'
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
@@ -20,6 +21,7 @@ import { DeadlineList, type Timed } from './deadlines.js'
 import { GatewayCookieNames, privateCacheControl } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
+import { stripGatewayCookies } from './stickiness/gateway-cookies.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
 
@@ -32,6 +34,11 @@ export interface ProxySettings {
   readonly requestBufferBytes: number
   readonly clientBodyTimeoutMs: number
   readonly xForwardedFor: 'append' | 'preserve' | 'remove'
+  /** Whose X-Forwarded-* and Forwarded headers are believed, asked once per connection with the peer's address and 0; null: nobody's. */
+  readonly trustedProxies: ((address: string, hop: number) => boolean) | null
+  /** Send the gateway's own cookies (`<cookiePrefix>AWSALB…`) on to the target too. */
+  readonly forwardStickyCookies: boolean
+  readonly cookiePrefix: string
 }
 
 /** ALB answers 463 when X-Forwarded-For carries more addresses than this. */
@@ -52,6 +59,8 @@ const HOP_BY_HOP_REQUEST = new Set([
   'proxy-authorization', 'http2-settings', 'expect',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-port'
 ])
+/** The same, and the forwarding headers only a trusted peer may send on: from anyone else they are not passed. */
+const UNTRUSTED_REQUEST = new Set([...HOP_BY_HOP_REQUEST, 'x-forwarded-host', 'forwarded'])
 const HOP_BY_HOP_RESPONSE = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   'proxy-authenticate'
@@ -733,33 +742,87 @@ export class Proxy {
     }
   }
 
-  /** The headers to send: hop-by-hop ones dropped, X-Forwarded-* set; null when X-Forwarded-For is too long (463). */
+  /**
+   * The headers to send: hop-by-hop ones dropped, the gateway's cookies taken out of Cookie
+   * (unless forwardStickyCookies), X-Forwarded-* set by the trust rule; null when
+   * X-Forwarded-For is too long (463).
+   */
   #requestHeaders (request: FastifyRequest): Record<string, string | string[]> | null {
     const incoming = request.raw.headers
+    const socket = request.raw.socket as TLSSocket | undefined
+    const trusted = this.#trusts(socket)
+    const dropped = trusted ? HOP_BY_HOP_REQUEST : UNTRUSTED_REQUEST
+    const cookiePrefix = this.#settings.forwardStickyCookies ? null : this.#settings.cookiePrefix
     const headers: Record<string, string | string[]> = {}
     const connection = incoming.connection
     const listed = connection === undefined ? null : listedHeaders(connection)
     for (const name in incoming) {
-      if (HOP_BY_HOP_REQUEST.has(name) || (listed !== null && listed.has(name))) continue
-      const value = incoming[name]
-      if (value !== undefined) headers[name] = value
+      if (dropped.has(name) || (listed !== null && listed.has(name))) continue
+      let value = incoming[name]
+      if (value === undefined) continue
+      if (cookiePrefix !== null && name === 'cookie' && typeof value === 'string') {
+        value = stripGatewayCookies(value, cookiePrefix)
+        if (value === '') continue
+      }
+      headers[name] = value
     }
 
     const forwardedFor = incoming['x-forwarded-for']
     if (forwardedFor !== undefined && countAddresses(forwardedFor) > MAX_FORWARDED_FOR_ADDRESSES) return null
-    const mode = this.#settings.xForwardedFor
-    if (mode === 'append') {
-      const client = request.raw.socket?.remoteAddress
-      if (client !== undefined) headers['x-forwarded-for'] = forwardedFor === undefined ? client : `${forwardedFor}, ${client}`
-      else if (forwardedFor !== undefined) headers['x-forwarded-for'] = forwardedFor
-    } else if (mode === 'preserve' && forwardedFor !== undefined) {
-      headers['x-forwarded-for'] = forwardedFor
-    }
-    headers['x-forwarded-proto'] = request.protocol
-    const port = request.raw.socket?.localPort
-    if (port !== undefined) headers['x-forwarded-port'] = String(port)
+    setForwardingHeaders(headers, trusted ? incoming : null, listed, socket, this.#settings.xForwardedFor)
     return headers
   }
+
+  /** Connections whose peer is a trusted proxy (true) or not (false), judged at their first forwarded request. */
+  readonly #trustedPeers = new WeakMap<object, boolean>()
+
+  /** Whether the peer at the other end of `socket` is one of trustedProxies. */
+  #trusts (socket: TLSSocket | undefined): boolean {
+    const trust = this.#settings.trustedProxies
+    if (trust === null || socket == null) return false
+    let trusted = this.#trustedPeers.get(socket)
+    if (trusted === undefined) {
+      const address = socket.remoteAddress
+      trusted = address !== undefined && Boolean(trust(address, 0))
+      this.#trustedPeers.set(socket, trusted)
+    }
+    return trusted
+  }
+}
+
+/**
+ * Sets X-Forwarded-For, -Proto and -Port. `given` holds the request's headers when its peer is
+ * trusted: its X-Forwarded-For counts in ALB's mode, and its X-Forwarded-Proto and -Port when
+ * well-formed. Otherwise X-Forwarded-For is the peer's address alone (none in mode `remove`),
+ * and Proto and Port are the gateway's own. A forwarding header the request's Connection header
+ * names is dropped with it; what the gateway adds is still sent.
+ */
+function setForwardingHeaders (headers: Record<string, string | string[]>, given: IncomingHttpHeaders | null, listed: Set<string> | null,
+  socket: TLSSocket | undefined, mode: 'append' | 'preserve' | 'remove'): void {
+  const client = socket?.remoteAddress
+  if (mode !== 'remove') {
+    const forwardedFor = given === null ? undefined : givenValue(given, 'x-forwarded-for', listed)
+    let value: string | undefined
+    if (given === null) value = client
+    else if (mode === 'preserve') value = forwardedFor
+    else value = forwardedFor === undefined ? client : client === undefined ? forwardedFor : `${forwardedFor}, ${client}`
+    if (value !== undefined) headers['x-forwarded-for'] = value
+  }
+  const proto = given === null ? undefined : givenValue(given, 'x-forwarded-proto', listed)?.toLowerCase()
+  headers['x-forwarded-proto'] = proto === 'http' || proto === 'https' ? proto : socket?.encrypted === true ? 'https' : 'http'
+  const port = given === null ? undefined : givenValue(given, 'x-forwarded-port', listed)
+  if (port !== undefined && PORT.test(port) && Number(port) <= 65_535) headers['x-forwarded-port'] = String(Number(port))
+  else if (socket?.localPort !== undefined) headers['x-forwarded-port'] = String(socket.localPort)
+}
+
+/** A port number, 1 to 65535 once its digits are read. */
+const PORT = /^0*[1-9][0-9]{0,4}$/
+
+/** A forwarding header of the request, unless its Connection header names it. */
+function givenValue (given: IncomingHttpHeaders, name: string, listed: Set<string> | null): string | undefined {
+  const value = given[name]
+  if (typeof value !== 'string' || (listed !== null && listed.has(name))) return undefined
+  return value
 }
 
 /** GET, HEAD and OPTIONS, or any method on a route with `config.idempotent: true`. */

@@ -187,6 +187,22 @@ export interface FastifyStickyOptions {
   clientBodyTimeoutMs?: number
   /** ALB's X-Forwarded-For processing: `append` the client address (default), `preserve` the header as it came, or `remove` it. */
   xForwardedFor?: 'append' | 'preserve' | 'remove'
+  /**
+   * Whose `X-Forwarded-For`, `-Proto`, `-Port`, `-Host` and `Forwarded` are believed, by the
+   * address of the connection's peer, judged once per connection: `true` (every peer), a string
+   * of comma-separated addresses and CIDR blocks, an array of them (`loopback`, `linklocal` and
+   * `uniquelocal` name ranges), or a function called with the peer's address and `0`, true to
+   * trust it: Fastify's `trustProxy` forms, but a hop count. From any other peer,
+   * `X-Forwarded-For` is its address alone, `X-Forwarded-Proto` and `-Port` are the gateway's
+   * own, `X-Forwarded-Host` and `Forwarded` are not passed. Default: no peer is trusted.
+   */
+  trustedProxies?: boolean | string | string[] | ((address: string, hop: number) => boolean)
+  /**
+   * Send the gateway's own cookies (`<cookiePrefix>AWSALB`, `…CORS`, `…TG`, `…TGCORS`,
+   * `…APP-0` to `-3`) on to the target in its Cookie header, for apps that read them. Default
+   * `false`: they are taken out, as HAProxy's `cookie … indirect` does.
+   */
+  forwardStickyCookies?: boolean
   /** Most connections the gateway opens to one target: 1 to 65536. Default 128. */
   connectionsPerTarget?: number
   /**

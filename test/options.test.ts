@@ -12,7 +12,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, connectionsPerTarget, cookiePrefix, cookieSecure, cookieHttpOnly, cookieClockSkewSeconds, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, trustedProxies, forwardStickyCookies, connectionsPerTarget, cookiePrefix, cookieSecure, cookieHttpOnly, cookieClockSkewSeconds, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -92,6 +92,15 @@ const cases: Array<[string, unknown, string]> = [
   ['connectTimeoutMs too large', { targetGroups: [group], connectTimeoutMs: 600001 }, 'connectTimeoutMs must be an integer from 1 to 600000, received 600001'],
   ['redispatch not boolean', { targetGroups: [group], redispatch: 'no' }, 'redispatch must be a boolean, received "no"'],
   ['xForwardedFor unknown', { targetGroups: [group], xForwardedFor: 'replace' }, 'xForwardedFor must be one of append, preserve, remove, received "replace"'],
+  ['trustedProxies a hop count', { targetGroups: [group], trustedProxies: 1 }, "trustedProxies must be the proxies' addresses, not a hop count (true, false, a string of comma-separated addresses and CIDR blocks ('10.0.0.0/8, 127.0.0.1'), an array of them, or a function (address, hop) => boolean), received 1"],
+  ['trustedProxies an object', { targetGroups: [group], trustedProxies: { from: '10.0.0.0/8' } }, "trustedProxies must be true, false, a string of comma-separated addresses and CIDR blocks ('10.0.0.0/8, 127.0.0.1'), an array of them, or a function (address, hop) => boolean, received an object"],
+  ['trustedProxies null', { targetGroups: [group], trustedProxies: null }, "trustedProxies must be true, false, a string of comma-separated addresses and CIDR blocks ('10.0.0.0/8, 127.0.0.1'), an array of them, or a function (address, hop) => boolean, received null"],
+  ['trustedProxies empty string', { targetGroups: [group], trustedProxies: '' }, 'trustedProxies must be an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal, received ""'],
+  ['trustedProxies a bad address', { targetGroups: [group], trustedProxies: '10.0.0.300' }, 'trustedProxies must be an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal, received "10.0.0.300"'],
+  ['trustedProxies a bad second entry', { targetGroups: [group], trustedProxies: '10.0.0.0/8, proxy.internal' }, 'trustedProxies must be an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal, received "proxy.internal"'],
+  ['trustedProxies a prefix too long', { targetGroups: [group], trustedProxies: ['127.0.0.1', '10.0.0.0/33'] }, 'trustedProxies[1] must be an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal, received "10.0.0.0/33"'],
+  ['trustedProxies a number in the array', { targetGroups: [group], trustedProxies: ['::1', 8] }, 'trustedProxies[1] must be an IP address, a CIDR block (10.0.0.0/8, fd00::/8), or loopback, linklocal or uniquelocal, received 8'],
+  ['forwardStickyCookies not a boolean', { targetGroups: [group], forwardStickyCookies: 'yes' }, 'forwardStickyCookies must be a boolean, received "yes"'],
   ['connectionsPerTarget zero', { targetGroups: [group], connectionsPerTarget: 0 }, 'connectionsPerTarget must be an integer from 1 to 65536, received 0'],
   ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5'],
   // Application-cookie stickiness (issue 5)
@@ -182,6 +191,14 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
   t.equal(resolved.connectTimeoutMs, 10000)
   t.equal(resolved.redispatch, true)
   t.equal(resolved.xForwardedFor, 'append')
+  t.equal(resolved.trustedProxies, null, 'no peer is trusted')
+  t.equal(resolved.forwardStickyCookies, false, 'the gateway’s cookies stay at the gateway')
+  for (const [form, trustedProxies] of [['true', true], ['a string', '10.0.0.0/8, ::1, loopback'], ['an array', ['fd00::/8', '192.168.0.0/255.255.0.0']]] as const) {
+    const trust = resolveOptions({ targetGroups: [group], trustedProxies }).trustedProxies
+    t.equal(typeof trust, 'function', `${form} compiles to a function`)
+  }
+  t.equal(resolveOptions({ targetGroups: [group], trustedProxies: false }).trustedProxies, null, 'false: nobody')
+  t.equal(resolveOptions({ targetGroups: [group], trustedProxies: [] }).trustedProxies, null, 'an empty array: nobody')
   t.equal(resolved.connectionsPerTarget, 128)
   t.equal(resolved.cookieClockSkewSeconds, 5)
   t.equal(resolved.cookieSecure, false, 'ALB’s output: no Secure on AWSALB')

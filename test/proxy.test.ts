@@ -172,8 +172,8 @@ async function echoGateway (t: Tap, options: Partial<FastifyStickyOptions> = {},
   return { app, targets }
 }
 
-test('X-Forwarded-For: the client address is appended, or becomes the header when none came', async (t) => {
-  const { app } = await echoGateway(t)
+test('X-Forwarded-For from a trusted proxy: the client address is appended, or becomes the header when none came', async (t) => {
+  const { app } = await echoGateway(t, { trustedProxies: '127.0.0.1' })
   const appended = await app.inject({ url: '/x', headers: { 'x-forwarded-for': 'a, b' } })
   t.equal(appended.statusCode, 200, appended.body)
   t.equal(echoOf(appended).headers['x-forwarded-for'], 'a, b, 127.0.0.1', `target saw ${JSON.stringify(echoOf(appended).headers)}`)
@@ -183,8 +183,8 @@ test('X-Forwarded-For: the client address is appended, or becomes the header whe
   t.equal(echoOf(created).headers['x-forwarded-for'], '127.0.0.1', `target saw ${JSON.stringify(echoOf(created).headers)}`)
 })
 
-test("xForwardedFor: 'preserve' passes the header as it came, 'remove' drops it", async (t) => {
-  const preserve = await echoGateway(t, { xForwardedFor: 'preserve' })
+test("xForwardedFor from a trusted proxy: 'preserve' passes the header as it came, 'remove' drops it", async (t) => {
+  const preserve = await echoGateway(t, { xForwardedFor: 'preserve', trustedProxies: '127.0.0.1' })
   const kept = await preserve.app.inject({ url: '/x', headers: { 'x-forwarded-for': 'a, b' } })
   t.equal(kept.statusCode, 200, kept.body)
   t.equal(echoOf(kept).headers['x-forwarded-for'], 'a, b', `preserve: target saw ${JSON.stringify(echoOf(kept).headers)}`)
@@ -192,7 +192,7 @@ test("xForwardedFor: 'preserve' passes the header as it came, 'remove' drops it"
   t.equal(none.statusCode, 200, none.body)
   t.notOk('x-forwarded-for' in echoOf(none).headers, `preserve adds none when none came: ${JSON.stringify(echoOf(none).headers)}`)
 
-  const remove = await echoGateway(t, { xForwardedFor: 'remove' })
+  const remove = await echoGateway(t, { xForwardedFor: 'remove', trustedProxies: '127.0.0.1' })
   const dropped = await remove.app.inject({ url: '/x', headers: { 'x-forwarded-for': 'a, b' } })
   t.equal(dropped.statusCode, 200, dropped.body)
   t.notOk('x-forwarded-for' in echoOf(dropped).headers, `remove: target saw ${JSON.stringify(echoOf(dropped).headers)}`)

@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createConnection, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fastifySticky, { TARGET_HEALTH_CHANNEL, type FastifyStickyOptions, type TargetHealthChange } from '../lib/index.js'
@@ -256,4 +256,38 @@ export async function refusedUrl (): Promise<string> {
   const port = (server.address() as AddressInfo).port
   await new Promise((resolve) => server.close(resolve))
   return `http://127.0.0.1:${port}`
+}
+
+/**
+ * Writes `bytes` to the gateway at `port` on a raw socket (no client library to rewrite a
+ * header) and resolves with everything it answered once it closes the connection: end the last
+ * request with `Connection: close`. Rejects after `timeoutMs`.
+ */
+export async function rawExchange (port: number, bytes: string, host = '127.0.0.1', timeoutMs = 3000): Promise<string> {
+  const socket = createConnection(port, host)
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  const timer = setTimeout(() => socket.destroy(new Error(`no close within ${timeoutMs} ms; got ${JSON.stringify(Buffer.concat(chunks).toString('latin1'))}`)), timeoutMs)
+  try {
+    socket.write(bytes)
+    await once(socket, 'close')
+  } finally {
+    clearTimeout(timer)
+  }
+  return Buffer.concat(chunks).toString('latin1')
+}
+
+/** The responses in what `rawExchange` returned, in order: status, head (status line and headers) and body (by Content-Length). */
+export function parseRawResponses (text: string): Array<{ status: number, head: string, body: string }> {
+  const responses: Array<{ status: number, head: string, body: string }> = []
+  let at = 0
+  while (at < text.length) {
+    const end = text.indexOf('\r\n\r\n', at)
+    if (end === -1) throw new Error(`an incomplete response: ${JSON.stringify(text.slice(at))}`)
+    const head = text.slice(at, end)
+    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+    responses.push({ status: Number(head.slice(9, 12)), head, body: text.slice(end + 4, end + 4 + length) })
+    at = end + 4 + length
+  }
+  return responses
 }

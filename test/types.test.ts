@@ -43,6 +43,15 @@ export const withListeners: FastifyStickyOptions = {
   }]
 }
 
+export const forwardingCookies: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], forwardStickyCookies: true }
+export const trusted: FastifyStickyOptions[] = [
+  { targetGroups: [{ name: 'a' }], trustedProxies: '10.0.0.0/8, loopback' },
+  { targetGroups: [{ name: 'a' }], trustedProxies: ['fd00::/8'] },
+  { targetGroups: [{ name: 'a' }], trustedProxies: (address: string, hop: number) => hop === 0 && address.startsWith('10.') }
+]
+// @ts-expect-error a hop count says nothing about who the peer is
+export const hopCount: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], trustedProxies: 1 }
+
 /** A handler's view of the listener rule that routed a request. */
 export function ruleOf (affinity: AffinityDecision): string {
   const rule = affinity.rule
