@@ -18,10 +18,9 @@ import {
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
 import { DeadlineList, type Timed } from './deadlines.js'
-import { GatewayCookieNames, privateCacheControl } from './gateway-cookies.js'
+import { GatewayCookieNames, privateCacheControl, stripGatewayCookies } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
 import { choose } from './stickiness/affinity.js'
-import { stripGatewayCookies } from './stickiness/gateway-cookies.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
 

@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import { test, type Test } from 'tap'
-import { stripGatewayCookies } from '../lib/stickiness/gateway-cookies.js'
+import { stripGatewayCookies } from '../lib/gateway-cookies.js'
 import type { FastifyStickyOptions } from '../lib/index.js'
 import { buildGateway, CookieJar, echoOf, exposeAffinity, parseRawResponses, rawExchange, rawServer, startTargets } from './setup.js'
 
