@@ -530,6 +530,7 @@ export class Proxy {
     const given = path === undefined ? request.raw.url ?? '/' : encodeRequestTarget(path)
     if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const requestTarget = originFormOf(given)
+    if (requestTarget === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
     if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
@@ -752,15 +753,23 @@ export function hasDotSegment (target: string): boolean {
   return false
 }
 
-/** The request target in origin-form: absolute-form (`GET http://other/x`) keeps only path and query, so it can never pick the origin. */
-export function originFormOf (url: string): string {
+/** `http://` or `https://` in any case, and the authority up to the path or the query. */
+const ABSOLUTE_FORM = /^https?:\/\/[^/?]*/i
+
+/**
+ * The request target in origin-form, byte for byte: absolute-form (`GET http://other/x`) keeps
+ * only its path and query, so it can never pick the origin, and nothing is resolved or encoded,
+ * so the dot-segment check sees what was sent (`http://gw/cart/../admin` is `/cart/../admin`).
+ * An empty path is `/` (RFC 9112 §3.2.2). Null for anything else: asterisk-form (`*`),
+ * authority-form, other schemes, a relative path, an empty authority, userinfo (RFC 9110 §4.2.4)
+ * or a fragment, none of which may become a path.
+ */
+export function originFormOf (url: string): string | null {
   if (url.charCodeAt(0) === 47 /* / */) return url
-  try {
-    const parsed = new URL(url)
-    return `${parsed.pathname}${parsed.search}`
-  } catch {
-    return `/${url}`
-  }
+  const authority = ABSOLUTE_FORM.exec(url)?.[0]
+  if (authority === undefined || authority.endsWith('//') || authority.includes('@') || url.includes('#')) return null
+  const rest = url.slice(authority.length)
+  return rest.charCodeAt(0) === 47 /* / */ ? rest : `/${rest}`
 }
 
 const FORM = /^application\/x-www-form-urlencoded/i
