@@ -5,7 +5,7 @@ import { AppCookieSealer, GroupForward, type AppRequestState } from './group-for
 import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions } from './options.js'
-import { Proxy } from './proxy.js'
+import { answerOtherForm, originFormOf, Proxy } from './proxy.js'
 import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
 import { LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
@@ -107,6 +107,12 @@ function hooksOf<T> (hooks: T | T[] | undefined): T[] {
 /** The route-level onRequest hook that decides `request.affinity` and writes fresh cookies. */
 function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
   return function decideAffinity (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    // `OPTIONS *` and targets that are no path are answered here, before any cookie or handler.
+    const url = request.url
+    if (url.charCodeAt(0) !== 47 /* / */ && originFormOf(url) === null) {
+      answerOtherForm(reply)
+      return
+    }
     applyAffinity(binding, request, reply)
     done()
   }

@@ -530,7 +530,7 @@ export class Proxy {
     const given = path === undefined ? request.raw.url ?? '/' : encodeRequestTarget(path)
     if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const requestTarget = originFormOf(given)
-    if (requestTarget === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    if (requestTarget === null) return path === undefined ? answerOtherForm(reply) : reply.send(new FST_STICKY_REQUEST_INVALID())
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
     if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
@@ -770,6 +770,18 @@ export function originFormOf (url: string): string | null {
   if (authority === undefined || authority.endsWith('//') || authority.includes('@') || url.includes('#')) return null
   const rest = url.slice(authority.length)
   return rest.charCodeAt(0) === 47 /* / */ ? rest : `/${rest}`
+}
+
+/**
+ * Answers a request whose target is neither origin-form nor absolute-form. `OPTIONS *` asks
+ * about the server itself (RFC 9110 §9.3.7): 200 with the route's methods in `Allow`, no
+ * target asked (undici cannot send `*`); any other, 400.
+ */
+export function answerOtherForm (reply: FastifyReply): FastifyReply {
+  const request = reply.request
+  if (request.raw.url !== '*' || request.method !== 'OPTIONS') return reply.send(new FST_STICKY_REQUEST_INVALID())
+  const method = request.routeOptions.method
+  return reply.code(200).header('allow', Array.isArray(method) ? method.join(', ') : method).send()
 }
 
 const FORM = /^application\/x-www-form-urlencoded/i

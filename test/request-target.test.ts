@@ -126,3 +126,31 @@ test('a path given to reply.forward() is sent as given when it is origin-form or
   }
   t.equal(target.hits, hits, `none of the refused paths reached the target: ${target.hits - hits}`)
 })
+
+test('OPTIONS * is answered by the gateway with Allow, never forwarded as a path; another method with * is refused', async (t) => {
+  const [target] = await startTargets(t, 1)
+  for (const mount of ['stickyProxy', 'route'] as const) {
+    const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: target.id, url: target.url }] }] })
+    if (mount === 'stickyProxy') await app.register(stickyProxy, { targetGroup: 'g' })
+    else app.route({ method: ['GET', 'OPTIONS', 'POST'], url: '/', config: { targetGroup: 'g' }, handler: (_request, reply) => reply.forward() })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const port = (app.server.address() as AddressInfo).port
+    const hits = target.hits
+    const options = await send(port, 'OPTIONS', '*')
+    t.equal(options.status, 200, `${mount}: OPTIONS * → 200, got ${options.status} ${options.body}`)
+    const allow = String(options.headers.allow ?? '').split(/,\s*/)
+    t.ok(allow.includes('GET') && allow.includes('OPTIONS') && allow.includes('POST'), `${mount}: Allow lists the route's methods: ${String(options.headers.allow)}`)
+    t.equal(options.headers['content-length'], '0', `${mount}: no content (RFC 9110 §9.3.7)`)
+    t.equal(options.headers['set-cookie'], undefined, `${mount}: no stickiness cookie for a request no target serves`)
+    for (const method of ['GET', 'POST']) {
+      const res = await send(port, method, '*')
+      t.equal(res.status, 400, `${mount}: ${method} * → 400, got ${res.status} ${res.body}`)
+      t.equal(codeOf(res), 'FST_STICKY_REQUEST_INVALID', `${mount}: ${method} *: our code, got ${res.body}`)
+    }
+    t.equal(target.hits, hits, `${mount}: the target saw none of them: ${target.hits - hits}`)
+    const plain = await send(port, 'OPTIONS', '/')
+    t.equal(plain.status, 200, `${mount}: OPTIONS / is forwarded as ever: ${plain.status}`)
+    t.equal(target.hits, hits + 1, `${mount}: OPTIONS / reached the target`)
+    await app.close()
+  }
+})
