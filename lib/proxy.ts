@@ -519,6 +519,8 @@ export class Proxy {
     // An async handler may forward after the client left: there is nobody to answer.
     if (res.destroyed) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
+    // Two Host headers may name two origins: which one the target believes is not ours to guess.
+    if (hasRepeatedHost(request.raw.rawHeaders)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const headers = this.#requestHeaders(request)
     if (headers === null) {
       // 463 has no reason phrase for Fastify's error handler to add: write the body here.
@@ -782,6 +784,18 @@ export function answerOtherForm (reply: FastifyReply): FastifyReply {
   if (request.raw.url !== '*' || request.method !== 'OPTIONS') return reply.send(new FST_STICKY_REQUEST_INVALID())
   const method = request.routeOptions.method
   return reply.code(200).header('allow', Array.isArray(method) ? method.join(', ') : method).send()
+}
+
+/** True when the request has more than one Host header (RFC 9112 §3.2: 400), whatever their case or values. */
+function hasRepeatedHost (rawHeaders: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue
+    if (seen) return true
+    seen = true
+  }
+  return false
 }
 
 const FORM = /^application\/x-www-form-urlencoded/i
