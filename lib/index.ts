@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
+import { refuseConnect } from './connect-method.js'
 import { AppCookieSealer, GroupForward, type AppRequestState } from './group-forward.js'
 import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
@@ -98,6 +99,14 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   fastify.addHook('onClose', async () => {
     await Promise.all([...groups.values()].map((group) => group.close()))
   })
+  // A user's own 'connect' listener (a forward proxy) is left to serve CONNECT alone.
+  if (fastify.server.listenerCount('connect') === 0) {
+    const stopRefusingConnect = refuseConnect(fastify.server, () => fastify.supportedMethods)
+    fastify.addHook('onClose', (_instance, done) => {
+      stopRefusingConnect()
+      done()
+    })
+  }
 }
 
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {
