@@ -1,6 +1,6 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { connect as connectTcp, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createConnection, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fastifySticky, { TARGET_HEALTH_CHANNEL, type FastifyStickyOptions, type TargetHealthChange } from '../lib/index.js'
@@ -262,7 +262,7 @@ export interface RawResponse {
  * `Connection: close` with requests the server would otherwise keep open.
  */
 export async function rawRequest (port: number, request: string, timeoutMs = 5000): Promise<RawResponse> {
-  const socket = connectTcp(port, '127.0.0.1')
+  const socket = createConnection(port, '127.0.0.1')
   socket.on('error', () => {})
   const chunks: Buffer[] = []
   socket.on('data', (chunk: Buffer) => chunks.push(chunk))
