@@ -61,6 +61,10 @@ export const FST_STICKY_FORWARDED_FOR_TOO_LONG = createError<[number]>(
 export const FST_STICKY_REQUEST_INVALID = createError(
   'FST_STICKY_REQUEST_INVALID', 'The request cannot be forwarded as sent', 400)
 
+/** A CONNECT request: the gateway opens no tunnels (405, with `Allow`). */
+export const FST_STICKY_METHOD_NOT_ALLOWED = createError<[string]>(
+  'FST_STICKY_METHOD_NOT_ALLOWED', 'The gateway does not serve %s requests', 405)
+
 /** The request body did not arrive within `clientBodyTimeoutMs` (nginx's 408). */
 export const FST_STICKY_REQUEST_TIMEOUT = createError<[number]>(
   'FST_STICKY_REQUEST_TIMEOUT', 'The request body did not arrive within %dms', 408)

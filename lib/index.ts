@@ -1,11 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
+import { refuseConnect } from './connect-method.js'
 import { AppCookieSealer, GroupForward, LbSetSealer, type AppRequestState } from './group-forward.js'
 import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions } from './options.js'
-import { Proxy } from './proxy.js'
+import { answerOtherForm, originFormOf, Proxy } from './proxy.js'
 import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
 import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
 import { TargetGroup } from './target-group.js'
@@ -101,6 +102,14 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   fastify.addHook('onClose', async () => {
     await Promise.all([...groups.values()].map((group) => group.close()))
   })
+  // A user's own 'connect' listener (a forward proxy) is left to serve CONNECT alone.
+  if (fastify.server.listenerCount('connect') === 0) {
+    const stopRefusingConnect = refuseConnect(fastify.server, () => fastify.supportedMethods)
+    fastify.addHook('onClose', (_instance, done) => {
+      stopRefusingConnect()
+      done()
+    })
+  }
 }
 
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {
@@ -110,6 +119,12 @@ function hooksOf<T> (hooks: T | T[] | undefined): T[] {
 /** The route-level onRequest hook that decides `request.affinity` and writes fresh cookies. */
 function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
   return function decideAffinity (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    // `OPTIONS *` and targets that are no path are answered here, before any cookie or handler.
+    const url = request.url
+    if (url.charCodeAt(0) !== 47 /* / */ && originFormOf(url) === null) {
+      answerOtherForm(reply)
+      return
+    }
     applyAffinity(binding, request, reply)
     done()
   }

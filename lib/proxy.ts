@@ -575,6 +575,8 @@ export class Proxy {
     // An async handler may forward after the client left: there is nobody to answer.
     if (res.destroyed) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
+    // Two Host headers may name two origins: which one the target believes is not ours to guess.
+    if (hasRepeatedHost(request.raw.rawHeaders)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const headers = this.#requestHeaders(request)
     if (headers === null) {
       // 463 has no reason phrase for Fastify's error handler to add: write the body here.
@@ -586,6 +588,7 @@ export class Proxy {
     const given = path === undefined ? request.raw.url ?? '/' : encodeRequestTarget(path)
     if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const requestTarget = originFormOf(given)
+    if (requestTarget === null) return path === undefined ? answerOtherForm(reply) : reply.send(new FST_STICKY_REQUEST_INVALID())
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
     if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
@@ -862,15 +865,47 @@ export function hasDotSegment (target: string): boolean {
   return false
 }
 
-/** The request target in origin-form: absolute-form (`GET http://other/x`) keeps only path and query, so it can never pick the origin. */
-export function originFormOf (url: string): string {
+/** `http://` or `https://` in any case, and the authority up to the path or the query. */
+const ABSOLUTE_FORM = /^https?:\/\/[^/?]*/i
+
+/**
+ * The request target in origin-form, byte for byte: absolute-form (`GET http://other/x`) keeps
+ * only its path and query, so it can never pick the origin, and nothing is resolved or encoded,
+ * so the dot-segment check sees what was sent (`http://gw/cart/../admin` is `/cart/../admin`).
+ * An empty path is `/` (RFC 9112 §3.2.2). Null for anything else: asterisk-form (`*`),
+ * authority-form, other schemes, a relative path, an empty authority, userinfo (RFC 9110 §4.2.4)
+ * or a fragment, none of which may become a path.
+ */
+export function originFormOf (url: string): string | null {
   if (url.charCodeAt(0) === 47 /* / */) return url
-  try {
-    const parsed = new URL(url)
-    return `${parsed.pathname}${parsed.search}`
-  } catch {
-    return `/${url}`
+  const authority = ABSOLUTE_FORM.exec(url)?.[0]
+  if (authority === undefined || authority.endsWith('//') || authority.includes('@') || url.includes('#')) return null
+  const rest = url.slice(authority.length)
+  return rest.charCodeAt(0) === 47 /* / */ ? rest : `/${rest}`
+}
+
+/**
+ * Answers a request whose target is neither origin-form nor absolute-form. `OPTIONS *` asks
+ * about the server itself (RFC 9110 §9.3.7): 200 with the route's methods in `Allow`, no
+ * target asked (undici cannot send `*`); any other, 400.
+ */
+export function answerOtherForm (reply: FastifyReply): FastifyReply {
+  const request = reply.request
+  if (request.raw.url !== '*' || request.method !== 'OPTIONS') return reply.send(new FST_STICKY_REQUEST_INVALID())
+  const method = request.routeOptions.method
+  return reply.code(200).header('allow', Array.isArray(method) ? method.join(', ') : method).send()
+}
+
+/** True when the request has more than one Host header (RFC 9112 §3.2: 400), whatever their case or values. */
+function hasRepeatedHost (rawHeaders: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue
+    if (seen) return true
+    seen = true
   }
+  return false
 }
 
 const FORM = /^application\/x-www-form-urlencoded/i

@@ -49,6 +49,8 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
   // As @fastify/http-proxy: the prefix is replaced by rewritePrefix ('/p/a?q' → '/a?q', '/p' → '/').
   function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
     const url = originFormOf(request.raw.url ?? '/')
+    // Not a path (`*`, another scheme): reply.forward() answers the request as it came.
+    if (url === null) return reply.forward()
     const path = rewritePrefix + (url.startsWith(prefix) ? url.slice(prefix.length) : url)
     return reply.forward(path === '' || path[0] === '?' ? `/${path}` : path)
   }

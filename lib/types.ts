@@ -447,7 +447,9 @@ declare module 'fastify' {
   interface FastifyReply {
     /**
      * Proxies the request to `request.affinity.target` through the plugin's pools and sends
-     * the target's response. `path` (path and query) replaces the request's own on the target.
+     * the target's response. `path` (path and query) replaces the request's own on the target:
+     * origin-form (`/a?b`) or absolute-form (`http://host/a?b`, sent as `/a?b`); anything else is
+     * answered with 400 `FST_STICKY_REQUEST_INVALID`.
      */
     forward (path?: string): FastifyReply
   }

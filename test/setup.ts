@@ -248,6 +248,47 @@ export async function rawTarget (t: Tap, response: string, close = false): Promi
   })
 }
 
+/** A response as read from a raw socket: status, headers by lower-case name (repeated ones as arrays), body as text. */
+export interface RawResponse {
+  status: number
+  headers: Record<string, string | string[]>
+  body: string
+}
+
+/**
+ * Writes `request` to the server at `port` exactly as given (no client library normalises the
+ * request line or the headers) and reads until the server closes the connection, or until
+ * `timeoutMs` passes; a connection closed without a response gives status 0. Send
+ * `Connection: close` with requests the server would otherwise keep open.
+ */
+export async function rawRequest (port: number, request: string, timeoutMs = 5000): Promise<RawResponse> {
+  const socket = createConnection(port, '127.0.0.1')
+  socket.on('error', () => {})
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  const timer = setTimeout(() => socket.destroy(), timeoutMs)
+  socket.write(request)
+  await once(socket, 'close')
+  clearTimeout(timer)
+  const text = Buffer.concat(chunks).toString('latin1')
+  const headEnd = text.indexOf('\r\n\r\n')
+  const lines = (headEnd === -1 ? text : text.slice(0, headEnd)).split('\r\n')
+  const headers: Record<string, string | string[]> = {}
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':')
+    if (colon === -1) continue
+    const name = line.slice(0, colon).trim().toLowerCase()
+    const value = line.slice(colon + 1).trim()
+    const existing = headers[name]
+    headers[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value]
+  }
+  return {
+    status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1] ?? 0),
+    headers,
+    body: headEnd === -1 ? '' : text.slice(headEnd + 4)
+  }
+}
+
 /** An address where nothing listens: connections to it are refused. */
 export async function refusedUrl (): Promise<string> {
   const server = createNetServer()

@@ -194,7 +194,7 @@ const ENCODED_UNRESERVED = /%(?:[46][1-9A-F]|[57][0-9A]|3[0-9]|2[DE]|5F|7E)/gi
  * them. Either way a client could otherwise pass a rule for a path its target still serves.
  */
 function pathOf (url: string): string {
-  const path = url.charCodeAt(0) === 47 /* / */ ? url : originFormOf(url)
+  const path = url.charCodeAt(0) === 47 /* / */ ? url : originFormOf(url) ?? url
   return path.includes('%') ? path.replace(ENCODED_UNRESERVED, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16))) : path
 }
 
