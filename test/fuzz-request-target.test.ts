@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { encodeRequestTarget, hasDotSegment, originFormOf } from '../lib/proxy.js'
-import { anyString, awaits, checkProperty } from './fuzz.js'
+import { anyString, awaits, checkProperty, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS } from './fuzz.js'
 
 // What the proxy makes of a request target before it goes to a target: encoded, in origin-form,
 // refused when it has a dot segment. Whatever the client or the route sends, none of the three
@@ -9,14 +9,9 @@ import { anyString, awaits, checkProperty } from './fuzz.js'
 // WHATWG URL parser does, or one that also decodes `%2f` or drops `;` parameters) can be walked
 // out of the route with a path the proxy let through.
 
-/** The pieces a hostile path is made of: dot segments in every spelling, separators, parameters, and plain names. */
-const SEGMENTS = ['a', 'b', 'admin', '', '.', '..', '%2e', '%2E', '%2e%2e', '.%2e', '%2E.', '%2e%2E', '...', '.a', 'a.', '..a', '.well-known',
-  '..;x', '.;', '..;', ';', 'a;b', '%2f', '%2F', '%5c', '%5C', '\\', '..\\', '%252e', '%25', '%', '%zz', 'é', '%C3%A9', '#', '?', '?x=../y', '&', '=', '*', ':', '@', '~']
-const SEPARATORS = ['/', '/', '/', '/', '\\', '%2f', '%5c', '//']
-
 /** A request target as a route or a client may give it: origin-form, absolute-form, `*`, or anything. */
 const requestTarget = (() => {
-  const path = fc.array(fc.tuple(fc.constantFrom(...SEPARATORS), fc.oneof(fc.constantFrom(...SEGMENTS), anyString(6))), { maxLength: 8 })
+  const path = fc.array(fc.tuple(fc.constantFrom(...PATH_SEPARATORS), fc.oneof(fc.constantFrom(...PATH_SEGMENTS), anyString(6))), { maxLength: 8 })
     .map((parts) => parts.map(([separator, segment]) => separator + segment).join('') || '/')
   const host = fc.constantFrom('gw.example', '127.0.0.1:1', 'evil.example', 'user@evil.example', '[::1]:80', 'evil.example:99999', '')
   return fc.oneof(
@@ -29,33 +24,6 @@ const requestTarget = (() => {
 
 /** A UTF-16 code unit that is half of a pair without its other half: the string is not Unicode. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
-/** The path before the query. */
-function pathOf (target: string): string {
-  const query = target.indexOf('?')
-  return query === -1 ? target : target.slice(0, query)
-}
-
-/** How the WHATWG URL parser writes one path segment (percent-encoding only). */
-function encodedSegment (segment: string): string {
-  return new URL(`http://h/x${segment}`).pathname.slice(2)
-}
-
-/** True when the WHATWG URL parser would drop or merge a segment of `path` (dot segments, `\` read as `/`). */
-function whatwgResolvesDots (path: string): boolean {
-  const plain = path.replace(/#/g, '%23')
-  const segments = plain.split(/[/\\]/)
-  const resolved = new URL(`http://h${plain}`).pathname.split('/')
-  return resolved.length !== segments.length || segments.some((segment, i) => encodedSegment(segment) !== resolved[i])
-}
-
-/** True when a lenient target (the WHATWG parser, also after decoding `%2f` and `%5c`, or dropping `;` parameters) would resolve a dot segment of `target`. */
-function lenientResolvesDots (target: string): boolean {
-  const path = pathOf(target)
-  const slashes = path.replace(/%2f|%5c/gi, '/')
-  const params = slashes.split(/[/\\]/).map((segment) => segment.split(';')[0]).join('/')
-  return whatwgResolvesDots(path) || whatwgResolvesDots(slashes) || whatwgResolvesDots(params)
-}
 
 test('encodeRequestTarget: visible ASCII out, nothing lost, null only for a string that is not Unicode', async (t) => {
   await checkProperty(t, 'encodeRequestTarget never throws, leaves visible ASCII as it is, and encodes the rest', fc.property(

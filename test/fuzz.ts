@@ -143,3 +143,38 @@ export function cookieHeader (names: readonly string[], values: fc.Arbitrary<str
 export function testCodec (): CookieCodec {
   return new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 }
+
+// Request targets.
+
+/** The pieces a hostile path is made of: dot segments in every spelling, separators, parameters, and plain names. */
+export const PATH_SEGMENTS = ['a', 'b', 'admin', '', '.', '..', '%2e', '%2E', '%2e%2e', '.%2e', '%2E.', '%2e%2E', '...', '.a', 'a.', '..a', '.well-known',
+  '..;x', '.;', '..;', ';', 'a;b', '%2f', '%2F', '%5c', '%5C', '\\', '..\\', '%252e', '%25', '%', '%zz', 'é', '%C3%A9', '#', '?', '?x=../y', '&', '=', '*', ':', '@', '~']
+/** What joins them: `/`, and what a lenient target reads as one. */
+export const PATH_SEPARATORS = ['/', '/', '/', '/', '\\', '%2f', '%5c', '//']
+
+/** The path before the query. */
+export function pathOf (target: string): string {
+  const query = target.indexOf('?')
+  return query === -1 ? target : target.slice(0, query)
+}
+
+/** How the WHATWG URL parser writes one path segment (percent-encoding only). */
+function encodedSegment (segment: string): string {
+  return new URL(`http://h/x${segment}`).pathname.slice(2)
+}
+
+/** True when the WHATWG URL parser would drop or merge a segment of `path` (dot segments, `\` read as `/`). */
+export function whatwgResolvesDots (path: string): boolean {
+  const plain = path.replace(/#/g, '%23')
+  const segments = plain.split(/[/\\]/)
+  const resolved = new URL(`http://h${plain}`).pathname.split('/')
+  return resolved.length !== segments.length || segments.some((segment, i) => encodedSegment(segment) !== resolved[i])
+}
+
+/** True when a lenient target (the WHATWG parser, also after decoding `%2f` and `%5c`, or dropping `;` parameters) would resolve a dot segment of `target`. */
+export function lenientResolvesDots (target: string): boolean {
+  const path = pathOf(target)
+  const slashes = path.replace(/%2f|%5c/gi, '/')
+  const params = slashes.split(/[/\\]/).map((segment) => segment.split(';')[0]).join('/')
+  return whatwgResolvesDots(path) || whatwgResolvesDots(slashes) || whatwgResolvesDots(params)
+}
