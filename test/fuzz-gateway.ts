@@ -167,10 +167,16 @@ export interface FuzzGateway {
   readonly forbiddenAddress: string
   /** Connections the forbidden server accepted: must stay 0. */
   readonly forbiddenConnections: () => number
-  /** Every address the gateway's pools tried to connect to. */
+  /** Every address the gateway's pools tried to connect to, once each. */
   readonly connectAttempts: string[]
-  /** Every request the targets got, in order. */
-  readonly records: TargetRecord[]
+  /** How many requests the targets got. */
+  readonly recordCount: () => number
+  /** Takes the requests the targets got with this tag (once: a long run keeps no history). */
+  readonly take: (tag: number) => TargetRecord[]
+  /** Requests a target got without a tag the harness or the gateway gave: smuggled in a body. */
+  readonly untagged: TargetRecord[]
+  /** Requests a client pipelined, which the gateway received and tagged. */
+  readonly pipelined: TargetRecord[]
   /** Requests the gateway is working on (between onRequest and the response or the client's abort). */
   readonly inflight: () => number
   /** Writes `bytes` (on the kept connection when `reuse`, else a new one), half-closes when `end`, and reads one reply. */
@@ -181,7 +187,16 @@ export interface FuzzGateway {
 
 /** Options of the gateway: `cookiePrefix`, and the plugin's others. */
 export async function fuzzGateway (t: Tap, options: Partial<FastifyStickyOptions> = {}): Promise<FuzzGateway> {
-  const records: TargetRecord[] = []
+  const byTag = new Map<string, TargetRecord[]>()
+  const untagged: TargetRecord[] = []
+  const pipelined: TargetRecord[] = []
+  let recordCount = 0
+  const record = (entry: TargetRecord): void => {
+    recordCount++
+    if (entry.tag === PIPELINED) pipelined.push(entry)
+    else if (entry.tag === undefined || !/^\d+$/.test(entry.tag)) untagged.push(entry)
+    else byTag.set(entry.tag, [...(byTag.get(entry.tag) ?? []), entry])
+  }
   const targetAddresses: string[] = []
   const targets: Array<{ id: string, url: string }> = []
   for (const id of ['t0', 't1']) {
@@ -192,7 +207,7 @@ export async function fuzzGateway (t: Tap, options: Partial<FastifyStickyOptions
       req.on('data', (chunk: Buffer) => { bodyBytes += chunk.length })
       req.on('end', () => {
         const tag = valuesOf(headers, CASE_HEADER)[0]
-        records.push({ target: id, method: req.method ?? '', url: req.url ?? '', headers, tag, bodyBytes })
+        record({ target: id, method: req.method ?? '', url: req.url ?? '', headers, tag, bodyBytes })
         const setCookie = valuesOf(headers, SET_COOKIE_HEADER)[0]
         if (setCookie !== undefined) {
           // Lines Node refuses to write (controls) are left out: the target's own bug, not the gateway's.
@@ -240,7 +255,8 @@ export async function fuzzGateway (t: Tap, options: Partial<FastifyStickyOptions
   const connectAttempts: string[] = []
   const onConnect = (message: unknown): void => {
     const { hostname, port } = (message as { connectParams: { hostname: string, port: string | number } }).connectParams
-    connectAttempts.push(`${hostname}:${port}`)
+    const address = `${hostname}:${port}`
+    if (!connectAttempts.includes(address)) connectAttempts.push(address)
   }
   diagnosticsChannel.subscribe('undici:client:beforeConnect', onConnect)
   t.teardown(() => diagnosticsChannel.unsubscribe('undici:client:beforeConnect', onConnect))
@@ -282,7 +298,14 @@ export async function fuzzGateway (t: Tap, options: Partial<FastifyStickyOptions
     forbiddenAddress,
     forbiddenConnections: () => forbiddenConnections,
     connectAttempts,
-    records,
+    recordCount: () => recordCount,
+    take (tag) {
+      const records = byTag.get(String(tag)) ?? []
+      byTag.delete(String(tag))
+      return records
+    },
+    untagged,
+    pipelined,
     inflight: () => inflight.size,
     async send (bytes, { method, reuse, end }) {
       let connection = reuse && kept !== null && kept.idle ? kept : null

@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB } from '../lib/cookie-codec.js'
 import { readLbCookies } from '../lib/stickiness/lb-cookie.js'
-import { awaits, checkProperty, cookieHeader, cookieValue, gatewayCookieNames, testCodec } from './fuzz.js'
+import { awaits, checkProperty, cookieHeader, cookieValue, gatewayCookieNames, shrinkBudget, testCodec } from './fuzz.js'
 import { CASE_HEADER, fuzzGateway, valuesOf, type FuzzGateway, type Reply, type TargetRecord } from './fuzz-gateway.js'
 
 // Cookie headers as clients send them, through a real gateway: the same request with the same
@@ -53,7 +53,7 @@ async function exchange (gw: FuzzGateway, request: CookieCase): Promise<{ reply:
   const tag = ++tags
   const reply = await gw.send(render(request, tag, gw), { method: request.method, reuse: true, end: false })
   await gw.settle()
-  return { reply, records: gw.records.filter((record) => record.tag === String(tag)) }
+  return { reply, records: gw.take(tag) }
 }
 
 /** The names of the cookie-pairs a Cookie header holds (RFC 6265: the name before `=`, trimmed). */
@@ -68,7 +68,7 @@ for (const prefix of PREFIXES) {
     const gw = await fuzzGateway(t, { cookiePrefix: prefix })
     const sealed = sealedFor(Date.now())
     const targetOf = new Map(sealed.map((value, i) => [value, i === 4 ? null : ['t0', 't1'][i % 2]]))
-    await checkProperty(t, 'two sends, one decision; a hit is served by its cookie\'s target', fc.asyncProperty(cookieCase(prefix, sealed), async (request) => {
+    await checkProperty(t, 'two sends, one decision; a hit is served by its cookie\'s target', fc.asyncProperty(cookieCase(prefix, sealed), shrinkBudget(async (request) => {
       const first = await exchange(gw, request)
       const second = await exchange(gw, request)
       if (first.reply.kind !== 'response' || second.reply.kind !== 'response') throw new Error(`no response: ${describeReply(first.reply)} / ${describeReply(second.reply)}`)
@@ -85,19 +85,19 @@ for (const prefix of PREFIXES) {
         if (named !== served[0]) throw new Error(`a hit on ${served[0]}, but the cookie names ${String(named)} (candidates ${JSON.stringify(candidates)})`)
       }
       return true
-    }), RUNS)
+    })), RUNS)
   })
 
   test(`the gateway's own cookies never reach a target${under}`, awaits('the gateway\'s cookies stripped from Cookie upstream'), async (t) => {
     const gw = await fuzzGateway(t, { cookiePrefix: prefix })
     const own = new Set(gatewayCookieNames(prefix))
-    await checkProperty(t, 'no Cookie header upstream holds a pair named as one of the gateway\'s cookies', fc.asyncProperty(cookieCase(prefix, sealedFor(Date.now())), async (request) => {
+    await checkProperty(t, 'no Cookie header upstream holds a pair named as one of the gateway\'s cookies', fc.asyncProperty(cookieCase(prefix, sealedFor(Date.now())), shrinkBudget(async (request) => {
       const { records } = await exchange(gw, request)
       for (const record of records) {
         const leaked = valuesOf(record.headers, 'cookie').flatMap(pairNames).filter((name) => own.has(name))
         if (leaked.length > 0) throw new Error(`the target got ${JSON.stringify(valuesOf(record.headers, 'cookie'))}: ${leaked.join(', ')}`)
       }
       return true
-    }), RUNS)
+    })), RUNS)
   })
 }

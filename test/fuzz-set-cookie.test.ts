@@ -3,7 +3,7 @@ import { test } from 'tap'
 import { COOKIE_PURPOSE_LB } from '../lib/cookie-codec.js'
 import { AppCookieSealer } from '../lib/group-forward.js'
 import { APP_COOKIE_PREFIX, parseCookieDate, readAppCookieChange, readAppShards, type AppCookieChange } from '../lib/stickiness/app-cookie.js'
-import { anyString, awaits, checkProperty, cookieOctets, cookieToken, gatewayCookieNames, testCodec } from './fuzz.js'
+import { anyString, awaits, checkProperty, cookieOctets, cookieToken, gatewayCookieNames, shrinkBudget, testCodec } from './fuzz.js'
 import { CASE_HEADER, fuzzGateway, SET_COOKIE_HEADER, valuesOf, type FuzzGateway, type RawResponse } from './fuzz-gateway.js'
 
 // A target's Set-Cookie lines decide whether the app's session cookie was set, kept or deleted
@@ -191,6 +191,7 @@ async function sendSetCookie (gw: FuzzGateway, request: SetCookieCase, tag: numb
   const encoded = Buffer.from(JSON.stringify(request.lines), 'utf8').toString('base64')
   const cookie = request.sid ? 'Cookie: sid=abc\r\n' : ''
   const reply = await gw.send(Buffer.from(`GET ${request.path} HTTP/1.1\r\nHost: ${gw.address}\r\n${CASE_HEADER}: ${tag}\r\n${SET_COOKIE_HEADER}: ${encoded}\r\n${cookie}\r\n`), { method: 'GET', reuse: true, end: false })
+  gw.take(tag)
   if (reply.kind !== 'response') throw new Error(`no response: ${reply.kind} ${JSON.stringify(reply.data.slice(0, 200))}`)
   if (reply.response.status !== 200) throw new Error(`answered ${reply.response.status} ${reply.response.body.toString('latin1').slice(0, 200)}`)
   return reply.response
@@ -205,7 +206,7 @@ for (const prefix of ['', 'gw-']) {
   test(`whatever Set-Cookie lines a target sends, the gateway's own cookies still pin the client to it${under}`, async (t) => {
     const gw = await fuzzGateway(t, { cookiePrefix: prefix })
     const sealer = new AppCookieSealer(codec, `${prefix}${APP_COOKIE_PREFIX}`)
-    await checkProperty(t, 'a 200 that carries the gateway\'s cookie for the target that answered', fc.asyncProperty(setCookieCase(), async (request) => {
+    await checkProperty(t, 'a 200 that carries the gateway\'s cookie for the target that answered', fc.asyncProperty(setCookieCase(), shrinkBudget(async (request) => {
       const response = await sendSetCookie(gw, request, ++setCookieTags)
       const servedBy = valuesOf(response.headers, 'x-served-by')[0]
       const lines = valuesOf(response.headers, 'set-cookie')
@@ -225,13 +226,13 @@ for (const prefix of ['', 'gw-']) {
       const bound = change !== null && change !== 'deleted' ? true : change === null && request.sid
       if (bound && !(bindings ?? []).some((binding) => binding.group === 'g' && binding.targetId === servedBy)) throw new Error(`the app cookie is set, yet the shards bind no target ${servedBy}: ${JSON.stringify(lines)}`)
       return true
-    }), E2E_RUNS)
+    })), E2E_RUNS)
   })
 
   test(`no Set-Cookie line of a target carries one of the gateway's names${under}`, awaits('target responses\' gateway-named Set-Cookie lines stripped'), async (t) => {
     const gw = await fuzzGateway(t, { cookiePrefix: prefix })
     const own = gatewayCookieNames(prefix)
-    await checkProperty(t, 'each gateway name appears once per response at most, as the gateway wrote it', fc.asyncProperty(setCookieCase(), async (request) => {
+    await checkProperty(t, 'each gateway name appears once per response at most, as the gateway wrote it', fc.asyncProperty(setCookieCase(), shrinkBudget(async (request) => {
       const response = await sendSetCookie(gw, request, ++setCookieTags)
       const names = valuesOf(response.headers, 'set-cookie').map((line) => line.slice(0, line.indexOf('=')).trim())
       for (const name of own) {
@@ -243,6 +244,6 @@ for (const prefix of ['', 'gw-']) {
       const extra = names.filter((name) => own.includes(name) && !expected.includes(name))
       if (extra.length > 0) throw new Error(`a target's ${extra.join(', ')} reached the client: ${JSON.stringify(valuesOf(response.headers, 'set-cookie'))}`)
       return true
-    }), E2E_RUNS)
+    })), E2E_RUNS)
   })
 }

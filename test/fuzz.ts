@@ -68,6 +68,26 @@ export async function checkProperty<T> (t: Tap, name: string, property: fc.IProp
   }
 }
 
+/**
+ * Wraps an end-to-end predicate so that, once it has failed, shrinking stops after `budget` more
+ * failing cases: each case is a request, and a robust failure could otherwise shrink for minutes.
+ * The counterexample reported is the smallest found by then.
+ */
+export function shrinkBudget<A extends unknown[]> (predicate: (...args: A) => Promise<boolean>, budget = 300): (...args: A) => Promise<boolean> {
+  let failures = 0
+  return async (...args: A) => {
+    if (failures > budget) return true
+    try {
+      const ok = await predicate(...args)
+      if (!ok) failures++
+      return ok
+    } catch (err) {
+      if (!fc.PreconditionFailure.isFailure(err)) failures++
+      throw err
+    }
+  }
+}
+
 // Generators shared by the fuzz files.
 
 /** Any UTF-16 code unit, lone surrogates included: what a JavaScript string can hold but no valid text does. */
