@@ -1,0 +1,184 @@
+import fc from 'fast-check'
+import { test } from 'tap'
+import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
+import { AppCookieSealer, type GroupForward } from '../lib/group-forward.js'
+import { resolveListenerRule } from '../lib/listener-rule.js'
+import { resolveOptions } from '../lib/options.js'
+import { hashCookieValue, type AppBinding } from '../lib/stickiness/app-bindings.js'
+import { APP_COOKIE_PREFIX, AppCookieWriter, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
+import { LB_COOKIE, LbCookieWriter, readLbCookies } from '../lib/stickiness/lb-cookie.js'
+import { TargetGroup } from '../lib/target-group.js'
+import type { AffinityDecision, StickinessOptions } from '../lib/types.js'
+import { checkProperty, cookieHeader, cookieValue, gatewayCookieNames } from './fuzz.js'
+
+// The affinity decision is a function of the Cookie header and the clock: whatever a client
+// sends, deciding never throws, the same header at the same second decides the same way, and a
+// cookie of ours is a hit exactly when ALB's rules say so.
+
+const KEY = Buffer.alloc(32, 0x5e)
+const NOW_SECONDS = Math.floor(Date.UTC(2026, 10, 21, 12) / 1000)
+const DURATION_SECONDS = 3600
+const TARGETS = ['t0', 't1', 't2']
+
+interface Tap {
+  teardown (fn: () => unknown): void
+}
+
+/** A group `g` of three targets (and `gone`, deregistered), and the forwards of two routes on it, built as the plugin builds them. */
+async function forwards (t: Tap, prefix: string): Promise<{ lb: GroupForward, app: GroupForward, appBound: GroupForward, codec: CookieCodec, sealer: AppCookieSealer, group: TargetGroup }> {
+  const options = resolveOptions({
+    keys: [KEY],
+    cookiePrefix: prefix,
+    targetGroups: [{
+      name: 'g',
+      deregistrationDelayMs: 0,
+      stickiness: { type: 'lb_cookie', durationSeconds: DURATION_SECONDS },
+      targets: [...TARGETS, 'gone'].map((id, i) => ({ id, url: `http://127.0.0.1:${9001 + i}` }))
+    }]
+  })
+  // Pools connect lazily: nothing leaves this process.
+  const group = new TargetGroup(options.targetGroups[0], { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW_SECONDS * 1000 })
+  t.teardown(() => group.close())
+  await group.deregister('gone')
+  const codec = new CookieCodec(options.keys)
+  const sealer = new AppCookieSealer(codec, prefix + APP_COOKIE_PREFIX)
+  const context = {
+    groups: new Map([['g', group]]),
+    codec,
+    lbWriter: new LbCookieWriter(prefix + LB_COOKIE),
+    appWriter: new AppCookieWriter(prefix + APP_COOKIE_PREFIX),
+    appSealer: sealer,
+    listeners: new Map(),
+    cookiePrefix: prefix,
+    now: () => NOW_SECONDS * 1000
+  }
+  const rule = (stickiness?: StickinessOptions): GroupForward => resolveListenerRule({ targetGroup: 'g', stickiness }, 'GET /', context) as GroupForward
+  return {
+    lb: rule(),
+    app: rule({ type: 'app_cookie', cookieName: 'sid', durationSeconds: DURATION_SECONDS }),
+    appBound: rule({ type: 'app_cookie', cookieName: 'sid', durationSeconds: DURATION_SECONDS, bindToCookieValue: true }),
+    codec,
+    sealer,
+    group
+  }
+}
+
+/** What must not change between two decisions on the same input: the outcome, its reason, and a hit's target (a new pick rotates). */
+function verdict (decision: AffinityDecision): string {
+  const reason = decision.outcome === 'reassigned' ? decision.reason : ''
+  return `${decision.outcome}:${reason}:${decision.outcome === 'hit' ? decision.target.id : ''}`
+}
+
+/** A sealed AWSALB value and what it carries. */
+interface Sealed {
+  value: string
+  group: string
+  targetId: string
+  issuedAtSeconds: number
+}
+
+/** Values of every kind a client may bring back: ours for each target (and for a deregistered, an unknown one, another group), fresh and old. */
+function sealValues (codec: CookieCodec): Sealed[] {
+  const sealed: Sealed[] = []
+  for (const targetId of [...TARGETS, 'gone', 'nobody']) {
+    for (const group of ['g', 'other']) {
+      for (const age of [0, 10, DURATION_SECONDS, DURATION_SECONDS + 1, 40 * DURATION_SECONDS, -60]) {
+        const issuedAtSeconds = NOW_SECONDS - age
+        const value = codec.seal(COOKIE_PURPOSE_LB, { group, targetId, stickyUntilSeconds: issuedAtSeconds + DURATION_SECONDS, issuedAtSeconds })
+        sealed.push({ value, group, targetId, issuedAtSeconds })
+      }
+    }
+  }
+  return sealed
+}
+
+/** ALB's rules for the candidates of a header, written out: the first cookie that holds is a hit; else the first one's reason. */
+function expectedLb (candidates: readonly string[], sealed: ReadonlyMap<string, Sealed>, group: TargetGroup, nowSeconds: number): string {
+  let reason: string | null = null
+  for (const value of candidates) {
+    const payload = sealed.get(value)
+    let why: string
+    if (payload === undefined) why = 'undecodable'
+    else if (payload.group !== 'g') why = 'group-mismatch'
+    else if (payload.issuedAtSeconds + DURATION_SECONDS < nowSeconds) why = 'expired'
+    else if (group.get(payload.targetId) === undefined) why = group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
+    else return `hit::${payload.targetId}`
+    reason ??= why
+  }
+  return reason === null ? 'new::' : `reassigned:${reason}:`
+}
+
+for (const prefix of ['', 'gw-']) {
+  test(`lb_cookie decisions${prefix === '' ? '' : ` under cookiePrefix '${prefix}'`}: never a throw, the same header decides the same way, and a cookie of ours holds exactly when ALB says so`, async (t) => {
+    const { lb, codec, group } = await forwards(t, prefix)
+    const sealed = sealValues(codec)
+    const byValue = new Map(sealed.map((entry) => [entry.value, entry]))
+    // The names the decision reads, often; the others, and ALB's unprefixed ones, now and then.
+    const ownNames = [`${prefix}AWSALB`, `${prefix}AWSALBCORS`]
+    const values = cookieValue(sealed.map(({ value }) => value))
+    const noise = cookieHeader([...ownNames, ...gatewayCookieNames(prefix), ...gatewayCookieNames(''), 'sid'], values)
+    // A browser's header: our pairs (one to three, repeats and the twin too) among the others.
+    const browser = fc.tuple(noise, fc.array(fc.tuple(fc.constantFrom(...ownNames), values), { minLength: 1, maxLength: 3 }), fc.nat(), fc.constantFrom('; ', ';', ' ; '))
+      .map(([other, pairs, at, separator]) => {
+        const parts = other === '' ? [] : [other]
+        parts.splice(at % (parts.length + 1), 0, ...pairs.map(([name, value]) => `${name}=${value}`))
+        return parts.join(separator)
+      })
+    const header = fc.oneof(noise, browser)
+    const clock = fc.integer({ min: -2 * DURATION_SECONDS, max: 2 * DURATION_SECONDS }).map((offset) => (NOW_SECONDS + offset) * 1000 + 999)
+
+    await checkProperty(t, 'decide(header, now) is what ALB decides, twice over', fc.property(
+      fc.option(header, { nil: undefined }), clock,
+      (text, nowMs) => {
+        const first = verdict(lb.decide(text, nowMs))
+        const second = verdict(lb.decide(text, nowMs))
+        if (first !== second) throw new Error(`decided ${first}, then ${second}`)
+        const expected = expectedLb(readLbCookies(text, prefix + LB_COOKIE), byValue, group, Math.floor(nowMs / 1000))
+        if (first !== expected) throw new Error(`decided ${first}, ALB: ${expected}`)
+        return true
+      }))
+  })
+}
+
+test('app_cookie decisions: never a throw, the same header decides the same way, a hit needs both cookies and our binding', async (t) => {
+  const { app, appBound, sealer } = await forwards(t, '')
+  // Binding sets sealed by the gateway: this group's binding to each target (or to none), with others' around it.
+  const sets = new Map<string, readonly AppBinding[]>()
+  const writer = new AppCookieWriter()
+  const shardHeaders: string[] = []
+  for (const targetId of [...TARGETS, 'gone', 'nobody', null]) {
+    for (const age of [0, DURATION_SECONDS + 1]) {
+      for (const valueHash of [null, hashCookieValue('abc')]) {
+        const own: AppBinding[] = targetId === null ? [] : [{ group: 'g', targetId, issuedAtSeconds: NOW_SECONDS - age, valueHash }]
+        const bindings = [...own, { group: 'other', targetId: 't0', issuedAtSeconds: NOW_SECONDS, valueHash: null }]
+        const value = sealer.seal(bindings, NOW_SECONDS - age)
+        sets.set(value, bindings)
+        shardHeaders.push((writer.setCookies(value, NOW_SECONDS * 1000, false) as string[]).map((line) => line.split(';')[0]).join('; '))
+      }
+    }
+  }
+  const noise = cookieHeader(['sid', ...gatewayCookieNames('')], cookieValue([...sets.keys()]))
+  const sid = fc.option(fc.constantFrom('sid=abc', 'sid=', 'sid="x y"', ' sid=1'), { nil: '' })
+  const structured = fc.tuple(fc.shuffledSubarray([noise, fc.constantFrom(...shardHeaders), sid], { minLength: 3 }), fc.constantFrom('; ', ';', ' ; '))
+    .chain(([parts, separator]) => fc.tuple(...parts).map((texts) => texts.filter((text) => text !== '').join(separator)))
+  const header = fc.oneof(structured, cookieHeader(['sid', ...gatewayCookieNames('')], cookieValue([...sets.keys()])))
+
+  await checkProperty(t, 'decideApp(header, now) decides the same way twice, and a hit is a binding of ours with the app cookie beside it', fc.property(
+    fc.option(header, { nil: undefined }), fc.boolean(),
+    (text, bound) => {
+      const forward = bound ? appBound : app
+      const first = forward.decideApp(text, NOW_SECONDS * 1000)
+      const again = forward.decideApp(text, NOW_SECONDS * 1000)
+      if (verdict(first.decision) !== verdict(again.decision)) throw new Error(`decided ${verdict(first.decision)}, then ${verdict(again.decision)}`)
+      const shards = readAppShards(text)
+      const bindings = typeof shards === 'string' ? sets.get(shards) : undefined
+      const own = bindings?.find((binding) => binding.group === 'g')
+      const appValue = readCookieValue(text, 'sid')
+      const holds = own !== undefined && appValue !== undefined && TARGETS.includes(own.targetId) &&
+        own.issuedAtSeconds + DURATION_SECONDS >= NOW_SECONDS && (!bound || own.valueHash === hashCookieValue(appValue))
+      const expected = holds ? `hit::${own.targetId}` : null
+      if (expected !== null && verdict(first.decision) !== expected) throw new Error(`decided ${verdict(first.decision)}, expected ${expected}`)
+      if (expected === null && first.decision.outcome === 'hit') throw new Error(`a hit without a binding of ours: ${verdict(first.decision)}`)
+      return true
+    }))
+})
