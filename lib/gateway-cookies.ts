@@ -72,20 +72,21 @@ export class GatewayCookieNames {
   }
 }
 
-/** What follows `<prefix>AWSALB` in each of the gateway's names, `=` included. */
+/** What follows `<prefix>AWSALB` in each of the gateway's names. */
 const SUFFIXES: readonly string[] = [
-  '=',
-  `${CORS_SUFFIX}=`,
-  `${TG_COOKIE.slice(LB_COOKIE.length)}=`,
-  `${TG_COOKIE.slice(LB_COOKIE.length)}${CORS_SUFFIX}=`,
-  ...Array.from({ length: APP_COOKIE_SHARDS }, (_, i) => `${APP_COOKIE_PREFIX.slice(LB_COOKIE.length)}${i}=`)
+  '',
+  CORS_SUFFIX,
+  TG_COOKIE.slice(LB_COOKIE.length),
+  `${TG_COOKIE.slice(LB_COOKIE.length)}${CORS_SUFFIX}`,
+  ...Array.from({ length: APP_COOKIE_SHARDS }, (_, i) => `${APP_COOKIE_PREFIX.slice(LB_COOKIE.length)}${i}`)
 ]
 
 /**
  * The Cookie header without the gateway's own cookie-pairs (`<prefix>AWSALB`, `AWSALBCORS`,
  * `AWSALBTG`, `AWSALBTGCORS`, `AWSALBAPP-0` to `-3`), as HAProxy's `cookie … indirect` keeps its
- * cookie from the server. A name counts only at the start of a pair, as the gateway reads it
- * (`AWSALBX=1`, or `AWSALB=` inside another cookie's value, stays). Each pair goes with the `;`
+ * cookie from the server. A name counts only at the start of a pair, blanks around it allowed as
+ * a parser that trims names reads them (`AWSALB = x` goes; `AWSALBX=1`, or `AWSALB=` inside
+ * another cookie's value, stays). Each pair goes with the `;`
  * before it (the one after it, for the first pair); every other byte is kept as it came. `''`
  * when nothing is left. A header without `<prefix>AWSALB` costs one `indexOf` and is returned
  * as it is.
@@ -124,7 +125,13 @@ function isGatewayPair (header: string, start: number, base: string): boolean {
   while (isBlank(header.charCodeAt(at))) at++
   if (!header.startsWith(base, at)) return false
   at += base.length
-  for (const suffix of SUFFIXES) if (header.startsWith(suffix, at)) return true
+  for (const suffix of SUFFIXES) {
+    if (!header.startsWith(suffix, at)) continue
+    // `AWSALB = x`: browsers never send it, but an app's parser that trims names reads AWSALB.
+    let equals = at + suffix.length
+    while (isBlank(header.charCodeAt(equals))) equals++
+    if (header.charCodeAt(equals) === 61 /* = */) return true
+  }
   return false
 }
 

@@ -103,7 +103,12 @@ test('a response deletes the app cookie with Max-Age <= 0 or a past Expires; an 
     ['sid=x; Expires=0', { value: 'x' }],
     ['sid=x; EXPIRES=Wed, 21 Oct 2015 07:28:00 GMT', 'deleted'],
     [['sid=; Max-Age=0', 'sid=new; Path=/'], { value: 'new' }],
-    [['sid2=a', 'xsid=b', 'other=c'], null]
+    [['sid2=a', 'xsid=b', 'other=c'], null],
+    [' sid=abc', { value: 'abc' }],
+    ['sid =abc; Path=/', { value: 'abc' }],
+    ['\tsid\t=abc', { value: 'abc' }],
+    ['sid=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Expires=not a date', 'deleted'],
+    ['x=sid=abc', null]
   ]
   for (const [lines, expected] of cases) t.same(readAppCookieChange(lines, 'sid', now), expected, JSON.stringify(lines))
 })

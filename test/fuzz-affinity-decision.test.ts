@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { AppCookieSealer, type GroupForward } from '../lib/group-forward.js'
+import { AppCookieSealer, LbSetSealer, type GroupForward } from '../lib/group-forward.js'
 import { resolveListenerRule } from '../lib/listener-rule.js'
 import { resolveOptions } from '../lib/options.js'
 import { hashCookieValue, type AppBinding } from '../lib/stickiness/app-bindings.js'
@@ -48,6 +48,9 @@ async function forwards (t: Tap, prefix: string): Promise<{ lb: GroupForward, ap
     lbWriter: new LbCookieWriter(prefix + LB_COOKIE),
     appWriter: new AppCookieWriter(prefix + APP_COOKIE_PREFIX),
     appSealer: sealer,
+    lbSetSealer: new LbSetSealer(codec, prefix + LB_COOKIE + 'CORS'),
+    secureCookies: false,
+    clockSkewSeconds: 5,
     listeners: new Map(),
     cookiePrefix: prefix,
     now: () => NOW_SECONDS * 1000
@@ -92,7 +95,7 @@ function sealValues (codec: CookieCodec): Sealed[] {
   return sealed
 }
 
-/** ALB's rules for the candidates of a header, written out: the first cookie that holds is a hit; else the first one's reason. */
+/** ALB's rules for the candidates of a header, written out (with our clock-skew rule): the first cookie that holds is a hit; else the first one's reason. */
 function expectedLb (candidates: readonly string[], sealed: ReadonlyMap<string, Sealed>, group: TargetGroup, nowSeconds: number): string {
   let reason: string | null = null
   for (const value of candidates) {
@@ -100,6 +103,8 @@ function expectedLb (candidates: readonly string[], sealed: ReadonlyMap<string, 
     let why: string
     if (payload === undefined) why = 'undecodable'
     else if (payload.group !== 'g') why = 'group-mismatch'
+    // Ours beyond ALB: a value issued more than the 5 s clock-skew allowance ahead is not honoured.
+    else if (payload.issuedAtSeconds > nowSeconds + 5) why = 'issued-in-future'
     else if (payload.issuedAtSeconds + DURATION_SECONDS < nowSeconds) why = 'expired'
     else if (group.get(payload.targetId) === undefined) why = group.wasDeregistered(payload.targetId) ? 'target-deregistered' : 'target-unknown'
     else return `hit::${payload.targetId}`

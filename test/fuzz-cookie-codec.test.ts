@@ -5,7 +5,7 @@ import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_TG, CookieCodec, 
 import { AppCookieSealer } from '../lib/group-forward.js'
 import { decodeBindings, encodeBindings, MAX_APP_BINDINGS, type AppBinding } from '../lib/stickiness/app-bindings.js'
 import { APP_COOKIE_PREFIX, APP_COOKIE_SHARDS, maxShardLength } from '../lib/stickiness/app-cookie.js'
-import { anyString, awaits, checkProperty } from './fuzz.js'
+import { anyString, checkProperty } from './fuzz.js'
 
 // A stickiness cookie comes back from the client: anything may stand in its place. Only a value
 // this ring sealed, for this purpose, may ever open; everything else must be refused without
@@ -124,7 +124,7 @@ const bindingBytes = (() => {
   )
 })()
 
-test('decodeBindings never throws, whatever the bytes', awaits('finding: decodeBindings throws a RangeError when a value hash runs past the end'), async (t) => {
+test('decodeBindings never throws, whatever the bytes', async (t) => {
   await checkProperty(t, 'decodeBindings returns bindings or null for any bytes', fc.property(bindingBytes, (plain) => {
     const decoded = decodeBindings(plain)
     return decoded === null || Array.isArray(decoded)

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { test } from 'tap'
-import { anyString, awaits, checkProperty, cookieHeader, cookieToken, cookieValue, gatewayCookieNames, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS, shrinkBudget } from './fuzz.js'
+import { anyString, checkProperty, cookieHeader, cookieToken, cookieValue, gatewayCookieNames, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS, shrinkBudget } from './fuzz.js'
 import { CASE_HEADER, fuzzGateway, valuesOf, type FuzzGateway, type Reply, type TargetRecord } from './fuzz-gateway.js'
 
 // Raw requests against a real gateway: request lines, request targets and headers as a client
@@ -260,7 +260,7 @@ test('the target gets only the path its route forwards, never with a dot segment
   await checkAfter(t, gw)
 })
 
-test('an absolute-form target is forwarded as routed, and refused with 400 when it has a dot segment', awaits('absolute-form request targets with dot segments answered 400 (known); and a `\\` in them kept, other schemes than http(s) refused (findings)'), async (t) => {
+test('an absolute-form target is forwarded as routed, and refused with 400 when it has a dot segment', async (t) => {
   const gw = await fuzzGateway(t)
   await checkProperty(t, 'an absolute-form target: 400 when its path has a dot segment, else the routed path reaches the target', fc.asyncProperty(requestCase(gw), shrinkBudget(async (request) => {
     const wire = wireOf(request.target)
@@ -274,7 +274,7 @@ test('an absolute-form target is forwarded as routed, and refused with 400 when 
   await checkAfter(t, gw)
 })
 
-test('OPTIONS * is answered by the gateway, never forwarded', awaits('OPTIONS * answered at the gateway'), async (t) => {
+test('OPTIONS * is answered by the gateway, never forwarded', async (t) => {
   const gw = await fuzzGateway(t)
   await checkProperty(t, 'no target gets a request for *', fc.asyncProperty(requestCase(gw).map((request) => ({ ...request, method: 'OPTIONS', target: '*' })), shrinkBudget(async (request) => {
     const { reply, records } = await exchange(gw, request, ++tags)
@@ -319,7 +319,7 @@ test('no hop-by-hop header reaches a target, nor one the client listed in Connec
   await checkAfter(t, gw)
 })
 
-test('a request with two Host headers is refused', awaits('duplicate Host answered 400'), async (t) => {
+test('a request with two Host headers is refused', async (t) => {
   const gw = await fuzzGateway(t)
   const hosts = fc.constantFrom(gw.address, gw.forbiddenAddress, 'evil.example', '')
   await checkProperty(t, 'two Host headers: 400, and no target gets it', fc.asyncProperty(requestCase(gw), hosts, hosts, fc.nat(), shrinkBudget(async (request, first, second, at) => {

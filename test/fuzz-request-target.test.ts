@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { encodeRequestTarget, hasDotSegment, originFormOf } from '../lib/proxy.js'
-import { anyString, awaits, checkProperty, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS } from './fuzz.js'
+import { anyString, checkProperty, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS } from './fuzz.js'
 
 // What the proxy makes of a request target before it goes to a target: encoded, in origin-form,
 // refused when it has a dot segment. Whatever the client or the route sends, none of the three
@@ -50,10 +50,11 @@ function sentFor (target: string): string | null {
   const encoded = encodeRequestTarget(target)
   if (encoded === null) return null
   const sent = originFormOf(encoded)
+  if (sent === null) return null
   return hasDotSegment(sent) ? null : sent
 }
 
-test('the path the proxy sends always starts with /', awaits('finding: originFormOf gives a path without / for an absolute-form target of a scheme with an opaque path (javascript:x, mailto:x)'), async (t) => {
+test('the path the proxy sends always starts with /', async (t) => {
   await checkProperty(t, 'originFormOf(encodeRequestTarget(x)) starts with /', fc.property(requestTarget, (target) => {
     const sent = sentFor(target)
     if (sent !== null && !sent.startsWith('/')) throw new Error(`sent ${JSON.stringify(sent)}`)

@@ -18,14 +18,6 @@ export const FUZZ_SEED = seedOf(process.env.FUZZ_SEED)
 /** `FUZZ_RUNS`, cases per property, when set. */
 const RUNS_OVERRIDE = runsOf(process.env.FUZZ_RUNS)
 
-/** `FUZZ_TODO=1` runs the properties marked todo (behaviours not built yet) as real ones, to see whether they pass now. */
-export const RUN_TODO = process.env.FUZZ_TODO === '1'
-
-/** Tap's options for a property that fails until `item` is built: todo (not run), or run with `FUZZ_TODO=1`. */
-export function awaits (item: string): { todo: string | false } {
-  return { todo: RUN_TODO ? false : `awaits ${item}` }
-}
-
 function seedOf (text: string | undefined): number {
   if (text === undefined || text === '') return DEFAULT_FUZZ_SEED
   if (text === 'random') return (Date.now() ^ (Math.random() * 0x100000000)) | 0

@@ -139,6 +139,7 @@ test('a forged, tampered or foreign value of several groups is reassigned, never
     ['a flipped character', flipped, 'reassigned;undecodable'],
     ['sealed as app-cookie bindings', codec.sealBytes(3, encodeBindings([{ group: 'g0', targetId: 't1', issuedAtSeconds: nowSeconds, valueHash: null }])), 'reassigned;undecodable'],
     ['a set sealed around garbage', codec.sealBytes(COOKIE_PURPOSE_LB_SET, Buffer.from('not bindings')), 'reassigned;undecodable'],
+    ['a set whose value hash runs past its end', codec.sealBytes(COOKIE_PURPOSE_LB_SET, Buffer.from([1, 2, 0, 0, 0, 0, 8])), 'reassigned;undecodable'],
     ['4 KB of characters', 'A'.repeat(4096), 'reassigned;undecodable']
   ]
   for (const [what, value, expected] of cases) {

@@ -57,6 +57,8 @@ export function decodeBindings (plain: Buffer): readonly AppBinding[] | null {
     const hashLength = plain[at + 4]
     if (hashLength !== 0 && hashLength !== HASH_BYTES) return null
     at += 5
+    // The hash and the group's length byte must lie inside the plaintext.
+    if (at + hashLength >= plain.length) return null
     const valueHash = hashLength === 0 ? null : plain.toString('hex', at, at + hashLength)
     at += hashLength
     const groupLength = plain[at++]

@@ -143,7 +143,8 @@ export function readCookieValue (header: string | undefined, name: string): stri
 export type AppCookieChange = { readonly value: string } | 'deleted' | null
 
 /**
- * Reads the response's Set-Cookie lines for cookie `name`: the last line of that name counts.
+ * Reads the response's Set-Cookie lines for cookie `name` (blanks around a line's name ignored, as
+ * browsers read it): the last line of that name counts.
  * A line with `Max-Age` ≤ 0, or without `Max-Age` and an `Expires` not after `nowMs`, deletes
  * it (RFC 6265 §5.2.1–5.2.2: Max-Age wins over Expires).
  */
@@ -153,8 +154,11 @@ export function readAppCookieChange (setCookie: unknown, name: string, nowMs: nu
   let change: AppCookieChange = null
   for (const raw of lines) {
     const line = String(raw)
-    if (!line.startsWith(name) || line.charCodeAt(name.length) !== 61 /* = */) continue
+    if (!line.includes(name)) continue
     const parts = line.split(';')
+    // The name is what comes before the first `=`, blanks around it removed (RFC 6265 §5.2).
+    const equals = parts[0].indexOf('=')
+    if (equals === -1 || parts[0].slice(0, equals).trim() !== name) continue
     let maxAge: number | null = null
     let expires: number | null = null
     for (let i = 1; i < parts.length; i++) {
@@ -164,10 +168,11 @@ export function readAppCookieChange (setCookie: unknown, name: string, nowMs: nu
       const attribute = part.slice(0, equals).trim().toLowerCase()
       const value = part.slice(equals + 1).trim()
       if (attribute === 'max-age' && /^-?\d+$/.test(value)) maxAge = Number(value)
-      else if (attribute === 'expires') expires = parseCookieDate(value)
+      // An Expires that is no date is ignored (RFC 6265 §5.2.1): an earlier valid one stands.
+      else if (attribute === 'expires') expires = parseCookieDate(value) ?? expires
     }
     const deleted = maxAge !== null ? maxAge <= 0 : expires !== null && expires <= nowMs
-    change = deleted ? 'deleted' : { value: parts[0].slice(name.length + 1).trim() }
+    change = deleted ? 'deleted' : { value: parts[0].slice(equals + 1).trim() }
   }
   return change
 }
