@@ -52,6 +52,18 @@ export const trusted: FastifyStickyOptions[] = [
 // @ts-expect-error a hop count says nothing about who the peer is
 export const hopCount: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], trustedProxies: 1 }
 
+export const cookieAttributes: FastifyStickyOptions[] = [
+  { targetGroups: [{ name: 'a' }], cookieSecure: 'auto', cookieHttpOnly: true, cookieClockSkewSeconds: 0 },
+  { targetGroups: [{ name: 'a' }], cookiePrefix: '__Host-', cookieSecure: true }
+]
+// @ts-expect-error Secure is on, off or 'auto'
+export const secureAlways: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], cookieSecure: 'always' }
+
+/** A handler narrowing the reasons, the new one included. */
+export function isFromTheFuture (affinity: AffinityDecision): boolean {
+  return (affinity.outcome === 'reassigned' && affinity.reason === 'issued-in-future') || affinity.rule?.groupReason === 'issued-in-future'
+}
+
 /** A handler's view of the listener rule that routed a request. */
 export function ruleOf (affinity: AffinityDecision): string {
   const rule = affinity.rule
