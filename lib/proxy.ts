@@ -589,8 +589,9 @@ export class Proxy {
     if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const requestTarget = originFormOf(given)
     if (requestTarget === null) return path === undefined ? answerOtherForm(reply) : reply.send(new FST_STICKY_REQUEST_INVALID())
-    // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target.
-    if (hasDotSegment(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target,
+    // nor `/public\admin` reach `/public/admin` on one that reads `\` as `/`.
+    if (refusesPath(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
     res.once('close', () => exchange.onClientClose(res.writableFinished))
     const parsed = parsedBody(request, headers)
@@ -863,6 +864,19 @@ export function hasDotSegment (target: string): boolean {
     if (name === '.' || name === '..') return true
   }
   return false
+}
+
+/**
+ * True for a path the gateway refuses to send: a dot segment (see `hasDotSegment`), or a raw `\`
+ * in the path, which no browser sends (they turn it into `/`) and RFC 3986 does not allow, but
+ * which a lenient target reads as `/`: the route matched `/admin\x` as a path of its own, the
+ * target would serve `/admin/x`.
+ */
+export function refusesPath (target: string): boolean {
+  const query = target.indexOf('?')
+  const path = query === -1 ? target : target.slice(0, query)
+  if (!DOT_SEGMENT_HINT.test(path)) return false
+  return path.includes('\\') || hasDotSegment(path)
 }
 
 /** `http://` or `https://` in any case, and the authority up to the path or the query. */

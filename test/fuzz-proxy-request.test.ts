@@ -44,7 +44,10 @@ function wireOf (text: string): string {
 }
 
 /** The path and query find-my-way routes an absolute-form target on (null: it answers 404), as sent. */
-function routedPathOf (target: string): string | null {
+function routedPathOf (sent: string): string | null {
+  // Node's parser ends the target at the first space: `GET /  HTTP/1.1` asks for `/`.
+  const space = sent.indexOf(' ')
+  const target = space === -1 ? sent : sent.slice(0, space)
   if (target.startsWith('/')) return target
   const schemeEnd = target.indexOf('://')
   if (schemeEnd === -1) return null
@@ -202,6 +205,8 @@ test('never a 500, and a request the gateway cannot read gets a 400 or a closed 
     const { status, headers } = reply.response
     if (status >= 500) throw new Error(`answered ${describeReply(reply)}`)
     const servedBy = valuesOf(headers, 'x-served-by')
+    // `OPTIONS *` is the one 200 the gateway gives itself (a question about the server).
+    if (status === 200 && request.method === 'OPTIONS' && request.target === '*' && records.length === 0) return true
     if (status === 200 && (records.length !== 1 || servedBy[0] !== records[0].target)) throw new Error(`200 from ${JSON.stringify(servedBy)}, the targets got ${records.length}`)
     if (status !== 200 && records.length > 0) throw new Error(`a target got the request, yet the client got ${describeReply(reply)}`)
     return true
@@ -249,9 +254,9 @@ function checkPaths (request: RequestCase, records: readonly TargetRecord[]): vo
 test('the target gets only the path its route forwards, never with a dot segment, and no other server is reached', async (t) => {
   const gw = await fuzzGateway(t)
   await checkProperty(t, 'what reaches a target is the routed path as sent (or its stickyProxy rewrite), without dot segments', fc.asyncProperty(requestCase(gw), shrinkBudget(async (request) => {
-    // Known: an absolute-form target is forwarded as the URL parser reads it (the property below).
+    // Absolute-form targets, read differently by the router and the URL parser, are the next property's.
     fc.pre(!absoluteDiffers(wireOf(request.target)))
-    // Known: `OPTIONS *` is forwarded as `/*` (it is to be answered at the gateway).
+    // `OPTIONS *` is answered by the gateway (a property of its own, below).
     fc.pre(request.target !== '*')
     const { records } = await exchange(gw, request, ++tags)
     checkPaths(request, records)
@@ -267,7 +272,8 @@ test('an absolute-form target is forwarded as routed, and refused with 400 when 
     fc.pre(!wire.startsWith('/'))
     const { reply, records } = await exchange(gw, request, ++tags)
     const routed = routedPathOf(wire)
-    if (routed !== null && lenientResolvesDots(routed) && reply.kind === 'response' && reply.response.status !== 400) throw new Error(`answered ${describeReply(reply)}`)
+    // Refused: the gateway's 400, or a 4xx Fastify or Node gave before it (415 for a body without Content-Type, 431).
+    if (routed !== null && lenientResolvesDots(routed) && reply.kind === 'response' && (reply.response.status < 400 || reply.response.status >= 500)) throw new Error(`answered ${describeReply(reply)}`)
     checkPaths(request, records)
     return true
   })), RUNS)
@@ -326,7 +332,8 @@ test('a request with two Host headers is refused', async (t) => {
     const headers = request.headers.filter(([name]) => name.toLowerCase() !== 'host')
     headers.splice(at % (headers.length + 1), 0, ['Host', first], ['Host', second])
     const { reply, records } = await exchange(gw, { ...request, headers, target: '/x/y', method: 'GET', version: 'HTTP/1.1' }, ++tags)
-    if (records.length > 0 || (reply.kind === 'response' && reply.response.status !== 400)) throw new Error(`answered ${describeReply(reply)}; the targets got ${records.length}`)
+    // The gateway's 400, or a 4xx Node gave before it (431 for headers too large).
+    if (records.length > 0 || (reply.kind === 'response' && (reply.response.status < 400 || reply.response.status >= 500))) throw new Error(`answered ${describeReply(reply)}; the targets got ${records.length}`)
     return true
   })), 50)
 })
