@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
-import { buildGateway } from './setup.js'
+import { buildGateway, parseWireResponse, valuesOf, type WireResponse } from './setup.js'
 
 // A real gateway for the end-to-end fuzz properties, reused across the cases of a property:
 // two recording targets behind it, a forbidden server nothing may ever reach, and a raw client
@@ -31,11 +31,7 @@ export interface TargetRecord {
 }
 
 /** A response read off a raw socket, names lower-cased. */
-export interface RawResponse {
-  readonly status: number
-  readonly headers: ReadonlyArray<readonly [string, string]>
-  readonly body: Buffer
-}
+export type RawResponse = WireResponse
 
 /** What came back for one request: a response, the connection closed without one, or nothing in time. */
 export type Reply = { readonly kind: 'response', readonly response: RawResponse } | { readonly kind: 'closed', readonly data: string } | { readonly kind: 'timeout', readonly data: string }
@@ -44,60 +40,8 @@ interface Tap {
   teardown (fn: () => unknown): void
 }
 
-/** All values of header `name` in `headers`. */
-export function valuesOf (headers: ReadonlyArray<readonly [string, string]>, name: string): string[] {
-  return headers.filter(([key]) => key === name).map(([, value]) => value)
-}
+export { valuesOf }
 
-/**
- * Parses one HTTP/1.x response from `data` (1xx interim ones skipped; no body for HEAD, 204 and
- * 304); null while incomplete. Throws on bytes that are no response.
- */
-function parseResponse (data: Buffer, closed: boolean, method: string): { response: RawResponse, rest: Buffer } | null {
-  let offset = 0
-  for (;;) {
-    const end = data.indexOf('\r\n\r\n', offset)
-    if (end === -1) return null
-    const lines = data.subarray(offset, end).toString('latin1').split('\r\n')
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1])
-    if (Number.isNaN(status)) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0])}`)
-    const headers = lines.slice(1).map((line): [string, string] => {
-      const colon = line.indexOf(':')
-      return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
-    })
-    const bodyAt = end + 4
-    if (status >= 100 && status < 200) {
-      offset = bodyAt
-      continue
-    }
-    if (method === 'HEAD' || status === 204 || status === 304) return { response: { status, headers, body: Buffer.alloc(0) }, rest: data.subarray(bodyAt) }
-    const length = valuesOf(headers, 'content-length')[0]
-    if (length !== undefined) {
-      const stop = bodyAt + Number(length)
-      if (data.length < stop) return null
-      return { response: { status, headers, body: data.subarray(bodyAt, stop) }, rest: data.subarray(stop) }
-    }
-    if (valuesOf(headers, 'transfer-encoding').some((value) => /chunked/i.test(value))) {
-      const parts: Buffer[] = []
-      let at = bodyAt
-      for (;;) {
-        const lineEnd = data.indexOf('\r\n', at)
-        if (lineEnd === -1) return null
-        const size = parseInt(data.subarray(at, lineEnd).toString('latin1'), 16)
-        if (size === 0) {
-          const trailerEnd = data.indexOf('\r\n\r\n', lineEnd)
-          if (trailerEnd === -1) return null
-          return { response: { status, headers, body: Buffer.concat(parts) }, rest: data.subarray(trailerEnd + 4) }
-        }
-        if (data.length < lineEnd + 2 + size + 2) return null
-        parts.push(data.subarray(lineEnd + 2, lineEnd + 2 + size))
-        at = lineEnd + 2 + size + 2
-      }
-    }
-    if (!closed) return null
-    return { response: { status, headers, body: data.subarray(bodyAt) }, rest: Buffer.alloc(0) }
-  }
-}
 
 /** One client connection to the gateway, writing bytes as given and reading one response at a time. */
 class RawConnection {
@@ -123,9 +67,9 @@ class RawConnection {
   async read (method: string, deadlineMs: number): Promise<Reply> {
     const deadline = Date.now() + deadlineMs
     for (;;) {
-      let parsed: ReturnType<typeof parseResponse>
+      let parsed: ReturnType<typeof parseWireResponse>
       try {
-        parsed = parseResponse(this.#data, this.closed, method)
+        parsed = parseWireResponse(this.#data, this.closed, method)
       } catch {
         return { kind: 'closed', data: this.#data.toString('latin1') }
       }

@@ -6,7 +6,7 @@ import { connect, type AddressInfo } from 'node:net'
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
-import { buildGateway, echoOf, startServer, startTargets, waitFor, type Echo } from './setup.js'
+import { buildGateway, echoOf, parseWireResponse, startServer, startTargets, valuesOf, waitFor, type Echo, type WireResponse } from './setup.js'
 
 interface Tap {
   teardown (fn: () => unknown): void
@@ -15,64 +15,9 @@ interface Tap {
 /** Longest wait for the gateway's answer; every answer expected here comes in milliseconds. */
 const RESPONSE_DEADLINE_MS = 3000
 
-/** A response read off a raw socket: every header line kept, in order, names lower-cased. */
-interface RawResponse {
-  status: number
-  headers: Array<[string, string]>
-  body: Buffer
-}
-
 /** All values of one header of a raw response. */
-function headerValues (res: RawResponse, name: string): string[] {
-  return res.headers.filter(([key]) => key === name).map(([, value]) => value)
-}
-
-/** Parses complete HTTP/1.x responses from `data`; 1xx interim responses are skipped. Null while incomplete. */
-function parseResponse (data: Buffer, closed: boolean): { response: RawResponse, rest: Buffer } | null {
-  let offset = 0
-  for (;;) {
-    const end = data.indexOf('\r\n\r\n', offset)
-    if (end === -1) return null
-    const lines = data.subarray(offset, end).toString('latin1').split('\r\n')
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1])
-    if (Number.isNaN(status)) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0])}`)
-    const headers = lines.slice(1).map((line): [string, string] => {
-      const colon = line.indexOf(':')
-      return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
-    })
-    const bodyAt = end + 4
-    if (status >= 100 && status < 200) {
-      offset = bodyAt
-      continue
-    }
-    const length = headers.find(([key]) => key === 'content-length')?.[1]
-    const chunked = headers.some(([key, value]) => key === 'transfer-encoding' && /chunked/i.test(value))
-    if (length !== undefined) {
-      const stop = bodyAt + Number(length)
-      if (data.length < stop) return null
-      return { response: { status, headers, body: data.subarray(bodyAt, stop) }, rest: data.subarray(stop) }
-    }
-    if (chunked) {
-      const parts: Buffer[] = []
-      let at = bodyAt
-      for (;;) {
-        const lineEnd = data.indexOf('\r\n', at)
-        if (lineEnd === -1) return null
-        const size = parseInt(data.subarray(at, lineEnd).toString('latin1'), 16)
-        if (size === 0) {
-          const trailerEnd = data.indexOf('\r\n\r\n', lineEnd)
-          if (trailerEnd === -1) return null
-          return { response: { status, headers, body: Buffer.concat(parts) }, rest: data.subarray(trailerEnd + 4) }
-        }
-        if (data.length < lineEnd + 2 + size + 2) return null
-        parts.push(data.subarray(lineEnd + 2, lineEnd + 2 + size))
-        at = lineEnd + 2 + size + 2
-      }
-    }
-    // Neither length nor chunked: the body runs until the server closes.
-    if (!closed) return null
-    return { response: { status, headers, body: data.subarray(bodyAt) }, rest: Buffer.alloc(0) }
-  }
+function headerValues (res: WireResponse, name: string): string[] {
+  return valuesOf(res.headers, name)
 }
 
 /**
@@ -100,10 +45,10 @@ async function rawClient (t: Tap, port: number) {
       socket.write(text)
     },
     /** The next complete response; rejects when the socket closes first or after RESPONSE_DEADLINE_MS. */
-    async read (): Promise<RawResponse> {
+    async read (): Promise<WireResponse> {
       const deadline = Date.now() + RESPONSE_DEADLINE_MS
       for (;;) {
-        const parsed = parseResponse(data, closed)
+        const parsed = parseWireResponse(data, closed)
         if (parsed !== null) {
           data = parsed.rest
           return parsed.response

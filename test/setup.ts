@@ -332,3 +332,65 @@ export function parseRawResponses (text: string): Array<{ status: number, head: 
   }
   return responses
 }
+
+/** A response read off a raw socket, names lower-cased. */
+export interface WireResponse {
+  readonly status: number
+  readonly headers: ReadonlyArray<readonly [string, string]>
+  readonly body: Buffer
+}
+
+/** All values of header `name` in `headers`. */
+export function valuesOf (headers: ReadonlyArray<readonly [string, string]>, name: string): string[] {
+  return headers.filter(([key]) => key === name).map(([, value]) => value)
+}
+
+/**
+ * Parses one HTTP/1.x response from `data` (1xx interim ones skipped; no body for HEAD, 204 and
+ * 304); null while incomplete. Throws on bytes that are no response.
+ */
+export function parseWireResponse (data: Buffer, closed: boolean, method = 'GET'): { response: WireResponse, rest: Buffer } | null {
+  let offset = 0
+  for (;;) {
+    const end = data.indexOf('\r\n\r\n', offset)
+    if (end === -1) return null
+    const lines = data.subarray(offset, end).toString('latin1').split('\r\n')
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1])
+    if (Number.isNaN(status)) throw new Error(`not an HTTP response: ${JSON.stringify(lines[0])}`)
+    const headers = lines.slice(1).map((line): [string, string] => {
+      const colon = line.indexOf(':')
+      return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]
+    })
+    const bodyAt = end + 4
+    if (status >= 100 && status < 200) {
+      offset = bodyAt
+      continue
+    }
+    if (method === 'HEAD' || status === 204 || status === 304) return { response: { status, headers, body: Buffer.alloc(0) }, rest: data.subarray(bodyAt) }
+    const length = valuesOf(headers, 'content-length')[0]
+    if (length !== undefined) {
+      const stop = bodyAt + Number(length)
+      if (data.length < stop) return null
+      return { response: { status, headers, body: data.subarray(bodyAt, stop) }, rest: data.subarray(stop) }
+    }
+    if (valuesOf(headers, 'transfer-encoding').some((value) => /chunked/i.test(value))) {
+      const parts: Buffer[] = []
+      let at = bodyAt
+      for (;;) {
+        const lineEnd = data.indexOf('\r\n', at)
+        if (lineEnd === -1) return null
+        const size = parseInt(data.subarray(at, lineEnd).toString('latin1'), 16)
+        if (size === 0) {
+          const trailerEnd = data.indexOf('\r\n\r\n', lineEnd)
+          if (trailerEnd === -1) return null
+          return { response: { status, headers, body: Buffer.concat(parts) }, rest: data.subarray(trailerEnd + 4) }
+        }
+        if (data.length < lineEnd + 2 + size + 2) return null
+        parts.push(data.subarray(lineEnd + 2, lineEnd + 2 + size))
+        at = lineEnd + 2 + size + 2
+      }
+    }
+    if (!closed) return null
+    return { response: { status, headers, body: data.subarray(bodyAt) }, rest: Buffer.alloc(0) }
+  }
+}
