@@ -1,7 +1,8 @@
 import { FST_STICKY_TARGET_GROUP_UNKNOWN } from './errors.js'
 import { GroupForward, type ForwardContext } from './group-forward.js'
 import type { Listener } from './listener.js'
-import { invalid, resolveStickiness } from './options.js'
+import { resolveStickiness } from './options.js'
+import { invalid } from './validate.js'
 import type { StickyRouteConfig } from './types.js'
 
 /** What resolving routes needs: the forwards' context, the listeners, and the cookie prefix. */

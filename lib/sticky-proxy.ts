@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { invalid } from './options.js'
-import { originFormOf } from './proxy.js'
+import { originFormOf } from './request-target.js'
+import { invalid } from './validate.js'
 import type { StickinessOptions } from './types.js'
 
 /** Options of `stickyProxy`, registered with Fastify's `prefix` like @fastify/http-proxy. */

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { test } from 'tap'
-import { encodeRequestTarget, hasDotSegment, originFormOf } from '../lib/proxy.js'
+import { encodeRequestTarget, hasDotSegment, originFormOf } from '../lib/request-target.js'
 import { anyString, checkProperty, lenientResolvesDots, PATH_SEGMENTS, PATH_SEPARATORS } from './fuzz.js'
 
 // What the proxy makes of a request target before it goes to a target: encoded, in origin-form,

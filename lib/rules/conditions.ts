@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { BlockList, isIP } from 'node:net'
 import { FST_STICKY_OPTION_INVALID } from '../errors.js'
-import { originFormOf } from '../proxy.js'
-import { invalid } from '../options.js'
+import { originFormOf } from '../request-target.js'
+import { invalid } from '../validate.js'
 
 /** What a condition reads from a request; a FastifyRequest satisfies it structurally. */
 export interface RuleRequest {
