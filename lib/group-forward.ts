@@ -1,14 +1,29 @@
 import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, SEAL_OVERHEAD_BYTES, type CookieCodec } from './cookie-codec.js'
-import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
-import { carriedBindings, decideAppAffinity, decideLbAffinity, type LbAffinity } from './stickiness/affinity.js'
+import type { PeerTrust } from './client-address.js'
+import type { KeyHasher } from './hashing/key-hash.js'
+import { MAX_COOKIE_DURATION_SECONDS, pinsClients, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
+import { HeaderSource } from './stickiness/header.js'
+import { LearnSource, type LearnState } from './stickiness/learn.js'
+import type { LearnLookup, LearnStore } from './stickiness/learn-store.js'
+import { PathSource } from './stickiness/path.js'
+import { QuerySource } from './stickiness/query.js'
+import type { KeySource, RequestView, ResolvedKeySource } from './stickiness/source.js'
+import { SourceIpSource } from './stickiness/source-ip.js'
+import { carriedBindings, choose, decideAppAffinity, decideByKey, decideLbAffinity, judgeLearned, type LbAffinity } from './stickiness/affinity.js'
 import { decodeBindings, encodeBindings, hashCookieValue, MAX_APP_BINDINGS, type AppBinding } from './stickiness/app-bindings.js'
 import { APP_COOKIE_SHARDS, MAX_COOKIE_BYTES, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
 import { readLbCookies, type LbCookieWriter } from './stickiness/lb-cookie.js'
 import type { TargetGroup } from './target-group.js'
-import type { AffinityDecision } from './types.js'
+import type { AffinityDecision, ReassignReason } from './types.js'
 
 /** What every forward shares: built once per plugin instance. */
 export interface ForwardContext {
+  /** Hashes the keys of key stickiness and the learn store's session ids. */
+  readonly hasher: KeyHasher
+  /** `trustedProxies` applied to connections, for `source_ip`. */
+  readonly peers: PeerTrust
+  /** The learn store, made when a route first needs it. */
+  readonly learnStore: () => LearnStore
   readonly groups: ReadonlyMap<string, TargetGroup>
   readonly codec: CookieCodec
   /** `AWSALB` + `AWSALBCORS` (with the cookie prefix). */
@@ -37,6 +52,29 @@ export interface AppRequestState {
 
 const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
 
+/** A request's decision on a forward with a stickiness chain, and what its response needs to pin the client. */
+export interface ChainDecision {
+  readonly decision: AffinityDecision
+  /** `lb_cookie`: the other groups' bindings to write back beside this group's. */
+  readonly carried: readonly AppBinding[]
+  /** `app_cookie`: what the request brought, for the `AWSALBAPP-*` cookies. */
+  readonly app: AppRequestState | null
+  /** `learn`: the session id's store key and what the store named, for learning from the response. */
+  readonly learn: LearnState | null
+}
+
+const NO_LEARN_KEY: LearnState = Object.freeze({ key: null, found: null })
+
+/** Builds the key source of a resolved link: adding a key type adds a case here. */
+function keySourceOf (link: ResolvedKeySource, context: ForwardContext): KeySource {
+  switch (link.type) {
+    case 'source_ip': return new SourceIpSource(link, context.peers)
+    case 'header': return new HeaderSource(link)
+    case 'query': return new QuerySource(link)
+    default: return new PathSource(link)
+  }
+}
+
 /** Most lb-cookie groups one `AWSALB` value carries (the least recently used go first); fewer when they would not fit in one cookie. */
 export const MAX_LB_BINDINGS = 32
 
@@ -62,12 +100,104 @@ export class GroupForward {
   /** Values sealed this second for clients of several groups: by the carried bindings (shared arrays, see `decideLb`), then target id. */
   #sealedSets = new WeakMap<readonly AppBinding[], Map<string, SealedLines>>()
   #sealedSecond = -1
+  /**
+   * True when the stickiness is more than one cookie source (a chain, key types, learn): requests
+   * are decided by `decideChain`; a lone `lb_cookie` or `app_cookie` keeps its own faster path.
+   */
+  readonly chained: boolean
+  /** The learn source, when the chain has one. */
+  readonly learn: LearnSource | null = null
+  /** Key sources tried before the source that pins clients, and after it (all of them when none does). */
+  readonly #keysBefore: readonly KeySource[] = []
+  readonly #keysAfter: readonly KeySource[] = []
+  /** Only keys: a key is the client's whole affinity (nothing pins it). */
+  readonly #keysOnly: boolean
 
   constructor (group: TargetGroup, stickiness: ResolvedStickiness | null, context: ForwardContext) {
     this.group = group
     this.stickiness = stickiness
     this.app = stickiness?.type === 'app_cookie' ? stickiness : null
     this.#context = context
+    this.chained = stickiness !== null && (stickiness.chain.length > 1 || (stickiness.type !== 'lb_cookie' && stickiness.type !== 'app_cookie'))
+    this.#keysOnly = stickiness !== null && !pinsClients(stickiness)
+    if (stickiness === null || !this.chained) return
+    const before: KeySource[] = []
+    const after: KeySource[] = []
+    let pinned = false
+    for (const link of stickiness.chain) {
+      if (link.type === 'lb_cookie' || link.type === 'app_cookie') {
+        pinned = true
+      } else if (link.type === 'learn') {
+        pinned = true
+        this.learn = new LearnSource(link, context.learnStore(), context.hasher, stickiness.durationSeconds)
+      } else {
+        (pinned ? after : before).push(keySourceOf(link, context))
+      }
+    }
+    // Without a pinning source every key is tried in order, then the algorithm.
+    if (pinned) {
+      this.#keysBefore = before
+      this.#keysAfter = after
+    } else {
+      this.#keysAfter = before
+    }
+  }
+
+  /**
+   * The affinity of a request on a chained forward: the first source that yields a key decides
+   * (a cookie or learned binding that holds, or a key's hash); with none, the algorithm. A
+   * promise only while the learn store is asked.
+   */
+  decideChain (request: RequestView, nowMs: number): ChainDecision | Promise<ChainDecision> {
+    const stickiness = this.stickiness as ResolvedStickiness
+    const header = request.headers.cookie
+    for (const source of this.#keysBefore) {
+      const key = source.key(request)
+      if (key === null) continue
+      const decision = this.#byKey(source, key, nowMs)
+      if (stickiness.type === 'lb_cookie') return { decision, carried: this.carriedBindings(header), app: null, learn: null }
+      if (stickiness.type === 'app_cookie') return { decision, carried: NO_BINDINGS, app: this.decideApp(header, nowMs, () => decision).state, learn: null }
+      if (this.learn !== null) return { decision, carried: NO_BINDINGS, app: null, learn: { key: this.learn.keyOf(request), found: null } }
+      return { decision, carried: NO_BINDINGS, app: null, learn: null }
+    }
+    const place = (reason: ReassignReason | null): AffinityDecision => this.#placeAfter(request, reason, nowMs)
+    if (stickiness.type === 'lb_cookie') {
+      const decided = this.decideLb(header, nowMs, place)
+      return { decision: decided.decision, carried: decided.carried, app: null, learn: null }
+    }
+    if (stickiness.type === 'app_cookie') {
+      const decided = this.decideApp(header, nowMs, place)
+      return { decision: decided.decision, carried: NO_BINDINGS, app: decided.state, learn: null }
+    }
+    const learn = this.learn
+    if (learn === null) return { decision: place(null), carried: NO_BINDINGS, app: null, learn: null }
+    const key = learn.keyOf(request)
+    if (key === null) return { decision: place(null), carried: NO_BINDINGS, app: null, learn: NO_LEARN_KEY }
+    const found = learn.lookup(key, nowMs)
+    if (typeof found === 'object' && found !== null) return found.then((answer) => this.#afterLookup(request, key, answer, nowMs))
+    return this.#afterLookup(request, key, found, nowMs)
+  }
+
+  #afterLookup (request: RequestView, key: string, found: LearnLookup, nowMs: number): ChainDecision {
+    const stickiness = this.stickiness as ResolvedStickiness
+    if (found === null) return { decision: this.#placeAfter(request, null, nowMs), carried: NO_BINDINGS, app: null, learn: { key, found: null } }
+    if (found === 'unavailable') return { decision: this.#placeAfter(request, 'store-unavailable', nowMs), carried: NO_BINDINGS, app: null, learn: { key, found: null } }
+    const judged = judgeLearned(this.group, stickiness, found, nowMs)
+    const decision = typeof judged === 'string' ? this.#placeAfter(request, judged, nowMs) : judged
+    return { decision, carried: NO_BINDINGS, app: null, learn: { key, found } }
+  }
+
+  /** A client no pinning source kept: the first key after it decides, else the algorithm. */
+  #placeAfter (request: RequestView, reason: ReassignReason | null, nowMs: number): AffinityDecision {
+    for (const source of this.#keysAfter) {
+      const key = source.key(request)
+      if (key !== null) return this.#byKey(source, key, nowMs)
+    }
+    return choose(this.group, this.stickiness, reason, nowMs)
+  }
+
+  #byKey (source: KeySource, key: string, nowMs: number): AffinityDecision {
+    return decideByKey(this.group, this.stickiness as ResolvedStickiness, source.type, this.#context.hasher.hash(key), this.#keysOnly, nowMs)
   }
 
   /** The plugin's clock, in milliseconds: read once per request and handed to `decide` and `setCookies`. */
@@ -86,7 +216,7 @@ export class GroupForward {
   }
 
   /** `decide`, and the other lb-cookie groups' bindings the client's value carried, for `setCookies`. */
-  decideLb (cookieHeader: string | undefined, nowMs = this.#context.now()): LbAffinity {
+  decideLb (cookieHeader: string | undefined, nowMs = this.#context.now(), place?: (reason: ReassignReason | null) => AffinityDecision): LbAffinity {
     const stickiness = this.stickiness
     return decideLbAffinity({
       group: this.group,
@@ -94,7 +224,8 @@ export class GroupForward {
       cookies: stickiness === null || stickiness.type !== 'lb_cookie' ? [] : readLbCookies(cookieHeader, this.#context.lbWriter.name),
       codec: this.#context.codec,
       nowSeconds: Math.floor(nowMs / 1000),
-      skewSeconds: this.#context.clockSkewSeconds
+      skewSeconds: this.#context.clockSkewSeconds,
+      place
     })
   }
 
@@ -111,14 +242,14 @@ export class GroupForward {
   }
 
   /** The affinity of a request for `app_cookie` stickiness, and what its response needs to re-pin it. */
-  decideApp (cookieHeader: string | undefined, nowMs = this.#context.now()): { decision: AffinityDecision, state: AppRequestState } {
+  decideApp (cookieHeader: string | undefined, nowMs = this.#context.now(), place?: (reason: ReassignReason | null) => AffinityDecision): { decision: AffinityDecision, state: AppRequestState } {
     const app = this.app as ResolvedAppCookieStickiness
     const context = this.#context
     const shards = readAppShards(cookieHeader, context.appWriter.prefix)
     const bindings = shards === null ? null : shards === 'invalid' ? 'invalid' : context.appSealer.open(shards) ?? 'invalid'
     const appValue = readCookieValue(cookieHeader, app.cookieName)
     const appHash = app.bindToCookieValue && appValue !== undefined ? hashCookieValue(appValue) : null
-    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000), skewSeconds: context.clockSkewSeconds })
+    const decision = decideAppAffinity({ group: this.group, stickiness: app, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000), skewSeconds: context.clockSkewSeconds, place })
     return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash } }
   }
 

@@ -1,11 +1,15 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
-import { AppCookieSealer, GroupForward, LbSetSealer, type AppRequestState } from './group-forward.js'
+import { AppCookieSealer, GroupForward, LbSetSealer, type AppRequestState, type ChainDecision } from './group-forward.js'
+import { KeyHasher } from './hashing/key-hash.js'
+import type { LearnState } from './stickiness/learn.js'
+import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
+import { RedisLearnStore } from './stickiness/redis-learn-store.js'
 import { Listener } from './listener.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
-import { resolveOptions } from './options.js'
+import { resolveOptions, type ResolvedLearnStore } from './options.js'
 import { answerOtherForm, Proxy } from './proxy.js'
 import { originFormOf } from './request-target.js'
 import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
@@ -18,7 +22,10 @@ const kForward = Symbol('fastify-sticky.forward')
 /** What an app-sticky request brought, for the `AWSALBAPP-*` cookies of its response. */
 const kAppState = Symbol('fastify-sticky.appState')
 
-type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kAppState]: AppRequestState | null }
+/** What a learn-sticky request brought, for learning from its response. */
+const kLearnState = Symbol('fastify-sticky.learnState')
+
+type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kAppState]: AppRequestState | null, [kLearnState]: LearnState | null }
 
 async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOptions): Promise<void> {
   const options = resolveOptions(raw)
@@ -37,7 +44,12 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   const codec = new CookieCodec(options.keys)
   const prefix = options.cookiePrefix
   const listeners = new Map<string, Listener>()
+  const proxy = new Proxy(options)
+  let learnStore: LearnStore | null = null
   const context: RuleContext = {
+    hasher: new KeyHasher(options.keys[0]),
+    peers: proxy.peers,
+    learnStore: () => (learnStore ??= createLearnStore(options.learnStore, fastify.log)),
     groups,
     codec,
     lbWriter: new LbCookieWriter(prefix + LB_COOKIE, options.cookieHttpOnly),
@@ -52,16 +64,16 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   }
   const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE, options.cookieHttpOnly) }
   for (const listener of options.listeners) listeners.set(listener.name, new Listener(listener, listenerContext))
-  const proxy = new Proxy(options)
 
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kForward, null)
   fastify.decorateRequest(kAppState, null)
+  fastify.decorateRequest(kLearnState, null)
   // Routes added before this plugin finished registering (a missing `await`) were not seen by
   // onRoute: bind them on their first forward, so they work, and say how to bind them earlier.
   const lateRules = new WeakMap<object, RouteBinding | null>()
-  function bindLate (request: FastifyRequest, reply: FastifyReply): GroupForward | null {
+  function bindLate (request: FastifyRequest, reply: FastifyReply): GroupForward | null | Promise<GroupForward | null> {
     const config = request.routeOptions.config
     let binding = lateRules.get(config)
     if (binding === undefined) {
@@ -73,13 +85,19 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
       }
     }
     if (binding === null) return null
-    applyAffinity(binding, request, reply)
+    const pending = applyAffinity(binding, request, reply)
+    if (pending !== undefined) return pending.then(() => (request as StickyRequest)[kForward])
     return (request as StickyRequest)[kForward]
   }
 
   fastify.decorateReply('forward', function forward (this: FastifyReply, path?: string) {
     const request = this.request as StickyRequest
-    return proxy.forward(this, request[kForward] ?? bindLate(request, this), path)
+    const rule = request[kForward] ?? bindLate(request, this)
+    if (rule instanceof Promise) {
+      rule.then((bound) => proxy.forward(this, bound, path), (err: Error) => this.send(err))
+      return this
+    }
+    return proxy.forward(this, rule, path)
   })
 
   // Listener rules are resolved once per route, here; the request path only runs the hooks.
@@ -91,6 +109,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
     if (forwards.some((forward) => forward.app !== null)) route.onSend = [...hooksOf(route.onSend), writeAppCookies]
+    if (forwards.some((forward) => forward.learn !== null)) route.onSend = [...hooksOf(route.onSend), learnFromResponse]
   })
 
   // Fastify runs onClose only once every in-flight request has ended: a response that streams
@@ -102,6 +121,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   })
   fastify.addHook('onClose', async () => {
     await Promise.all([...groups.values()].map((group) => group.close()))
+    await learnStore?.close()
   })
   // A user's own 'connect' listener (a forward proxy) is left to serve CONNECT alone.
   if (fastify.server.listenerCount('connect') === 0) {
@@ -126,13 +146,14 @@ function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
       answerOtherForm(reply)
       return
     }
-    applyAffinity(binding, request, reply)
-    done()
+    const pending = applyAffinity(binding, request, reply)
+    if (pending === undefined) done()
+    else pending.then(() => done(), done)
   }
 }
 
-/** Decides the request's affinity and writes the cookies that pin the client to its target group and target. */
-function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: FastifyReply): void {
+/** Decides the request's affinity and writes the cookies that pin the client to its target group and target; a promise while a learn store is asked. */
+function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined {
   const nowMs = binding.now()
   const header = request.headers.cookie
   let forward: GroupForward
@@ -143,6 +164,12 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
     const routed = binding.route(request, reply, nowMs)
     forward = routed.forward
     match = routed.match
+  }
+  if (forward.chained) {
+    const decided = forward.decideChain(request, nowMs)
+    if (decided instanceof Promise) return decided.then((chain) => applyChain(forward, match, chain, request, reply, nowMs))
+    applyChain(forward, match, decided, request, reply, nowMs)
+    return undefined
   }
   let affinity: AffinityDecision
   if (forward.app === null) {
@@ -160,6 +187,36 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
   }
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
   ;(request as StickyRequest)[kForward] = forward
+  return undefined
+}
+
+/** Sets a chained forward's decision on the request, with what pins the client. */
+function applyChain (forward: GroupForward, match: RuleMatch | null, chain: ChainDecision, request: FastifyRequest, reply: FastifyReply, nowMs: number): void {
+  const affinity = chain.decision
+  if (affinity.target !== null) {
+    const cookies = forward.setCookies(affinity.target.id, nowMs, forward.secureFor(request), chain.carried)
+    if (cookies !== null) reply.header('set-cookie', cookies)
+  }
+  ;(request as StickyRequest)[kAppState] = chain.app
+  ;(request as StickyRequest)[kLearnState] = chain.learn
+  request.affinity = match === null ? affinity : { ...affinity, rule: match }
+  ;(request as StickyRequest)[kForward] = forward
+}
+
+/** The onSend hook of learn-sticky routes: the store learns the session id the target's response set, or forgets the one it deleted. */
+const learnFromResponse: onSendHookHandler = function learnFromResponse (request, reply, payload, done) {
+  const state = (request as StickyRequest)[kLearnState]
+  const forward = (request as StickyRequest)[kForward]
+  if (state !== null && forward !== null && forward.learn !== null) {
+    forward.learn.learn(state, request.affinity?.target?.id ?? null, reply, forward.now())
+  }
+  done(null, payload)
+}
+
+/** The learn store the options name. */
+function createLearnStore (options: ResolvedLearnStore, log: FastifyBaseLogger): LearnStore {
+  if (options.type === 'memory') return new MemoryLearnStore({ maxEntries: options.maxEntries })
+  return new RedisLearnStore({ url: options.url, keyPrefix: options.keyPrefix, timeoutMs: options.timeoutMs, localCacheMs: options.localCacheMs, logger: log })
 }
 
 /**

@@ -4,9 +4,17 @@ import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
 import type { InitialState } from './health/target-state.js'
 import { compileConditions, type RuleConditions } from './rules/conditions.js'
+import { resolveHeaderKey } from './stickiness/header.js'
+import { resolveLearn } from './stickiness/learn.js'
+import { DEFAULT_LEARN_MAX_ENTRIES } from './stickiness/learn-store.js'
+import { DEFAULT_LEARN_KEY_PREFIX, DEFAULT_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_TIMEOUT_MS } from './stickiness/redis-learn-store.js'
+import { resolvePathKey } from './stickiness/path.js'
+import { resolveQueryKey } from './stickiness/query.js'
+import type { ResolvedKeySource, ResolvedLearnSource, ResolvedLink } from './stickiness/source.js'
+import { resolveSourceIp } from './stickiness/source-ip.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
-  Algorithm, FastifyStickyOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
+  Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
   OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WeightedTargetGroupOptions
 } from './types.js'
 
@@ -58,19 +66,27 @@ export const MAX_RULE_PRIORITY = 50_000
 export const MAX_COOKIE_PREFIX_LENGTH = 32
 export const DEFAULT_COOKIE_CLOCK_SKEW_SECONDS = 5
 export const MAX_COOKIE_CLOCK_SKEW_SECONDS = 300
+export const MIN_BOUNDED_LOAD_FACTOR = 1.01
+export const MAX_BOUNDED_LOAD_FACTOR = 100
+export const MAX_LEARN_MAX_ENTRIES = 10_000_000
+export const MAX_LEARN_TIMEOUT_MS = 10_000
+export const MAX_LEARN_LOCAL_CACHE_MS = 60_000
 
-const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random']
+const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random', 'least_sessions']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
-  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection']
+  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'bindToCookieValue']
+const STICKINESS_TYPES = ['lb_cookie', 'app_cookie', 'learn', 'source_ip', 'header', 'query', 'path'] as const
+/** Most sources in one stickiness chain. */
+export const MAX_STICKINESS_CHAIN = 8
 const LISTENER_KEYS = ['name', 'rules', 'default']
 const RULE_KEYS = ['priority', 'conditions', 'forward']
 const FORWARD_KEYS = ['targetGroups', 'stickiness']
@@ -82,19 +98,36 @@ const COOKIE_PREFIX_PATTERN = /^[A-Za-z0-9_-]*$/
 /** ALB refuses app cookie names starting with `AWSALB`, `AWSALBAPP` or `AWSALBTG`: the first covers all three. */
 const RESERVED_COOKIE_PREFIX = 'AWSALB'
 
-/** Stickiness after defaults: null means the route or group is not sticky. */
-export type ResolvedStickiness = ResolvedLbCookieStickiness | ResolvedAppCookieStickiness
+/**
+ * Stickiness after defaults: null means the route or group is not sticky. `type` is the source
+ * that pins clients (`lb_cookie`, `app_cookie`, `learn`), or the first key type when none does;
+ * `chain` lists every source in the order they are tried.
+ */
+export type ResolvedStickiness = ResolvedLbCookieStickiness | ResolvedAppCookieStickiness | ResolvedLearnStickiness | ResolvedKeyStickiness
 
-export interface ResolvedLbCookieStickiness {
-  readonly type: 'lb_cookie'
+interface ResolvedChain {
   readonly durationSeconds: number
+  readonly chain: readonly ResolvedLink[]
 }
 
-export interface ResolvedAppCookieStickiness {
+export interface ResolvedLbCookieStickiness extends ResolvedChain {
+  readonly type: 'lb_cookie'
+}
+
+export interface ResolvedAppCookieStickiness extends ResolvedChain {
   readonly type: 'app_cookie'
-  readonly durationSeconds: number
   readonly cookieName: string
   readonly bindToCookieValue: boolean
+}
+
+export interface ResolvedLearnStickiness extends ResolvedChain {
+  readonly type: 'learn'
+  readonly learn: ResolvedLearnSource
+}
+
+/** Only key sources: every request is hashed, no client is pinned (no window: `durationSeconds` is unused). */
+export interface ResolvedKeyStickiness extends ResolvedChain {
+  readonly type: KeyStickinessType
 }
 
 /** A forward action: its target groups with weights, and the group stickiness window (null: off). */
@@ -149,7 +182,13 @@ export interface ResolvedTargetGroup {
   readonly slowStartMs: number
   /** Null when passive checks are off. */
   readonly outlierDetection: ResolvedOutlierDetection | null
+  /** 0 when off. */
+  readonly boundedLoadFactor: number
 }
+
+export type ResolvedLearnStore =
+  | { readonly type: 'memory', readonly maxEntries: number }
+  | { readonly type: 'redis', readonly url: string, readonly keyPrefix: string, readonly timeoutMs: number, readonly localCacheMs: number }
 
 export interface ResolvedOutlierDetection {
   /** Infinity when the target's 5xx responses do not count. */
@@ -185,6 +224,7 @@ export interface ResolvedOptions {
   readonly cookieSecure: boolean | 'auto'
   readonly cookieHttpOnly: boolean
   readonly cookieClockSkewSeconds: number
+  readonly learnStore: ResolvedLearnStore
   readonly listeners: readonly ResolvedListener[]
   readonly now: () => number
 }
@@ -241,6 +281,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     cookieSecure,
     cookieHttpOnly: optionalBoolean(options.cookieHttpOnly, 'cookieHttpOnly', false),
     cookieClockSkewSeconds: optionalInteger(options.cookieClockSkewSeconds, 'cookieClockSkewSeconds', 0, MAX_COOKIE_CLOCK_SKEW_SECONDS, DEFAULT_COOKIE_CLOCK_SKEW_SECONDS),
+    learnStore: resolveLearnStore(options.learnStore),
     listeners,
     now: resolveNow(options.now)
   })
@@ -381,6 +422,14 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): 
     invalid(`${path}.slowStartMs`, '0 when algorithm is least_outstanding_requests (ALB does not combine them)', slowStartMs)
   }
   const outlierDetection = resolveOutlierDetection(group.outlierDetection, `${path}.outlierDetection`)
+  const boundedLoadFactor = group.boundedLoadFactor ?? 0
+  if (boundedLoadFactor !== 0 && (typeof boundedLoadFactor !== 'number' || !(boundedLoadFactor >= MIN_BOUNDED_LOAD_FACTOR && boundedLoadFactor <= MAX_BOUNDED_LOAD_FACTOR))) {
+    invalid(`${path}.boundedLoadFactor`, `0 (off) or a number from ${MIN_BOUNDED_LOAD_FACTOR} to ${MAX_BOUNDED_LOAD_FACTOR} (e.g. 1.25)`, boundedLoadFactor)
+  }
+  // Sessions are counted only where a cookie or the learn store pins them.
+  if (algorithm === 'least_sessions' && !pinsClients(stickiness)) {
+    invalid(`${path}.algorithm`, 'round_robin, least_outstanding_requests or weighted_random: least_sessions counts the sessions a cookie or the learn store pins, and this stickiness pins none', algorithm)
+  }
   return Object.freeze({
     name,
     algorithm,
@@ -392,7 +441,8 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): 
     deregistrationDelayMs,
     drainingKeepsSessions,
     slowStartMs,
-    outlierDetection
+    outlierDetection,
+    boundedLoadFactor
   })
 }
 
@@ -473,17 +523,75 @@ export function resolveTarget (raw: unknown, path: string): ResolvedTarget {
 export function resolveStickiness (raw: StickinessOptions | undefined, base: ResolvedStickiness | null, path: string, cookiePrefix: string): ResolvedStickiness | null {
   if (raw === undefined) return base
   if (raw === false) return null
-  const stickiness = requireObject(raw, path, 'false or an object') as Partial<Record<string, unknown>>
-  refuseUnknownKeys(stickiness, STICKINESS_KEYS, `${path}.`)
-  if (optionalBoolean(stickiness.enabled, `${path}.enabled`, true) === false) return null
-  const type = optionalChoice(stickiness.type, `${path}.type`, ['lb_cookie', 'app_cookie'] as const, base?.type ?? 'lb_cookie')
+  if (Array.isArray(raw)) return resolveChain(raw, base, path, cookiePrefix)
+  const stickiness = requireObject(raw, path, 'false, an object or an array of them (a fallback chain)') as Partial<Record<string, unknown>>
+  if (optionalBoolean(stickiness.enabled, `${path}.enabled`, true) === false) {
+    refuseUnknownKeys(stickiness, STICKINESS_KEYS, `${path}.`)
+    return null
+  }
+  const type = optionalChoice(stickiness.type, `${path}.type`, STICKINESS_TYPES, base?.type ?? 'lb_cookie')
+  // Fields without a type change the base's own source (`{ durationSeconds: 3600 }` on a route): its chain stays.
+  if (stickiness.type === undefined && base !== null && base.chain.length > 1) {
+    refuseUnknownKeys(stickiness, ['enabled', 'durationSeconds'], `${path}.`)
+    const durationSeconds = optionalInteger(stickiness.durationSeconds, `${path}.durationSeconds`, 1, MAX_COOKIE_DURATION_SECONDS, base.durationSeconds)
+    return Object.freeze({ ...base, durationSeconds })
+  }
+  return resolveChain([{ ...stickiness, type }], base, path, cookiePrefix, true)
+}
+
+/** A chain of sources: the first that yields a key decides; at most one source pins clients. */
+function resolveChain (raw: readonly unknown[], base: ResolvedStickiness | null, path: string, cookiePrefix: string, single = false): ResolvedStickiness | null {
+  if (raw.length === 0 || raw.length > MAX_STICKINESS_CHAIN) invalid(path, `false, an object, or an array of 1 to ${MAX_STICKINESS_CHAIN} sources`, raw)
+  const chain: ResolvedLink[] = []
+  let pin: ResolvedStickiness | null = null
+  let pinAt = ''
+  for (let i = 0; i < raw.length; i++) {
+    const at = single ? path : `${path}[${i}]`
+    const source = requireObject(raw[i], at, 'an object with a type') as Partial<Record<string, unknown>>
+    if (optionalBoolean(source.enabled, `${at}.enabled`, true) === false) continue
+    if (source.type === undefined) invalid(`${at}.type`, `one of ${STICKINESS_TYPES.join(', ')} (required in a chain)`, undefined)
+    const type = optionalChoice(source.type, `${at}.type`, STICKINESS_TYPES, 'lb_cookie')
+    if (type === 'lb_cookie' || type === 'app_cookie' || type === 'learn') {
+      if (pin !== null) invalid(`${at}.type`, `a key type (source_ip, header, query, path): ${pinAt} already pins the client, and a chain has one source that does`, type)
+      pin = resolvePin(type, source, base, at, cookiePrefix)
+      pinAt = at
+      chain.push(type === 'learn' ? (pin as ResolvedLearnStickiness).learn : { type })
+    } else {
+      chain.push(resolveKeySource(type, source, at))
+    }
+  }
+  if (chain.length === 0) return null
+  const frozen = Object.freeze(chain)
+  if (pin !== null) return Object.freeze({ ...pin, chain: frozen })
+  // Only keys: nothing pins a client, so no window applies (kept for a route that adds a cookie).
+  return Object.freeze({ type: chain[0].type as KeyStickinessType, durationSeconds: base?.durationSeconds ?? DEFAULT_LB_COOKIE_DURATION_SECONDS, chain: frozen })
+}
+
+function resolveKeySource (type: KeyStickinessType, raw: Partial<Record<string, unknown>>, path: string): ResolvedKeySource {
+  const { enabled: _enabled, ...rest } = raw
+  switch (type) {
+    case 'source_ip': return resolveSourceIp(rest, path)
+    case 'header': return resolveHeaderKey(rest, path)
+    case 'query': return resolveQueryKey(rest, path)
+    default: return resolvePathKey(rest, path)
+  }
+}
+
+/** A source that pins the client (lb_cookie, app_cookie, learn), over `base` when it is of the same type. */
+function resolvePin (type: 'lb_cookie' | 'app_cookie' | 'learn', stickiness: Partial<Record<string, unknown>>, base: ResolvedStickiness | null, path: string, cookiePrefix: string): ResolvedStickiness {
   const durationSeconds = optionalInteger(stickiness.durationSeconds, `${path}.durationSeconds`, 1,
     MAX_COOKIE_DURATION_SECONDS, base?.durationSeconds ?? DEFAULT_LB_COOKIE_DURATION_SECONDS)
+  if (type === 'learn') {
+    const { type: _type, enabled: _enabled, durationSeconds: _duration, ...rest } = stickiness
+    const learn = base?.type === 'learn' && Object.keys(rest).length === 0 ? base.learn : resolveLearn({ type, ...rest }, path, cookiePrefix)
+    return { type, durationSeconds, learn, chain: [] }
+  }
+  refuseUnknownKeys(stickiness, STICKINESS_KEYS, `${path}.`)
   if (type === 'lb_cookie') {
     for (const key of ['cookieName', 'bindToCookieValue']) {
       if (stickiness[key] !== undefined) invalid(`${path}.${key}`, "absent unless type is 'app_cookie'", stickiness[key])
     }
-    return Object.freeze({ type, durationSeconds })
+    return { type, durationSeconds, chain: [] }
   }
   const appBase = base?.type === 'app_cookie' ? base : null
   const cookieName = stickiness.cookieName ?? appBase?.cookieName
@@ -496,11 +604,49 @@ export function resolveStickiness (raw: StickinessOptions | undefined, base: Res
     }
   }
   const bindToCookieValue = optionalBoolean(stickiness.bindToCookieValue, `${path}.bindToCookieValue`, appBase?.bindToCookieValue ?? false)
-  return Object.freeze({ type, durationSeconds, cookieName, bindToCookieValue })
+  return { type, durationSeconds, cookieName, bindToCookieValue, chain: [] }
 }
 
+/** True when the stickiness pins clients (a cookie or the learn store), so sessions are counted. */
+export function pinsClients (stickiness: ResolvedStickiness | null): stickiness is ResolvedLbCookieStickiness | ResolvedAppCookieStickiness | ResolvedLearnStickiness {
+  return stickiness !== null && (stickiness.type === 'lb_cookie' || stickiness.type === 'app_cookie' || stickiness.type === 'learn')
+}
+
+const LB_COOKIE_CHAIN: readonly ResolvedLink[] = Object.freeze([Object.freeze({ type: 'lb_cookie' as const })])
+
 function defaultStickiness (): ResolvedStickiness {
-  return { type: 'lb_cookie', durationSeconds: DEFAULT_LB_COOKIE_DURATION_SECONDS }
+  return { type: 'lb_cookie', durationSeconds: DEFAULT_LB_COOKIE_DURATION_SECONDS, chain: LB_COOKIE_CHAIN }
+}
+
+const LEARN_STORE_KEYS = { memory: ['type', 'maxEntries'], redis: ['type', 'url', 'keyPrefix', 'timeoutMs', 'localCacheMs'] }
+
+function resolveLearnStore (raw: unknown): ResolvedLearnStore {
+  if (raw === undefined) return Object.freeze({ type: 'memory', maxEntries: DEFAULT_LEARN_MAX_ENTRIES })
+  const store = requireObject(raw, 'learnStore', "{ type: 'memory' } or { type: 'redis', url }") as Partial<LearnStoreOptions> & Record<string, unknown>
+  const type = optionalChoice(store.type, 'learnStore.type', ['memory', 'redis'] as const, 'memory')
+  refuseUnknownKeys(store, LEARN_STORE_KEYS[type], 'learnStore.')
+  if (type === 'memory') {
+    return Object.freeze({ type, maxEntries: optionalInteger(store.maxEntries, 'learnStore.maxEntries', 1, MAX_LEARN_MAX_ENTRIES, DEFAULT_LEARN_MAX_ENTRIES) })
+  }
+  const url = store.url
+  let valid = false
+  if (typeof url === 'string') {
+    try {
+      const parsed = new URL(url)
+      valid = (parsed.protocol === 'redis:' || parsed.protocol === 'rediss:') && parsed.hostname !== ''
+    } catch {}
+  }
+  // The URL may carry a password: described by its length only.
+  if (!valid) invalid('learnStore.url', 'a redis:// or rediss:// URL such as redis://127.0.0.1:6379', url, true)
+  const keyPrefix = store.keyPrefix ?? DEFAULT_LEARN_KEY_PREFIX
+  if (typeof keyPrefix !== 'string' || keyPrefix.length > 128) invalid('learnStore.keyPrefix', 'a string of 0 to 128 characters', keyPrefix)
+  return Object.freeze({
+    type,
+    url: url as string,
+    keyPrefix,
+    timeoutMs: optionalInteger(store.timeoutMs, 'learnStore.timeoutMs', 1, MAX_LEARN_TIMEOUT_MS, DEFAULT_LEARN_TIMEOUT_MS),
+    localCacheMs: optionalInteger(store.localCacheMs, 'learnStore.localCacheMs', 0, MAX_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_LOCAL_CACHE_MS)
+  })
 }
 
 function resolveKeys (raw: unknown): Buffer[] | undefined {

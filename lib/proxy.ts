@@ -17,10 +17,12 @@ import {
   FST_STICKY_TARGET_RESPONSE_INVALID,
   FST_STICKY_TARGET_TIMEOUT
 } from './errors.js'
+import { PeerTrust } from './client-address.js'
 import { DeadlineList, type Timed } from './deadlines.js'
 import { encodeRequestTarget, originFormOf, refusesPath } from './request-target.js'
 import { GatewayCookieNames, privateCacheControl, stripGatewayCookies } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
+import { pinsClients } from './options.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
@@ -561,12 +563,15 @@ export class Proxy {
   readonly deadlines = new DeadlineList()
   /** The cookies this gateway writes (with its `cookiePrefix`): no target's response may set them. */
   readonly gatewayCookies: GatewayCookieNames
+  /** `trustedProxies` applied to connections (shared with `source_ip` stickiness). */
+  readonly peers: PeerTrust
 
   constructor (settings: ProxySettings & { readonly cookiePrefix: string }) {
     this.#settings = settings
     this.dispatchMarginMs = Math.min(50, settings.idleTimeoutMs / 20)
     this.idleTimeoutMs = settings.idleTimeoutMs
     this.gatewayCookies = new GatewayCookieNames(settings.cookiePrefix)
+    this.peers = new PeerTrust(settings.trustedProxies)
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
@@ -680,7 +685,7 @@ export class Proxy {
       const next = targetOf(rule, decision)
       if (next !== undefined) {
         // The client is pinned to `next` now, not to the target that failed it.
-        if (rule.stickiness !== null && exchange.request.affinity?.outcome !== 'hit') target.sessions.cancel(rule.stickiness.durationSeconds, Math.floor(nowMs / 1000))
+        if (pinsClients(rule.stickiness) && exchange.request.affinity?.outcome !== 'hit') target.sessions.cancel(rule.stickiness.durationSeconds, Math.floor(nowMs / 1000))
         const suppressed = target.warnable(`redispatch:${code}`)
         if (suppressed >= 0) {
           request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code, suppressed }, 'fastify-sticky: target did not take the request, redispatching')
@@ -754,7 +759,7 @@ export class Proxy {
   #requestHeaders (request: FastifyRequest): Record<string, string | string[]> | null {
     const incoming = request.raw.headers
     const socket = request.raw.socket as TLSSocket | undefined
-    const trusted = this.#trusts(socket)
+    const trusted = this.peers.trusts(socket)
     const dropped = trusted ? HOP_BY_HOP_REQUEST : UNTRUSTED_REQUEST
     const cookiePrefix = this.#settings.forwardStickyCookies ? null : this.#settings.cookiePrefix
     const headers: Record<string, string | string[]> = {}
@@ -777,21 +782,6 @@ export class Proxy {
     return headers
   }
 
-  /** Connections whose peer is a trusted proxy (true) or not (false), judged at their first forwarded request. */
-  readonly #trustedPeers = new WeakMap<object, boolean>()
-
-  /** Whether the peer at the other end of `socket` is one of trustedProxies. */
-  #trusts (socket: TLSSocket | undefined): boolean {
-    const trust = this.#settings.trustedProxies
-    if (trust === null || socket == null) return false
-    let trusted = this.#trustedPeers.get(socket)
-    if (trusted === undefined) {
-      const address = socket.remoteAddress
-      trusted = address !== undefined && Boolean(trust(address, 0))
-      this.#trustedPeers.set(socket, trusted)
-    }
-    return trusted
-  }
 }
 
 /**

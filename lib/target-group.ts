@@ -1,11 +1,13 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { createBalancer, type Balancer } from './balancer/balancer.js'
+import { boundedCapacity } from './balancer/bounded-load.js'
 import { FST_STICKY_TARGET_DEREGISTERED, FST_STICKY_TARGET_DRAINING, FST_STICKY_TARGET_DUPLICATE, FST_STICKY_TARGET_GROUP_CLOSED } from './errors.js'
+import { MaglevTable, maglevSize } from './hashing/maglev.js'
 import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
 import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
 import { Target, type PoolSettings } from './target.js'
-import type { Algorithm, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
+import type { Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
 export interface GroupSettings extends PoolSettings {
@@ -22,8 +24,18 @@ const REMEMBERED_DEREGISTRATIONS = 1024
 const PICK_ATTEMPTS = 8
 /** How often a draining target that keeps sessions looks whether its last session has ended. */
 const DRAIN_SWEEP_MS = 1000
+/** Entries of the consistent-hash table: a prime (Maglev's), the same for every group size up to 655 targets. */
+const MAGLEV_SIZE = 65_537
 /** How often the targets' pools are looked at for a stall. */
 const POOL_WATCH_MS = 1000
+
+/** What the consistent hash chose for a key: the target (undefined when none is routable), and why its first choice did not take it (null when it did). */
+export interface HashPick {
+  readonly target: Target | undefined
+  readonly reason: ReassignReason | null
+}
+
+const NO_HASH_PICK: HashPick = Object.freeze({ target: undefined, reason: null })
 
 /** A target being drained: whether it keeps its sessions, and how its draining ends. */
 interface Drain {
@@ -73,6 +85,19 @@ export class TargetGroup {
   /** While degraded, when the healthy count last reached the minimum; -1 when it is below. */
   #enoughSinceMs = -1
   readonly #balancer: Balancer
+  /** 0 when off. */
+  readonly boundedLoadFactor: number
+  /** Requests in flight over every target of the group (each target adds to it). */
+  readonly #load = { inFlight: 0 }
+  /** The routable targets' weights, summed. */
+  #routableWeight = 0
+  /** Where the next bounded-load scan starts, so overflow spreads. */
+  #scanFrom = 0
+  /** The consistent-hash table and the targets its entries name; null until a key is hashed, and again when the targets change. */
+  #table: MaglevTable | null = null
+  #members: readonly Target[] = []
+  /** The ids and weights the table was built over. */
+  #membership = ''
   /** Registered and draining targets, in registration order. */
   readonly #targets = new Map<string, Target>()
   readonly #drains = new Map<Target, Drain>()
@@ -95,6 +120,7 @@ export class TargetGroup {
     this.deregistrationDelayMs = resolved.deregistrationDelayMs
     this.drainingKeepsSessions = resolved.drainingKeepsSessions
     this.slowStartMs = resolved.slowStartMs
+    this.boundedLoadFactor = resolved.boundedLoadFactor
     this.#minimumHealthy = resolved.minimumHealthyTargets
     this.#failOpen = resolved.failOpen
     this.#settings = settings
@@ -152,17 +178,87 @@ export class TargetGroup {
    * @internal
    */
   pick (nowMs: number, except?: Target): Target | undefined {
+    const target = this.#pickOnce(nowMs, except)
+    // Bounded load: a target at its capacity takes no new session; the next one below it does.
+    if (target === undefined || this.boundedLoadFactor === 0 || !this.#overloaded(target)) return target
+    return this.#leastLoaded(except) ?? target
+  }
+
+  #pickOnce (nowMs: number, except: Target | undefined): Target | undefined {
     const routable = this.#routable
     if (this.#slowStarting) return this.#pickSlowly(nowMs, except)
-    if (except === undefined) return this.#balancer.pick(routable)
+    if (except === undefined) return this.#balancer.pick(routable, nowMs)
     // Ask the balancer again rather than hand it a new array, which would make it rebuild what
     // it caches per list; only a balancer that keeps returning `except` gets the shorter list.
     for (let attempt = 0; attempt < PICK_ATTEMPTS; attempt++) {
-      const target = this.#balancer.pick(routable)
+      const target = this.#balancer.pick(routable, nowMs)
       if (target !== except) return target
     }
     const others = routable.filter((target) => target !== except)
-    return others.length === 0 ? undefined : this.#balancer.pick(others)
+    return others.length === 0 ? undefined : this.#balancer.pick(others, nowMs)
+  }
+
+  /** True when `target` holds its bounded-load capacity of requests in flight (see `boundedCapacity`). */
+  #overloaded (target: Target): boolean {
+    return target.outstanding >= boundedCapacity(this.boundedLoadFactor, this.#load.inFlight, target.weight, this.#routableWeight)
+  }
+
+  /** A routable target below its capacity, looked for from a turning start; else the least loaded by weight. */
+  #leastLoaded (except: Target | undefined): Target | undefined {
+    const routable = this.#routable
+    const length = routable.length
+    let least: Target | undefined
+    let leastLoad = Infinity
+    for (let turn = 0; turn < length; turn++) {
+      const target = routable[(this.#scanFrom + turn) % length]
+      if (target === except) continue
+      if (!this.#overloaded(target)) {
+        this.#scanFrom = (this.#scanFrom + turn + 1) % length
+        return target
+      }
+      const load = target.outstanding / target.weight
+      if (load < leastLoad) {
+        leastLoad = load
+        least = target
+      }
+    }
+    return least
+  }
+
+  /**
+   * The target for a key's hash, by the group's consistent hash (Maglev, over its registered and
+   * draining targets): the key's first choice when it can take the key, else the next one in the
+   * key's probe order that is routable (and below capacity with bounded load), with why the first
+   * choice could not. `keep`: the key is the client's only affinity, so a first choice that keeps
+   * its clients (draining, or ejected, with sessions kept) keeps the key; otherwise (a new
+   * assignment) only a routable target takes it. A target that returns gets its keys back.
+   * @internal
+   */
+  pickByHash (hash: number, keep: boolean): HashPick {
+    if (this.#routable.length === 0) return NO_HASH_PICK
+    const table = this.#table ?? this.#buildTable()
+    const members = this.#members
+    const bounded = this.boundedLoadFactor !== 0
+    const first = members[table.lookup(hash, 0)]
+    const takes = keep ? first.unpinReason === null : first.routable
+    if (takes && !(bounded && first.routable && this.#overloaded(first))) return { target: first, reason: null }
+    const reason: ReassignReason = first.unpinReason ?? (first.routable ? 'target-overloaded' : 'target-deregistered')
+    for (let probe = 1; probe < table.size; probe++) {
+      const target = members[table.lookup(hash, probe)]
+      if (target.routable && !(bounded && this.#overloaded(target))) return { target, reason }
+    }
+    return { target: this.#leastLoaded(undefined), reason }
+  }
+
+  /** Builds the consistent-hash table over the registered and draining targets: when one is added, removed or reweighted. */
+  #buildTable (): MaglevTable {
+    const members = [...this.#targets.values()]
+    this.#members = members
+    // One size for every membership (Envoy's default; at least 65 entries a target at ALB's
+    // quota of 1000): a table of another size would map every key anew, and gateways that
+    // share targets must agree on the table whatever their history.
+    this.#table = new MaglevTable(members.map((target) => target.id), members.map((target) => target.weight), Math.max(MAGLEV_SIZE, maglevSize(members.length)))
+    return this.#table
   }
 
   /**
@@ -362,6 +458,7 @@ export class TargetGroup {
 
   #add (target: Target, spread = false): void {
     this.#targets.set(target.id, target)
+    target.groupLoad = this.#load
     const detection = this.outlierDetection
     if (detection !== null) {
       target.errorLimit = detection.consecutiveErrors
@@ -502,7 +599,18 @@ export class TargetGroup {
       target.unpinReason = drain.keep ? null : 'target-deregistered'
     }
     this.#slowStarting = routable.some((target) => target.slowStartEndsMs !== 0)
+    let weight = 0
+    for (const target of routable) weight += target.weight
+    this.#routableWeight = weight
     this.#routable = Object.freeze(routable)
+    // The hash table follows membership only (health changes are probed past): rebuilt when a
+    // target is added or removed, here, off the request path, for groups that hash keys.
+    let membership = ''
+    for (const target of this.#targets.values()) membership += `${target.id}*${target.weight} `
+    if (membership !== this.#membership) {
+      this.#membership = membership
+      if (this.#table !== null) this.#buildTable()
+    }
     this.#refs = Object.freeze(registered.map((target) => target.ref))
     // A target its clients leave (unhealthy, ejected, draining without its sessions) sends no
     // more requests: those still waiting for one of its connections go to another target.

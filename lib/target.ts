@@ -102,6 +102,8 @@ export class Target implements TargetRef {
   gatewayErrorLimit = Infinity
   /** @internal */
   onErrors: ((target: Target) => void) | null = null
+  /** Requests in flight over the target's group, which this target adds to (for bounded load). @internal */
+  groupLoad: { inFlight: number } = { inFlight: 0 }
   /** Called when a request ends while the target drains. @internal */
   onSettled: (() => void) | null = null
 
@@ -156,10 +158,12 @@ export class Target implements TargetRef {
   /** Counts a request as sent; call `settle()` once when its response ends or fails. */
   begin (): void {
     this.#outstanding++
+    this.groupLoad.inFlight++
   }
 
   settle (): void {
     this.#outstanding--
+    this.groupLoad.inFlight--
     if (this.onSettled !== null) this.onSettled()
   }
 

@@ -6,10 +6,71 @@ export type { TargetStateName, TargetStateReason } from './health/target-state.j
 export type { RuleConditionsOptions } from './rules/conditions.js'
 
 /** How a target group picks a target for a client that is not (or no longer) pinned. */
-export type Algorithm = 'round_robin' | 'least_outstanding_requests' | 'weighted_random'
+export type Algorithm = 'round_robin' | 'least_outstanding_requests' | 'weighted_random' | 'least_sessions'
 
 /** What a stickiness type is called on the wire and in `request.affinity`; `none` when the route is not sticky. */
-export type StickinessType = 'lb_cookie' | 'app_cookie' | 'none'
+export type StickinessType = 'lb_cookie' | 'app_cookie' | 'learn' | KeyStickinessType | 'none'
+
+/** Stickiness types that hash a key of the request onto the group's targets (consistent hashing): no cookie, no state. */
+export type KeyStickinessType = 'source_ip' | 'header' | 'query' | 'path'
+
+/**
+ * Hashing of the client's address: after `trustedProxies` (from an untrusted peer, the peer's own
+ * address; never a header it sent), with an optional prefix so a NAT or a mobile client moving
+ * inside its network keeps its target.
+ */
+export interface SourceIpStickinessOptions {
+  type: 'source_ip'
+  /** Bits of an IPv4 address that count: 1 to 32 (24: every address of a /24 goes to one target). Default 32. */
+  ipv4PrefixLength?: number
+  /** Bits of an IPv6 address that count: 1 to 128 (64: a client keeps its target as its interface id changes). Default 128. */
+  ipv6PrefixLength?: number
+}
+
+/** Hashing of a request header's value (e.g. `x-session-id`, `authorization`): hashed with a key of the ring, never logged. */
+export interface HeaderStickinessOptions {
+  type: 'header'
+  /** The header's name, any case: a token of 1 to 128 characters. */
+  name: string
+}
+
+/** Hashing of a query parameter's value, as sent (not decoded). */
+export interface QueryStickinessOptions {
+  type: 'query'
+  /** The parameter's name, as sent: 1 to 128 characters, none of `&`, `=`, `#`. */
+  name: string
+}
+
+/**
+ * Hashing of a session id inside the path: by default the servlet form `;jsessionid=…`
+ * (`/cart;jsessionid=ABC?x=1`), or another path parameter (`name`), or the first capture group
+ * of `pattern` (e.g. `/^\/s\/([^/]+)\//`).
+ */
+export interface PathStickinessOptions {
+  type: 'path'
+  /** The path parameter (`;name=value`, name matched case-insensitively). Default `jsessionid` unless `pattern` is given. */
+  name?: string
+  /** A regular expression over the path (before `?`) whose first capture group is the key; not with `name`. */
+  pattern?: RegExp
+}
+
+/**
+ * nginx's `sticky learn`: the gateway learns the app's session id from the target's response
+ * (its `Set-Cookie` of `cookieName`, or its header `headerName`) and remembers session id →
+ * target in the learn store (see `learnStore`), so a client that returns with only the app's
+ * own cookie (or header) stays on its target. Entries expire `durationSeconds` after their last use.
+ */
+export interface LearnStickinessOptions {
+  type: 'learn'
+  /** The app's session cookie (e.g. `JSESSIONID`): read from the request's Cookie, learned from the response's Set-Cookie. */
+  cookieName?: string
+  /** Or a header carrying the session id both ways (e.g. `x-session-id`); exactly one of the two. */
+  headerName?: string
+  /** Default true; `false` turns stickiness off. */
+  enabled?: boolean
+  /** How long an entry lives after its last use: 1 to 604800 s. Default 86400 (one day). */
+  durationSeconds?: number
+}
 
 /** Duration-based stickiness with ALB's `AWSALB` + `AWSALBCORS` cookies. */
 export interface LbCookieStickinessOptions {
@@ -41,8 +102,40 @@ export interface AppCookieStickinessOptions {
   bindToCookieValue?: boolean
 }
 
-/** A target group's or a route's stickiness: an object, or `false` for none. */
-export type StickinessOptions = LbCookieStickinessOptions | AppCookieStickinessOptions | false
+/** One stickiness source. */
+export type StickinessSourceOptions = LbCookieStickinessOptions | AppCookieStickinessOptions | LearnStickinessOptions |
+  SourceIpStickinessOptions | HeaderStickinessOptions | QueryStickinessOptions | PathStickinessOptions
+
+/**
+ * A target group's or a route's stickiness: one source, a fallback chain of sources (the first
+ * that yields a key decides; at most one of `lb_cookie`, `app_cookie` and `learn`, which pins
+ * the client; e.g. `[{ type: 'lb_cookie' }, { type: 'header', name: 'x-session-id' }, { type: 'source_ip' }]`),
+ * or `false` for none.
+ */
+export type StickinessOptions = StickinessSourceOptions | StickinessSourceOptions[] | false
+
+/** Where `learn` stickiness keeps session id → target: this process's memory (default), or Redis shared by several gateways. */
+export type LearnStoreOptions = MemoryLearnStoreOptions | RedisLearnStoreOptions
+
+/** A bounded LRU in this process: each gateway learns alone. */
+export interface MemoryLearnStoreOptions {
+  type: 'memory'
+  /** Most sessions remembered; the least recently used go first: 1 to 10000000. Default 100000. */
+  maxEntries?: number
+}
+
+/** Redis (through ioredis), shared by every gateway instance; a request waits for it `timeoutMs` at most. */
+export interface RedisLearnStoreOptions {
+  type: 'redis'
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…`. Never logged. */
+  url: string
+  /** Put before every key: 0 to 128 characters. Default `fastify-sticky:learn:`. */
+  keyPrefix?: string
+  /** Longest wait for a lookup before the request goes on without it (`store-unavailable`): 1 to 10000 ms. Default 50. */
+  timeoutMs?: number
+  /** How long a lookup's answer is reused in this process without a round trip: 0 to 60000 ms. Default 1000. */
+  localCacheMs?: number
+}
 
 /** One upstream origin of a target group. */
 export interface TargetOptions {
@@ -123,6 +216,13 @@ export interface TargetGroupOptions {
    * passive checks off.
    */
   outlierDetection?: OutlierDetectionOptions | false
+  /**
+   * Bounded load (HAProxy's `hash-balance-factor`, Envoy's `hash_balance_factor`): a new
+   * assignment skips a target holding more than this factor of the group's mean requests in
+   * flight (by weight), so a hot target sheds new sessions, never its pinned ones: 0 (off), or
+   * 1.01 to 100 (e.g. 1.25). With key stickiness alone every request is a new assignment. Default 0.
+   */
+  boundedLoadFactor?: number
 }
 
 /**
@@ -224,6 +324,8 @@ export interface FastifyStickyOptions {
    * 300 s. Default 5.
    */
   cookieClockSkewSeconds?: number
+  /** Where `learn` stickiness remembers session ids. Default `{ type: 'memory' }`. */
+  learnStore?: LearnStoreOptions
   /** Named sets of listener rules, bound to routes with `config.listener`. Default none. */
   listeners?: ListenerOptions[]
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
@@ -309,6 +411,8 @@ export type ReassignReason =
   | 'target-ejected'
   | 'app-cookie-missing'
   | 'app-cookie-mismatch'
+  | 'target-overloaded'
+  | 'store-unavailable'
 
 /** Why a weighted forward's `AWSALBTG` cookie did not keep the client on its target group. */
 export type GroupReassignReason = 'undecodable' | 'expired' | 'issued-in-future' | 'group-mismatch'
@@ -408,8 +512,11 @@ interface AffinityBase {
 export interface AffinityHit extends AffinityBase {
   readonly outcome: 'hit'
   readonly target: TargetRef
-  /** What decided: the `AWSALB` cookie, or the app cookie with the `AWSALBAPP-*` shards. */
-  readonly decidedBy: 'lb_cookie' | 'app_cookie'
+  /**
+   * What decided: the `AWSALB` cookie, the app cookie with the `AWSALBAPP-*` shards, the learn
+   * store, or the hash of a key (`source_ip`, `header`, `query`, `path`) whose first choice took it.
+   */
+  readonly decidedBy: 'lb_cookie' | 'app_cookie' | 'learn' | KeyStickinessType
 }
 
 /** No stickiness cookie came (or the route is not sticky): the algorithm chose. */
@@ -427,7 +534,8 @@ export interface AffinityReassigned extends AffinityBase {
   readonly outcome: 'reassigned'
   readonly reason: ReassignReason
   readonly target: TargetRef
-  readonly decidedBy: Algorithm
+  /** The algorithm, or the key whose hash walked past its first choice (which gave `reason`). */
+  readonly decidedBy: Algorithm | KeyStickinessType
 }
 
 /** The group has no routable target (none registered, or none healthy with `failOpen: false`): the gateway answers 503. */

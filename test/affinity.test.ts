@@ -90,7 +90,7 @@ test('decideAffinity depends on its inputs alone: the same inputs give the same 
   const group = new TargetGroup({
     name: 'carts',
     algorithm: 'round_robin',
-    stickiness: { type: 'lb_cookie', durationSeconds: 60 },
+    stickiness: { type: 'lb_cookie', durationSeconds: 60, chain: [{ type: 'lb_cookie' }] },
     targets: [{ id: 'a', origin: 'http://127.0.0.1:1', weight: 1 }, { id: 'b', origin: 'http://127.0.0.1:2', weight: 1 }],
     healthCheck: null,
     minimumHealthyTargets: { count: 1 },
@@ -98,7 +98,8 @@ test('decideAffinity depends on its inputs alone: the same inputs give the same 
     deregistrationDelayMs: 0,
     drainingKeepsSessions: true,
     slowStartMs: 0,
-    outlierDetection: null
+    outlierDetection: null,
+    boundedLoadFactor: 0
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000, skewSeconds: 5 }

@@ -1,12 +1,15 @@
 import fc from 'fast-check'
 import { test } from 'tap'
+import { PeerTrust } from '../lib/client-address.js'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
 import { AppCookieSealer, LbSetSealer, type GroupForward } from '../lib/group-forward.js'
+import { KeyHasher } from '../lib/hashing/key-hash.js'
 import { resolveListenerRule } from '../lib/listener-rule.js'
 import { resolveOptions } from '../lib/options.js'
 import { hashCookieValue, type AppBinding } from '../lib/stickiness/app-bindings.js'
 import { APP_COOKIE_PREFIX, AppCookieWriter, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
 import { LB_COOKIE, LbCookieWriter, readLbCookies } from '../lib/stickiness/lb-cookie.js'
+import { MemoryLearnStore } from '../lib/stickiness/learn-store.js'
 import { TargetGroup } from '../lib/target-group.js'
 import type { AffinityDecision, StickinessOptions } from '../lib/types.js'
 import { checkProperty, cookieHeader, cookieValue, gatewayCookieNames } from './fuzz.js'
@@ -53,6 +56,9 @@ async function forwards (t: Tap, prefix: string): Promise<{ lb: GroupForward, ap
     clockSkewSeconds: 5,
     listeners: new Map(),
     cookiePrefix: prefix,
+    hasher: new KeyHasher(options.keys[0]),
+    peers: new PeerTrust(null),
+    learnStore: () => new MemoryLearnStore(),
     now: () => NOW_SECONDS * 1000
   }
   const rule = (stickiness?: StickinessOptions): GroupForward => resolveListenerRule({ targetGroup: 'g', stickiness }, 'GET /', context) as GroupForward

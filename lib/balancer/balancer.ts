@@ -1,6 +1,7 @@
 import type { Target } from '../target.js'
 import type { Algorithm } from '../types.js'
 import { LeastOutstandingBalancer } from './least-outstanding.js'
+import { LeastSessionsBalancer } from './least-sessions.js'
 import { RoundRobinBalancer } from './round-robin.js'
 import { WeightedRandomBalancer } from './weighted-random.js'
 
@@ -10,7 +11,8 @@ import { WeightedRandomBalancer } from './weighted-random.js'
  * whatever it derives from one array until it sees another.
  */
 export interface Balancer {
-  pick (targets: readonly Target[]): Target | undefined
+  /** `nowMs`: the plugin's clock, for balancers that read time-based estimates. */
+  pick (targets: readonly Target[], nowMs: number): Target | undefined
 }
 
 /** Makes the balancer of a target group's algorithm. */
@@ -18,6 +20,7 @@ export function createBalancer (algorithm: Algorithm): Balancer {
   switch (algorithm) {
     case 'least_outstanding_requests': return new LeastOutstandingBalancer()
     case 'weighted_random': return new WeightedRandomBalancer()
+    case 'least_sessions': return new LeastSessionsBalancer()
     default: return new RoundRobinBalancer()
   }
 }

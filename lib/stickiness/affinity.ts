@@ -1,8 +1,8 @@
 import { COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, type CookieCodec, type StickyPayload } from '../cookie-codec.js'
-import type { ResolvedAppCookieStickiness, ResolvedStickiness } from '../options.js'
+import { pinsClients, type ResolvedAppCookieStickiness, type ResolvedStickiness } from '../options.js'
 import type { Target } from '../target.js'
 import type { TargetGroup } from '../target-group.js'
-import type { AffinityDecision, ReassignReason } from '../types.js'
+import type { AffinityDecision, KeyStickinessType, ReassignReason } from '../types.js'
 import { decodeBindings, type AppBinding } from './app-bindings.js'
 import { MAX_COOKIE_BYTES } from './app-cookie.js'
 
@@ -17,6 +17,8 @@ export interface AffinityInput {
   readonly nowSeconds: number
   /** How far past `nowSeconds` an issue time may lie (another gateway's clock): later is `issued-in-future`. */
   readonly skewSeconds: number
+  /** Places a client the cookie did not keep (`reason`: why, null when none came); default: the group's algorithm (`choose`). */
+  readonly place?: (reason: ReassignReason | null) => AffinityDecision
 }
 
 /** What an lb-cookie decision read from the cookies: the decision, and the bindings of other groups the client's value carried. */
@@ -46,7 +48,8 @@ export function decideAffinity (input: AffinityInput): AffinityDecision {
 export function decideLbAffinity (input: AffinityInput): LbAffinity {
   const { group, stickiness } = input
   const nowMs = input.nowSeconds * 1000
-  if (stickiness === null || input.cookies.length === 0) return { decision: choose(group, stickiness, null, nowMs), carried: NO_BINDINGS }
+  const place = input.place ?? ((reason: ReassignReason | null) => choose(group, stickiness, reason, nowMs))
+  if (stickiness === null || input.cookies.length === 0) return { decision: place(null), carried: NO_BINDINGS }
 
   const name = group.name
   let reason: ReassignReason | null = null
@@ -82,7 +85,7 @@ export function decideLbAffinity (input: AffinityInput): LbAffinity {
     }
     reason ??= verdict
   }
-  return { decision: choose(group, stickiness, reason, nowMs), carried: carried ?? NO_BINDINGS }
+  return { decision: place(reason), carried: carried ?? NO_BINDINGS }
 }
 
 /** The bindings of groups other than `groupName` in the first of `cookies` that opens; none when none does. */
@@ -148,7 +151,7 @@ export function choose (group: TargetGroup, stickiness: ResolvedStickiness | nul
   const target = group.pick(nowMs, except)
   const type = stickiness === null ? 'none' : stickiness.type
   if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: type }
-  if (stickiness !== null) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
+  if (pinsClients(stickiness)) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
   if (reason === null) return { outcome: 'new', targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
   return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
 }
@@ -181,6 +184,8 @@ export interface AppAffinityInput {
   readonly appHash: string | null
   readonly nowSeconds: number
   readonly skewSeconds: number
+  /** As `AffinityInput#place`. */
+  readonly place?: (reason: ReassignReason | null) => AffinityDecision
 }
 
 /**
@@ -192,8 +197,9 @@ export interface AppAffinityInput {
 export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   const { group, stickiness, bindings } = input
   const nowMs = input.nowSeconds * 1000
-  if (bindings === null) return choose(group, stickiness, null, nowMs)
-  if (bindings === 'invalid') return choose(group, stickiness, 'undecodable', nowMs)
+  const place = input.place ?? ((reason: ReassignReason | null) => choose(group, stickiness, reason, nowMs))
+  if (bindings === null) return place(null)
+  if (bindings === 'invalid') return place('undecodable')
   let binding: AppBinding | undefined
   for (const candidate of bindings) {
     if (candidate.group === group.name) {
@@ -201,11 +207,38 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
       break
     }
   }
-  if (binding === undefined) return choose(group, stickiness, null, nowMs)
+  if (binding === undefined) return place(null)
   // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
-  if (input.appValue === undefined) return choose(group, stickiness, 'app-cookie-missing', nowMs)
-  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return choose(group, stickiness, 'app-cookie-mismatch', nowMs)
+  if (input.appValue === undefined) return place('app-cookie-missing')
+  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch')
   const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
-  if (typeof verdict === 'string') return choose(group, stickiness, verdict, nowMs)
+  if (typeof verdict === 'string') return place(verdict)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
+}
+
+/**
+ * The decision of a key's hash (a `source_ip`, `header`, `query` or `path` source): its first
+ * choice is a `hit`, a walk past it `reassigned` with why (see `TargetGroup#pickByHash`).
+ * `keep`: the key is the client's only affinity; else the client is being pinned (by a cookie or
+ * the learn store) and its session counts on the target.
+ */
+export function decideByKey (group: TargetGroup, stickiness: ResolvedStickiness, type: KeyStickinessType, hash: number, keep: boolean, nowMs: number): AffinityDecision {
+  const { target, reason } = group.pickByHash(hash, keep)
+  if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: stickiness.type }
+  if (!keep) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
+  if (reason === null) return { outcome: 'hit', targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: type }
+  return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: type }
+}
+
+/**
+ * The decision of a learn-store lookup that named `targetId`: a `hit` when that target keeps its
+ * clients, else why not (the caller places the client).
+ */
+export function judgeLearned (group: TargetGroup, stickiness: ResolvedStickiness, targetId: string, nowMs: number): AffinityDecision | ReassignReason {
+  const target = group.get(targetId)
+  if (target === undefined) return group.wasDeregistered(targetId) ? 'target-deregistered' : 'target-unknown'
+  if (target.unpinReason !== null) return target.unpinReason
+  const nowSeconds = Math.floor(nowMs / 1000)
+  target.sessions.refresh(stickiness.durationSeconds, nowSeconds, nowSeconds)
+  return { outcome: 'hit', targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: 'learn' }
 }

@@ -1,0 +1,110 @@
+import type { KeyHasher } from '../hashing/key-hash.js'
+import { invalid, refuseUnknownKeys, requireObject } from '../validate.js'
+import { readAppCookieChange, readCookieValue } from './app-cookie.js'
+import type { LearnLookup, LearnStore } from './learn-store.js'
+import { asKey, type RequestView, type ResolvedLearnSource } from './source.js'
+
+const KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'headerName']
+/** RFC 6265 §4.1.1 cookie-name and RFC 9110 field-name: both tokens. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+
+export function resolveLearn (raw: unknown, path: string, cookiePrefix: string): ResolvedLearnSource {
+  const options = requireObject(raw, path)
+  refuseUnknownKeys(options, KEYS, `${path}.`)
+  const { cookieName, headerName } = options
+  if ((cookieName === undefined) === (headerName === undefined)) {
+    invalid(path, "an object with exactly one of cookieName (the app's session cookie) and headerName (a header carrying the session id)", raw)
+  }
+  if (cookieName !== undefined) {
+    if (typeof cookieName !== 'string' || !TOKEN.test(cookieName)) invalid(`${path}.cookieName`, "the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID')", cookieName)
+    for (const reserved of new Set(['AWSALB', `${cookiePrefix}AWSALB`])) {
+      if (cookieName.startsWith(reserved)) invalid(`${path}.cookieName`, `a name not starting with ${reserved} (the gateway's own cookies)`, cookieName)
+    }
+    return Object.freeze({ type: 'learn', cookieName, headerName: null })
+  }
+  if (typeof headerName !== 'string' || !TOKEN.test(headerName)) invalid(`${path}.headerName`, "a header name (a token of 1 to 128 characters, e.g. 'x-session-id')", headerName)
+  return Object.freeze({ type: 'learn', cookieName: null, headerName: headerName.toLowerCase() })
+}
+
+/** What a learn-sticky request brought, kept for its response. */
+export interface LearnState {
+  /** The store key of the session id the request carried; null when it carried none. */
+  readonly key: string | null
+  /** The target the store named for it (null: none, or the store did not answer). */
+  readonly found: string | null
+}
+
+/** A response as far as learning reads it. */
+export interface ResponseView {
+  getHeader (name: string): unknown
+}
+
+/**
+ * nginx's `sticky learn`: the app's session id (its cookie, or a header) is looked up in the
+ * learn store, which maps it to the target that created the session; a target's response that
+ * sets the id teaches the store. Ids are kept as keyed digests, never as they came.
+ */
+export class LearnSource {
+  readonly type = 'learn'
+  readonly #cookieName: string | null
+  readonly #headerName: string | null
+  readonly #store: LearnStore
+  readonly #hasher: KeyHasher
+  readonly #ttlMs: number
+
+  constructor (resolved: ResolvedLearnSource, store: LearnStore, hasher: KeyHasher, durationSeconds: number) {
+    this.#cookieName = resolved.cookieName
+    this.#headerName = resolved.headerName
+    this.#store = store
+    this.#hasher = hasher
+    this.#ttlMs = durationSeconds * 1000
+  }
+
+  /** The store key of the session id in the request, or null when it has none (or one too long to be a key). */
+  keyOf (request: RequestView): string | null {
+    const name = this.#headerName
+    let id: string | undefined
+    if (name !== null) {
+      const value = request.headers[name]
+      id = Array.isArray(value) ? value[0] : value
+    } else {
+      id = readCookieValue(request.headers.cookie, this.#cookieName as string)
+    }
+    const key = asKey(id)
+    return key === null ? null : this.#hasher.hex(key)
+  }
+
+  /** The target id learned for `key`, sliding its time to live; a promise when the store must be asked. */
+  lookup (key: string, nowMs: number): LearnLookup | Promise<LearnLookup> {
+    return this.#store.get(key, this.#ttlMs, nowMs)
+  }
+
+  /**
+   * Learns from the response of the target `targetId`: a session id it sets is remembered on it;
+   * one it deletes is forgotten; a request's id the store did not name this target for (new to
+   * the store, or its target gone) is remembered on this target, so the client stays.
+   */
+  learn (state: LearnState, targetId: string | null, response: ResponseView, nowMs: number): void {
+    if (targetId === null) return
+    const store = this.#store
+    let given: string | null | 'deleted' = null
+    if (this.#headerName !== null) {
+      const value = response.getHeader(this.#headerName)
+      const id = asKey(Array.isArray(value) ? String(value[0]) : value === undefined ? undefined : String(value))
+      given = id
+    } else {
+      const change = readAppCookieChange(response.getHeader('set-cookie'), this.#cookieName as string, nowMs)
+      given = change === null ? null : change === 'deleted' ? 'deleted' : asKey(change.value)
+    }
+    if (given === 'deleted') {
+      if (state.key !== null) store.delete(state.key)
+      return
+    }
+    if (given !== null) {
+      const key = this.#hasher.hex(given)
+      if (key !== state.key || state.found !== targetId) store.set(key, targetId, this.#ttlMs, nowMs)
+      return
+    }
+    if (state.key !== null && state.found !== targetId) store.set(state.key, targetId, this.#ttlMs, nowMs)
+  }
+}
