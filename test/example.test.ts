@@ -575,3 +575,29 @@ test('the page has the account panel: login form, who am I, logout, and the AWSA
   t.notMatch(page, /\son[a-z]+="/, 'no inline event handler attributes')
   t.notOk(/innerHTML|outerHTML|insertAdjacentHTML/.test(page), 'the page builds no markup from strings')
 })
+
+test('the cookie-less view: /api/cart with an x-session-id header and no cookie stays on one backend, and no gateway cookie is written', async (t) => {
+  const shop = await shopModule.startShop({ port: 0 })
+  t.teardown(() => shop.close())
+  const page = await fetch(shop.url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }).then((res) => res.text())
+  t.match(page, /Without cookies \(header stickiness\)/)
+  t.match(page, /credentials: 'omit'/, 'the page sends those requests without cookies')
+  const servedBy = new Set<string>()
+  for (const session of ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot']) {
+    const seen = new Set<string>()
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(new URL('/api/cart', shop.url), { headers: { 'x-session-id': session }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+      t.equal(res.status, 200)
+      t.same(res.headers.getSetCookie().filter((line) => line.startsWith('AWSALB')), [], 'no gateway cookie')
+      t.equal(res.headers.get('x-sticky-decided-by'), 'header')
+      seen.add(String(res.headers.get('x-served-by')))
+      await res.arrayBuffer()
+    }
+    t.equal(seen.size, 1, `session ${session} stayed on one backend`)
+    servedBy.add([...seen][0])
+  }
+  t.ok(servedBy.size > 1, 'sessions spread over the backends')
+  const anonymous = await fetch(new URL('/api/cart', shop.url), { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+  t.equal(anonymous.headers.get('x-sticky-decided-by'), 'source_ip', 'without the header, the client address decides')
+  await anonymous.arrayBuffer()
+})

@@ -23,7 +23,8 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src '
  * Starts the three demo backends and the sticky gateway in front of them, listening on
  * `host:port` (0 for an ephemeral port), once every backend has had its first health check.
  * `/cart` keeps a client on one backend with the `AWSALB` cookie (group `carts`), `/account`
- * with `AWSALBAPP-*` once a login sets `connect.sid` (group `accounts`).
+ * with `AWSALBAPP-*` once a login sets `connect.sid` (group `accounts`), `/api/*` without any
+ * cookie, by the hash of the `x-session-id` header, else of the client's address (group `api`).
  * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals).
  * Resolves to `{ url, gateway, backends, close() }`.
  */
@@ -55,6 +56,13 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
         stickiness: { type: 'app_cookie', cookieName: ACCOUNT_COOKIE, durationSeconds: 3600 },
         healthCheck: check
+      }, {
+        // For clients without cookies (apps, curl): the x-session-id header's hash picks the
+        // backend, the same one every time; without the header, the client's address does.
+        name: 'api',
+        targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
+        stickiness: [{ type: 'header', name: 'x-session-id' }, { type: 'source_ip' }],
+        healthCheck: check
       }]
     })
 
@@ -71,6 +79,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
 
     await gateway.register(stickyProxy, { prefix: '/cart', targetGroup: 'carts', rewritePrefix: '/cart' })
     await gateway.register(stickyProxy, { prefix: '/account', targetGroup: 'accounts', rewritePrefix: '/account' })
+    // `/api/cart` is the cart again, for cookie-less clients: no gateway cookie is written there.
+    await gateway.register(stickyProxy, { prefix: '/api', targetGroup: 'api' })
 
     gateway.get('/', (request, reply) => {
       reply
