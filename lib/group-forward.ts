@@ -129,7 +129,7 @@ export class GroupForward {
         pinned = true
       } else if (link.type === 'learn') {
         pinned = true
-        this.learn = new LearnSource(link, context.learnStore(), context.hasher, stickiness.durationSeconds)
+        this.learn = new LearnSource(link, context.learnStore(), context.hasher, stickiness.durationSeconds, group.name)
       } else {
         (pinned ? after : before).push(keySourceOf(link, context))
       }
@@ -141,6 +141,8 @@ export class GroupForward {
     } else {
       this.#keysAfter = before
     }
+    // The hash table is built now, when the route is added, not at its first request.
+    if (before.length + after.length > 0) group.prepareHashing()
   }
 
   /**

@@ -250,6 +250,15 @@ export class TargetGroup {
     return { target: this.#leastLoaded(undefined), reason }
   }
 
+  /**
+   * Builds the consistent-hash table, once a route hashes keys over this group; it is kept up to
+   * date on every membership change from then on.
+   * @internal
+   */
+  prepareHashing (): void {
+    if (this.#table === null) this.#buildTable()
+  }
+
   /** Builds the consistent-hash table over the registered and draining targets: when one is added, removed or reweighted. */
   #buildTable (): MaglevTable {
     const members = [...this.#targets.values()]

@@ -76,3 +76,30 @@ test('learn: a client whose target is gone is re-pinned where it lands, and stay
   const again = await app.inject({ url: '/', headers: { cookie: 'sid=never-seen' } })
   t.equal(echoOf(again).target, echoOf(header).target, 'and remembered where it was placed')
 })
+
+test('learn: two groups that see the same session id keep their own entries', async (t) => {
+  const targets = await startTargets(t, 4)
+  const app = await buildGateway(t, {
+    targetGroups: [
+      { name: 'a', targets: targets.slice(0, 2).map((target) => ({ id: target.id, url: target.url })), stickiness: { type: 'learn', cookieName: 'sid' } },
+      { name: 'b', targets: targets.slice(2).map((target) => ({ id: target.id, url: target.url })), stickiness: { type: 'learn', cookieName: 'sid' } }
+    ]
+  })
+  app.addHook('onSend', async (request, reply) => {
+    if (request.affinity !== null) reply.header('x-decision', JSON.stringify(request.affinity))
+  })
+  app.get('/a/*', { config: { targetGroup: 'a' } }, (_request, reply) => reply.forward())
+  app.get('/b/*', { config: { targetGroup: 'b' } }, (_request, reply) => reply.forward())
+  // The same id reaches both groups (one app cookie for the whole site).
+  const cookie = 'sid=shared-session'
+  const onA = echoOf(await app.inject({ url: '/a/x', headers: { cookie } })).target
+  const onB = echoOf(await app.inject({ url: '/b/x', headers: { cookie } })).target
+  for (let i = 0; i < 3; i++) {
+    const a = await app.inject({ url: '/a/x', headers: { cookie } })
+    const b = await app.inject({ url: '/b/x', headers: { cookie } })
+    t.equal(echoOf(a).target, onA)
+    t.equal(echoOf(b).target, onB)
+    t.match(decisionOf(a), { outcome: 'hit', decidedBy: 'learn' }, 'group a\'s entry was not overwritten by group b')
+    t.match(decisionOf(b), { outcome: 'hit', decidedBy: 'learn' })
+  }
+})

@@ -51,8 +51,12 @@ export class LearnSource {
   readonly #store: LearnStore
   readonly #hasher: KeyHasher
   readonly #ttlMs: number
+  /** Put before each session id hashed: groups sharing a store (or a Redis) keep apart entries. */
+  readonly #scope: string
 
-  constructor (resolved: ResolvedLearnSource, store: LearnStore, hasher: KeyHasher, durationSeconds: number) {
+  /** `scope`: the target group's name (its targets are what the store names). */
+  constructor (resolved: ResolvedLearnSource, store: LearnStore, hasher: KeyHasher, durationSeconds: number, scope: string) {
+    this.#scope = `${scope}\u0000`
     this.#cookieName = resolved.cookieName
     this.#headerName = resolved.headerName
     this.#store = store
@@ -71,7 +75,7 @@ export class LearnSource {
       id = readCookieValue(request.headers.cookie, this.#cookieName as string)
     }
     const key = asKey(id)
-    return key === null ? null : this.#hasher.hex(key)
+    return key === null ? null : this.#hasher.hex(this.#scope + key)
   }
 
   /** The target id learned for `key`, sliding its time to live; a promise when the store must be asked. */
@@ -101,7 +105,7 @@ export class LearnSource {
       return
     }
     if (given !== null) {
-      const key = this.#hasher.hex(given)
+      const key = this.#hasher.hex(this.#scope + given)
       if (key !== state.key || state.found !== targetId) store.set(key, targetId, this.#ttlMs, nowMs)
       return
     }
