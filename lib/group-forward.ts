@@ -2,13 +2,10 @@ import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, SEAL_OVER
 import type { PeerTrust } from './client-address.js'
 import type { KeyHasher } from './hashing/key-hash.js'
 import { MAX_COOKIE_DURATION_SECONDS, pinsClients, type ResolvedAppCookieStickiness, type ResolvedStickiness } from './options.js'
-import { HeaderSource } from './stickiness/header.js'
 import { LearnSource, type LearnState } from './stickiness/learn.js'
 import type { LearnLookup, LearnStore } from './stickiness/learn-store.js'
-import { PathSource } from './stickiness/path.js'
-import { QuerySource } from './stickiness/query.js'
-import type { KeySource, RequestView, ResolvedKeySource } from './stickiness/source.js'
-import { SourceIpSource } from './stickiness/source-ip.js'
+import { createKeySource } from './stickiness/key-sources.js'
+import type { KeySource, RequestView } from './stickiness/source.js'
 import { carriedBindings, choose, decideAppAffinity, decideByKey, decideLbAffinity, judgeLearned, type LbAffinity } from './stickiness/affinity.js'
 import { decodeBindings, encodeBindings, hashCookieValue, MAX_APP_BINDINGS, type AppBinding } from './stickiness/app-bindings.js'
 import { APP_COOKIE_SHARDS, MAX_COOKIE_BYTES, maxShardLength, readAppCookieChange, readAppShards, readCookieValue, type AppCookieWriter } from './stickiness/app-cookie.js'
@@ -64,16 +61,6 @@ export interface ChainDecision {
 }
 
 const NO_LEARN_KEY: LearnState = Object.freeze({ key: null, found: null })
-
-/** Builds the key source of a resolved link: adding a key type adds a case here. */
-function keySourceOf (link: ResolvedKeySource, context: ForwardContext): KeySource {
-  switch (link.type) {
-    case 'source_ip': return new SourceIpSource(link, context.peers)
-    case 'header': return new HeaderSource(link)
-    case 'query': return new QuerySource(link)
-    default: return new PathSource(link)
-  }
-}
 
 /** Most lb-cookie groups one `AWSALB` value carries (the least recently used go first); fewer when they would not fit in one cookie. */
 export const MAX_LB_BINDINGS = 32
@@ -131,7 +118,7 @@ export class GroupForward {
         pinned = true
         this.learn = new LearnSource(link, context.learnStore(), context.hasher, stickiness.durationSeconds, group.name)
       } else {
-        (pinned ? after : before).push(keySourceOf(link, context))
+        (pinned ? after : before).push(createKeySource(link, context))
       }
     }
     // Without a pinning source every key is tried in order, then the algorithm.

@@ -4,14 +4,11 @@ import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
 import type { InitialState } from './health/target-state.js'
 import { compileConditions, type RuleConditions } from './rules/conditions.js'
-import { resolveHeaderKey } from './stickiness/header.js'
 import { resolveLearn } from './stickiness/learn.js'
 import { DEFAULT_LEARN_MAX_ENTRIES } from './stickiness/learn-store.js'
 import { DEFAULT_LEARN_KEY_PREFIX, DEFAULT_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_TIMEOUT_MS } from './stickiness/redis-learn-store.js'
-import { resolvePathKey } from './stickiness/path.js'
-import { resolveQueryKey } from './stickiness/query.js'
-import type { ResolvedKeySource, ResolvedLearnSource, ResolvedLink } from './stickiness/source.js'
-import { resolveSourceIp } from './stickiness/source-ip.js'
+import { KEY_TYPES, resolveKeySource } from './stickiness/key-sources.js'
+import type { ResolvedLearnSource, ResolvedLink } from './stickiness/source.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
   Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
@@ -84,7 +81,7 @@ const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyTh
 const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
 const STICKINESS_KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'bindToCookieValue']
-const STICKINESS_TYPES = ['lb_cookie', 'app_cookie', 'learn', 'source_ip', 'header', 'query', 'path'] as const
+const STICKINESS_TYPES = ['lb_cookie', 'app_cookie', 'learn', ...KEY_TYPES] as const
 /** Most sources in one stickiness chain. */
 export const MAX_STICKINESS_CHAIN = 8
 const LISTENER_KEYS = ['name', 'rules', 'default']
@@ -557,7 +554,8 @@ function resolveChain (raw: readonly unknown[], base: ResolvedStickiness | null,
       pinAt = at
       chain.push(type === 'learn' ? (pin as ResolvedLearnStickiness).learn : { type })
     } else {
-      chain.push(resolveKeySource(type, source, at))
+      const { enabled: _enabled, ...rest } = source
+      chain.push(resolveKeySource(type, rest, at))
     }
   }
   if (chain.length === 0) return null
@@ -565,16 +563,6 @@ function resolveChain (raw: readonly unknown[], base: ResolvedStickiness | null,
   if (pin !== null) return Object.freeze({ ...pin, chain: frozen })
   // Only keys: nothing pins a client, so no window applies (kept for a route that adds a cookie).
   return Object.freeze({ type: chain[0].type as KeyStickinessType, durationSeconds: base?.durationSeconds ?? DEFAULT_LB_COOKIE_DURATION_SECONDS, chain: frozen })
-}
-
-function resolveKeySource (type: KeyStickinessType, raw: Partial<Record<string, unknown>>, path: string): ResolvedKeySource {
-  const { enabled: _enabled, ...rest } = raw
-  switch (type) {
-    case 'source_ip': return resolveSourceIp(rest, path)
-    case 'header': return resolveHeaderKey(rest, path)
-    case 'query': return resolveQueryKey(rest, path)
-    default: return resolvePathKey(rest, path)
-  }
 }
 
 /** A source that pins the client (lb_cookie, app_cookie, learn), over `base` when it is of the same type. */
