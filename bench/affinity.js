@@ -3,7 +3,11 @@
 //   node bench/affinity.js [--smoke]
 // Prints ns per request for returning clients (a valid cookie, rotated over 30 values of 3
 // targets), for returning clients of two groups (one value carrying both groups' bindings, 30
-// values) and for new ones (no cookie): the median of several runs.
+// values) and for new ones (no cookie): the median of several runs. Then the cookie-less types,
+// decided as the route hook decides a chained forward (decideChain), over the same 3 targets:
+// `header` (x-session-id, 30 returning keys), `source_ip` (30 returning peer addresses, no
+// trusted proxy) and `learn` (a JSESSIONID cookie of 30 sessions the memory store already
+// knows, with what its onSend hook runs on a response that sets no cookie).
 import { fileURLToPath } from 'node:url'
 import { CookieCodec, COOKIE_PURPOSE_LB } from '../dist/index.js'
 import { AppCookieSealer, LbSetSealer } from '../dist/group-forward.js'
@@ -12,12 +16,15 @@ import { encodeBindings } from '../dist/stickiness/app-bindings.js'
 import { resolveListenerRule } from '../dist/listener-rule.js'
 import { resolveOptions } from '../dist/options.js'
 import { AppCookieWriter } from '../dist/stickiness/app-cookie.js'
+import { PeerTrust } from '../dist/client-address.js'
+import { KeyHasher } from '../dist/hashing/key-hash.js'
+import { MemoryLearnStore } from '../dist/stickiness/learn-store.js'
 import { LbCookieWriter } from '../dist/stickiness/lb-cookie.js'
 import { TargetGroup } from '../dist/target-group.js'
 
 const KEY = '5e'.repeat(32)
 
-/** Runs the microbenchmark; returns `{ returningNs, twoGroupsNs, newNs, runs, iterations }`. */
+/** Runs the microbenchmark; returns `{ returningNs, twoGroupsNs, newNs, headerNs, sourceIpNs, learnNs, runs, iterations }`. */
 export async function runAffinityBench ({ smoke = false } = {}) {
   const options = resolveOptions({
     keys: [KEY],
@@ -26,7 +33,11 @@ export async function runAffinityBench ({ smoke = false } = {}) {
   // Pools connect lazily: no traffic leaves this process.
   const group = new TargetGroup(options.targetGroups[0], { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: Date.now })
   const codec = new CookieCodec(options.keys)
-  const rule = resolveListenerRule({ targetGroup: 'bench' }, 'GET /', {
+  const learnStore = new MemoryLearnStore()
+  const context = {
+    hasher: new KeyHasher(options.keys[0]),
+    peers: new PeerTrust(null),
+    learnStore: () => learnStore,
     groups: new Map([['bench', group]]),
     codec,
     lbWriter: new LbCookieWriter(),
@@ -38,7 +49,13 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     cookiePrefix: '',
     clockSkewSeconds: 5,
     now: Date.now
-  })
+  }
+  const rule = resolveListenerRule({ targetGroup: 'bench' }, 'GET /', context)
+  // The cookie-less types, as a route's override of the group's stickiness.
+  const chained = (stickiness) => resolveListenerRule({ targetGroup: 'bench', stickiness }, 'GET /', context)
+  const byHeader = chained({ type: 'header', name: 'x-session-id' })
+  const bySourceIp = chained({ type: 'source_ip' })
+  const byLearn = chained({ type: 'learn', cookieName: 'JSESSIONID' })
 
   const nowSeconds = Math.floor(Date.now() / 1000)
   const headers = []
@@ -55,6 +72,21 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     ]))
     twoGroupHeaders.push(`AWSALB=${value}; AWSALBCORS=${value}; theme=dark`)
   }
+  // Request views as Fastify's request offers them to a chained forward.
+  const view = (headers, address) => ({ headers, url: '/', raw: { socket: { remoteAddress: address }, headers } })
+  const headerRequests = []
+  const sourceIpRequests = []
+  const learnRequests = []
+  for (let i = 0; i < 30; i++) {
+    headerRequests.push(view({ 'x-session-id': `session-${i}-${'k'.repeat(24)}` }, '127.0.0.1'))
+    sourceIpRequests.push(view({}, `198.51.100.${i + 1}`))
+    const request = view({ cookie: `JSESSIONID=${i.toString(16).padStart(32, '0')}; theme=dark` }, '127.0.0.1')
+    learnRequests.push(request)
+    // Each session logged in once: the store learned its target from the response.
+    const first = byLearn.decideChain(request, Date.now())
+    byLearn.learn.learn(first.learn, first.decision.target.id, { getHeader: () => undefined }, Date.now())
+  }
+  const noSetCookie = { getHeader: () => undefined }
   const iterations = smoke ? 20_000 : 1_000_000
   const runs = smoke ? 1 : 7
   let sink = 0
@@ -66,24 +98,54 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     const lines = rule.setCookies(decision.target.id, nowMs, false, carried)
     sink += lines[0].length
   }
-  const measure = (pickHeader) => {
+  // What the route hook and the onSend hook run for a chained forward (applyChain, learnFromResponse),
+  // minus setting request and reply fields.
+  const chainStep = (forward, expected) => (request) => {
+    const nowMs = forward.now()
+    const decided = forward.decideChain(request, nowMs)
+    if (decided instanceof Promise) throw new Error('the memory store answers at once')
+    const { decision } = decided
+    if (decision.outcome !== 'hit' || decision.decidedBy !== expected) throw new Error(`the benchmark's ${expected} clients must be kept: ${decision.outcome} ${decision.decidedBy ?? ''}`)
+    if (decided.learn !== null) forward.learn.learn(decided.learn, decision.target.id, noSetCookie, nowMs)
+    sink += decision.target.id.length
+  }
+  const headerStep = chainStep(byHeader, 'header')
+  const sourceIpStep = chainStep(bySourceIp, 'source_ip')
+  const learnStep = chainStep(byLearn, 'learn')
+  const measure = (pickHeader, run = step) => {
     const started = process.hrtime.bigint()
-    for (let i = 0; i < iterations; i++) step(pickHeader(i))
+    for (let i = 0; i < iterations; i++) run(pickHeader(i))
     return Number(process.hrtime.bigint() - started) / iterations
   }
   const returning = []
   const twoGroups = []
   const fresh = []
+  const header = []
+  const sourceIp = []
+  const learn = []
   // Interleaved runs; the first of each warms the JIT and the per-second caches and is dropped.
   for (let run = 0; run <= runs; run++) {
     const r = measure((i) => headers[i % headers.length])
     const g = measure((i) => twoGroupHeaders[i % twoGroupHeaders.length])
     const n = measure(() => undefined)
-    if (run > 0) { returning.push(r); twoGroups.push(g); fresh.push(n) }
+    const h = measure((i) => headerRequests[i % 30], headerStep)
+    const s = measure((i) => sourceIpRequests[i % 30], sourceIpStep)
+    const l = measure((i) => learnRequests[i % 30], learnStep)
+    if (run > 0) { returning.push(r); twoGroups.push(g); fresh.push(n); header.push(h); sourceIp.push(s); learn.push(l) }
   }
   await group.close()
+  await learnStore.close()
   if (sink === 0) throw new Error('unreachable')
-  return { returningNs: median(returning), twoGroupsNs: median(twoGroups), newNs: median(fresh), runs, iterations }
+  return {
+    returningNs: median(returning),
+    twoGroupsNs: median(twoGroups),
+    newNs: median(fresh),
+    headerNs: median(header),
+    sourceIpNs: median(sourceIp),
+    learnNs: median(learn),
+    runs,
+    iterations
+  }
 }
 
 function median (values) {
@@ -96,5 +158,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const result = await runAffinityBench({ smoke: process.argv.includes('--smoke') })
   process.stdout.write(`returning client:             ${result.returningNs.toFixed(0)} ns per request\n` +
     `returning client, two groups: ${result.twoGroupsNs.toFixed(0)} ns per request\n` +
-    `new client:                   ${result.newNs.toFixed(0)} ns per request\n`)
+    `new client:                   ${result.newNs.toFixed(0)} ns per request\n` +
+    `header, returning key:        ${result.headerNs.toFixed(0)} ns per request\n` +
+    `source_ip, returning address: ${result.sourceIpNs.toFixed(0)} ns per request\n` +
+    `learn (memory), returning:    ${result.learnNs.toFixed(0)} ns per request\n`)
 }

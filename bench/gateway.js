@@ -3,6 +3,8 @@
 //   node bench/gateway.js sticky <port> <origin>,<origin>,…   fastify-sticky, lb_cookie, one target group
 //   node bench/gateway.js sticky <port> <origins> <dist>       the same, from another build (run.js --baseline)
 //   node bench/gateway.js bare <port> <origin>,<origin>,…     node:http + undici, round-robin, no framework (bare-proxy.js)
+//   node bench/gateway.js sticky-as <port> <origins> <json>    fastify-sticky, the group's stickiness and the plugin's
+//                                                             learnStore from <json>: { "stickiness": …, "learnStore": … }
 // Prints "ready" once listening; SIGTERM closes it cleanly (so --cpu-prof can write its profile).
 import { resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -36,6 +38,12 @@ async function listenFastify (kind, origins, dist) {
     const { default: fastifySticky, stickyProxy } = await import(dist === undefined ? '../dist/index.js' : pathToFileURL(resolvePath(dist, 'index.js')).href)
     const targets = origins.split(',').map((url, i) => ({ id: String.fromCharCode(97 + i), url }))
     await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets }] })
+    await app.register(stickyProxy, { targetGroup: 'bench' })
+  } else if (kind === 'sticky-as') {
+    const { default: fastifySticky, stickyProxy } = await import('../dist/index.js')
+    const { stickiness, learnStore } = JSON.parse(dist)
+    const targets = origins.split(',').map((url, i) => ({ id: String.fromCharCode(97 + i), url }))
+    await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets, stickiness }], ...(learnStore === undefined ? {} : { learnStore }) })
     await app.register(stickyProxy, { targetGroup: 'bench' })
   } else {
     throw new Error(`unknown gateway kind ${kind}`)

@@ -4,7 +4,8 @@
 //
 //   node bench/run.js [--rounds 3] [--duration 5] [--warmup 2] [--connections 50]
 //                     [--generator wrk|autocannon] [--only throughput,affinity,memory]
-//                     [--scenarios bare,sticky-new,sticky-returning,…] (the reference always runs; × bare needs bare)
+//                     [--scenarios bare,sticky-new,sticky-returning,source-ip,header,learn-memory,learn-redis,…]
+//                     (the reference always runs; × bare needs bare)
 //                     [--baseline <dist folder of another build>] (adds its sticky rows, to compare builds)
 //                     [--clients 1000000] [--json bench/results/latest.json] [--profile] [--smoke]
 //
@@ -12,6 +13,10 @@
 // targets, keep-alive. Load: wrk when installed, else autocannon; the gateway pinned to CPU 1,
 // generator and backends to CPU 0 (taskset). Rounds are interleaved (A B C … A B C …); every
 // figure is the median over the rounds. Timing never fails the command: only errors do.
+// The cookie-less rows have returning clients too: `header` clients each send their own
+// x-session-id; `learn-*` clients each log in once before the runs (their JSESSIONID's first
+// request teaches the store), in memory or in a redis-server of the run's own (skipped with a
+// note when redis-server is not installed); `source-ip` clients all come from 127.0.0.1.
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
@@ -27,6 +32,8 @@ const BENCH_KEY = '5e'.repeat(32)
 const TARGET_IDS = ['a', 'b', 'c']
 /** Cookie values per target that returning clients rotate through. */
 const VALUES_PER_TARGET = 10
+/** The header `header` stickiness hashes. */
+const SESSION_HEADER = 'x-session-id'
 /** Names this run's files (CPU profiles): its start time, e.g. 2026-11-21T21-57-01. */
 const RUN_STAMP = new Date().toISOString().slice(0, 19).replace(/:/g, '-')
 
@@ -36,6 +43,10 @@ const TARGETS = {
   p99Ratio: 1.15,
   returningNs: 1000,
   newNs: 2000,
+  /** Hashing a key (header, source_ip) over the affinity path of a new lb_cookie client. */
+  hashingAddsNs: 200,
+  /** learn with Redis, returning clients, against lb_cookie returning clients in the same run. */
+  learnRedisRatio: 0.9,
   rssGrowthMiB: 64
 }
 
@@ -109,6 +120,26 @@ async function throughput (notes) {
   gateways.reference = await startGateway('reference', ['reference', String(refPort), origins[0]])
   gateways.sticky = await startGateway('sticky', ['sticky', String(stickyPort), origins.join(',')])
   gateways.bare = await startGateway('bare', ['bare', String(barePort), origins.join(',')])
+  // The cookie-less gateways, each only when one of its scenarios runs.
+  const wants = (name) => options.scenarios === undefined || options.scenarios.includes(name)
+  const stickyAs = async (name, config) => {
+    const [port] = await freePorts(1)
+    const child = await startGateway(name, ['sticky-as', String(port), origins.join(','), JSON.stringify(config)])
+    child.port = port
+    return child
+  }
+  if (wants('source-ip')) gateways.sourceIp = await stickyAs('source-ip', { stickiness: { type: 'source_ip' } })
+  if (wants('header')) gateways.header = await stickyAs('header', { stickiness: { type: 'header', name: SESSION_HEADER } })
+  if (wants('learn-memory')) gateways.learnMemory = await stickyAs('learn-memory', { stickiness: { type: 'learn', cookieName: 'JSESSIONID' } })
+  if (wants('learn-redis')) {
+    if (onPath('redis-server')) {
+      const [redisPort] = await freePorts(1)
+      await startProcess('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work], { cpu: pin ? 0 : null, port: redisPort })
+      gateways.learnRedis = await stickyAs('learn-redis', { stickiness: { type: 'learn', cookieName: 'JSESSIONID' }, learnStore: { type: 'redis', url: `redis://127.0.0.1:${redisPort}` } })
+    } else {
+      notes.push('redis-server is not installed: the learn-redis row is skipped')
+    }
+  }
   if (options.baseline !== undefined) {
     const [port] = await freePorts(1)
     gateways.baseline = await startGateway('baseline', ['sticky', String(port), origins.join(','), options.baseline])
@@ -159,6 +190,21 @@ async function throughput (notes) {
     scenarios.push(
       { name: 'haproxy-new', description: 'HAProxy roundrobin + cookie insert, new clients', url: url(haproxyPort), cookies: [''], process: gateways.haproxy },
       { name: 'haproxy-returning', description: 'HAProxy roundrobin + cookie insert, returning', url: url(haproxyPort), cookies: TARGET_IDS.map((id) => `SERVERID=${id}`), process: gateways.haproxy })
+  }
+  // Returning clients of the cookie-less types: 30 session ids, as many as the cookie values above.
+  const sessionIds = stickyCookies.map((_, i) => `s${String(i).padStart(2, '0')}-${'7f'.repeat(15)}`)
+  if (gateways.sourceIp !== undefined) {
+    scenarios.push({ name: 'source-ip', description: 'fastify-sticky source_ip (every client 127.0.0.1)', url: url(gateways.sourceIp.port), cookies: [''], process: gateways.sourceIp, expectSticky: true })
+  }
+  if (gateways.header !== undefined) {
+    scenarios.push({ name: 'header', description: `fastify-sticky header (${SESSION_HEADER}), returning clients`, url: url(gateways.header.port), header: SESSION_HEADER, cookies: sessionIds, process: gateways.header, expectSticky: true })
+  }
+  const learnCookies = sessionIds.map((id) => `JSESSIONID=${id}`)
+  if (gateways.learnMemory !== undefined) {
+    scenarios.push({ name: 'learn-memory', description: 'fastify-sticky learn (JSESSIONID), memory store, returning clients', url: url(gateways.learnMemory.port), cookies: learnCookies, process: gateways.learnMemory, expectSticky: true })
+  }
+  if (gateways.learnRedis !== undefined) {
+    scenarios.push({ name: 'learn-redis', description: 'fastify-sticky learn (JSESSIONID), Redis store, returning clients', url: url(gateways.learnRedis.port), cookies: learnCookies, process: gateways.learnRedis, expectSticky: true })
   }
   if (gateways.nginx !== undefined) {
     scenarios.push({ name: 'nginx-hash', description: 'nginx hash $cookie_AWSALB consistent, returning', url: url(nginxPort), cookies: stickyCookies, process: gateways.nginx })
@@ -219,14 +265,28 @@ async function throughput (notes) {
   return { generator, backends: backendKind, pinned: pin, scenarios: rows, ...(options.profile ? { profiles } : {}) }
 }
 
-/** A few requests first: each scenario must answer 200 (and sticky ones set AWSALB), or the figures mean nothing. */
+/**
+ * A few requests first: each scenario must answer 200 (and sticky ones set AWSALB), or the
+ * figures mean nothing. Cookie-less sticky scenarios send every client's value twice, which is
+ * also the learn clients' login (the first request teaches the store), and must reach the same
+ * target both times.
+ */
 async function checkScenario (scenario) {
-  for (const cookie of scenario.cookies.slice(0, 3)) {
-    const response = await fetch(scenario.url, { headers: cookie === '' ? {} : { cookie } })
-    const text = await response.text()
-    if (response.status !== 200 || text.length < 50) throw new Error(`${scenario.name}: expected 200 with the target's body, got ${response.status}`)
-    if (scenario.expectCookie === true && !(response.headers.getSetCookie()[0] ?? '').startsWith('AWSALB=')) {
-      throw new Error(`${scenario.name}: no AWSALB cookie in the response`)
+  const header = scenario.header ?? 'cookie'
+  const values = scenario.expectSticky === true ? scenario.cookies : scenario.cookies.slice(0, 3)
+  for (const value of values) {
+    const seen = []
+    for (let i = 0; i < (scenario.expectSticky === true ? 2 : 1); i++) {
+      const response = await fetch(scenario.url, { headers: value === '' ? {} : { [header]: value } })
+      const text = await response.text()
+      if (response.status !== 200 || text.length < 50) throw new Error(`${scenario.name}: expected 200 with the target's body, got ${response.status}`)
+      if (scenario.expectCookie === true && !(response.headers.getSetCookie()[0] ?? '').startsWith('AWSALB=')) {
+        throw new Error(`${scenario.name}: no AWSALB cookie in the response`)
+      }
+      seen.push(response.headers.get('x-target'))
+    }
+    if (scenario.expectSticky === true && (seen[0] === null || seen[0] !== seen[1])) {
+      throw new Error(`${scenario.name}: a returning client went to ${seen.join(' then ')}, not to one target`)
     }
   }
 }
@@ -252,7 +312,7 @@ async function load (generator, scenario, seconds, work) {
   const pinned = canPin() ? ['taskset', '-c', '0'] : []
   if (generator === 'wrk') {
     const script = join(work, `${scenario.name}.lua`)
-    if (!existsSync(script)) writeFileSync(script, wrkScript(scenario.cookies))
+    if (!existsSync(script)) writeFileSync(script, wrkScript(scenario.cookies, scenario.header))
     const args = ['-t1', `-c${options.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, scenario.url]
     const out = await run(pinned.length > 0 ? pinned[0] : 'wrk', pinned.length > 0 ? [...pinned.slice(1), 'wrk', ...args] : args)
     const line = out.split('\n').find((l) => l.startsWith('WRK_JSON '))
@@ -266,20 +326,20 @@ async function load (generator, scenario, seconds, work) {
       errors: r.connect + r.read + r.write + r.status + r.timeout
     }
   }
-  const args = [join(here, 'autocannon-load.js'), scenario.url, String(options.connections), String(seconds), JSON.stringify(scenario.cookies)]
+  const args = [join(here, 'autocannon-load.js'), scenario.url, String(options.connections), String(seconds), JSON.stringify(scenario.cookies), scenario.header ?? 'cookie']
   const out = await run(pinned.length > 0 ? pinned[0] : process.execPath, pinned.length > 0 ? [...pinned.slice(1), process.execPath, ...args] : args)
   return JSON.parse(out.trim().split('\n').pop())
 }
 
-function wrkScript (cookies) {
-  return `-- generated by bench/run.js: rotate through these Cookie headers, report JSON at the end
+function wrkScript (cookies, header = 'Cookie') {
+  return `-- generated by bench/run.js: rotate through these ${header} headers, report JSON at the end
 local cookies = { ${cookies.map((c) => JSON.stringify(c)).join(', ')} }
 local requests = {}
 local n = 0
 init = function (args)
   for i, cookie in ipairs(cookies) do
     local headers = {}
-    if cookie ~= "" then headers["Cookie"] = cookie end
+    if cookie ~= "" then headers[${JSON.stringify(header)}] = cookie end
     requests[i] = wrk.format("GET", "/", headers)
   end
 end
@@ -381,7 +441,8 @@ function printTable (rows) {
 
 /** The plugin's rows against both yardsticks, in one line each. */
 function printCeiling (rows) {
-  const lines = rows.filter((r) => r.name.startsWith('sticky-') || r.name.startsWith('baseline-')).map((r) =>
+  const ours = new Set(['source-ip', 'header', 'learn-memory', 'learn-redis'])
+  const lines = rows.filter((r) => r.name.startsWith('sticky-') || r.name.startsWith('baseline-') || ours.has(r.name)).map((r) =>
     `  ${r.name.padEnd(18)} ${fmt(r.ratio.rps, 2)}× reference, ${r.ratio.rpsToBare === null ? 'no bare row in this run' : `${fmt(r.ratio.rpsToBare, 2)}× bare (CPU per request ${fmt(r.ratio.cpuPerRequestToBare, 2)}× bare's)`}`)
   if (lines.length === 0) return
   log('\nreq/s of fastify-sticky against plain @fastify/http-proxy and against the bare node:http + undici ceiling:')
@@ -391,6 +452,9 @@ function printCeiling (rows) {
 function printAffinity (a) {
   log(`  returning client: ${fmt(a.returningNs, 0)} ns per request`)
   log(`  new client:       ${fmt(a.newNs, 0)} ns per request`)
+  log(`  header:           ${fmt(a.headerNs, 0)} ns per request (returning key)`)
+  log(`  source_ip:        ${fmt(a.sourceIpNs, 0)} ns per request (returning address)`)
+  log(`  learn (memory):   ${fmt(a.learnNs, 0)} ns per request (returning session)`)
 }
 
 function judgeTargets (report) {
@@ -410,6 +474,16 @@ function judgeTargets (report) {
   if (report.affinity !== undefined) {
     targets.push({ target: `affinity path ≤ ${TARGETS.returningNs} ns per returning request`, value: report.affinity.returningNs, met: report.affinity.returningNs <= TARGETS.returningNs })
     targets.push({ target: `affinity path ≤ ${TARGETS.newNs} ns per new request`, value: report.affinity.newNs, met: report.affinity.newNs <= TARGETS.newNs })
+  }
+  if (row('learn-redis') !== undefined && row('sticky-returning') !== undefined) {
+    const ratio = row('learn-redis').median.rps / row('sticky-returning').median.rps
+    targets.push({ target: `learn-redis ≥ ${TARGETS.learnRedisRatio}× sticky-returning req/s`, value: ratio, met: ratio >= TARGETS.learnRedisRatio })
+  }
+  if (report.affinity !== undefined) {
+    for (const [type, ns] of [['header', report.affinity.headerNs], ['source_ip', report.affinity.sourceIpNs]]) {
+      const added = ns - report.affinity.newNs
+      targets.push({ target: `${type} hashing adds ≤ ${TARGETS.hashingAddsNs} ns to a new client's affinity path (ns added)`, value: added, met: added <= TARGETS.hashingAddsNs })
+    }
   }
   if (report.memory !== undefined) {
     targets.push({ target: `RSS growth ≤ ${TARGETS.rssGrowthMiB} MiB over ${report.memory.clients.toLocaleString('en')} clients`, value: report.memory.growth.rssMiB, met: report.memory.growth.rssMiB <= TARGETS.rssGrowthMiB })
