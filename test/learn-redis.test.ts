@@ -62,9 +62,9 @@ async function inspect (t: Tap, url: string): Promise<Redis> {
 const hasher = new KeyHasher(Buffer.from(TEST_KEY, 'hex'))
 const PREFIX = 'fastify-sticky:learn:'
 
-/** Waits until Redis holds the entry of every `sid=<value>` given (the gateway's writes are fire and forget). */
+/** Waits until Redis holds the entry of every `sid=<value>` given (the gateway's writes are fire and forget): the keyed digest of the group's name and the id. */
 async function untilStored (client: Redis, sids: string[], prefix = PREFIX): Promise<void> {
-  const keys = sids.map((sid) => prefix + hasher.hex(sid.slice('sid='.length)))
+  const keys = sids.map((sid) => prefix + hasher.hex(`g\u0000${sid.slice('sid='.length)}`))
   await waitFor(async () => (await client.exists(...keys)) === keys.length, 5000, 'the learned sessions to reach Redis')
 }
 
