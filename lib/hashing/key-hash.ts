@@ -19,6 +19,8 @@ export interface KeyDigest {
   readonly high: number
   /** Bits 0–31: what consistent hashing uses. */
   readonly low: number
+  /** The 64 bits as 16 hex characters, made when first asked. */
+  hex: string | null
 }
 
 /**
@@ -45,7 +47,7 @@ export class KeyHasher {
     digest = this.#previous.get(key)
     if (digest === undefined) {
       const result = sipHash13.hash(this.#key, Buffer.from(key, 'utf8'))
-      digest = { high: result.h >>> 0, low: result.l >>> 0 }
+      digest = { high: result.h >>> 0, low: result.l >>> 0, hex: null }
     }
     if (key.length <= MEMO_KEY_LENGTH) {
       if (this.#memo.size >= MEMO_ENTRIES) {
@@ -64,7 +66,8 @@ export class KeyHasher {
 
   /** The key's digest as 16 hex characters: what a store keeps instead of the key itself. */
   hex (key: string): string {
-    const { high, low } = this.digest(key)
-    return high.toString(16).padStart(8, '0') + low.toString(16).padStart(8, '0')
+    const digest = this.digest(key)
+    digest.hex ??= digest.high.toString(16).padStart(8, '0') + digest.low.toString(16).padStart(8, '0')
+    return digest.hex
   }
 }
