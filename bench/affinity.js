@@ -4,22 +4,21 @@
 // Prints ns per request for returning clients (a valid cookie, rotated over 30 values of 3
 // targets), for returning clients of two groups (one value carrying both groups' bindings, 30
 // values) and for new ones (no cookie): the median of several runs. Then the cookie-less types,
-// decided as the route hook decides a chained forward (decideChain), over the same 3 targets:
+// decided as the route hook decides (GroupForward#decide), over the same 3 targets:
 // `header` (x-session-id, 30 returning keys), `source_ip` (30 returning peer addresses, no
 // trusted proxy) and `learn` (a JSESSIONID cookie of 30 sessions the memory store already
 // knows, with what its onSend hook runs on a response that sets no cookie).
 import { fileURLToPath } from 'node:url'
 import { CookieCodec, COOKIE_PURPOSE_LB } from '../dist/index.js'
-import { AppCookieSealer, LbSetSealer } from '../dist/group-forward.js'
 import { COOKIE_PURPOSE_LB_SET } from '../dist/cookie-codec.js'
 import { encodeBindings } from '../dist/stickiness/app-bindings.js'
 import { resolveListenerRule } from '../dist/listener-rule.js'
 import { resolveOptions } from '../dist/options.js'
-import { AppCookieWriter } from '../dist/stickiness/app-cookie.js'
+import { AppCookieSealer, AppCookieWriter } from '../dist/stickiness/app-cookie.js'
 import { PeerTrust } from '../dist/client-address.js'
 import { KeyHasher } from '../dist/hashing/key-hash.js'
 import { MemoryLearnStore } from '../dist/stickiness/learn-store.js'
-import { LbCookieWriter } from '../dist/stickiness/lb-cookie.js'
+import { LbCookieWriter, LbSetSealer } from '../dist/stickiness/lb-cookie.js'
 import { TargetGroup } from '../dist/target-group.js'
 
 const KEY = '5e'.repeat(32)
@@ -83,30 +82,38 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     const request = view({ cookie: `JSESSIONID=${i.toString(16).padStart(32, '0')}; theme=dark` }, '127.0.0.1')
     learnRequests.push(request)
     // Each session logged in once: the store learned its target from the response.
-    const first = byLearn.decideChain(request, Date.now())
-    byLearn.learn.learn(first.learn, first.decision.target.id, { getHeader: () => undefined }, Date.now())
+    const first = byLearn.decide(request, Date.now())
+    byLearn.pin.atResponse(first.state, first.decision.target.id, { getHeader: () => undefined }, request, Date.now(), false)
   }
   const noSetCookie = { getHeader: () => undefined }
   const iterations = smoke ? 20_000 : 1_000_000
   const runs = smoke ? 1 : 7
   let sink = 0
-  // What the route hook runs (lib/index.ts applyAffinity), minus setting request and reply fields.
-  const step = (header) => {
-    const nowMs = rule.now()
-    const { decision, carried } = rule.decideLb(header, nowMs)
-    if (decision.outcome === 'reassigned') throw new Error(`the benchmark's cookies must open: ${decision.reason}`)
-    const lines = rule.setCookies(decision.target.id, nowMs, false, carried)
-    sink += lines[0].length
-  }
-  // What the route hook and the onSend hook run for a chained forward (applyChain, learnFromResponse),
-  // minus setting request and reply fields.
-  const chainStep = (forward, expected) => (request) => {
+  // What the route hook runs (lib/index.ts applyAffinity, settleAffinity) and, for a pinning
+  // source that acts on the response, the onSend hook (pinAtResponse), minus setting request and reply fields.
+  const decideOnce = (forward, request) => {
     const nowMs = forward.now()
-    const decided = forward.decideChain(request, nowMs)
+    const decided = forward.decide(request, nowMs)
     if (decided instanceof Promise) throw new Error('the memory store answers at once')
-    const { decision } = decided
+    const { decision, state } = decided
+    const lines = forward.pinLines(state, decision.target.id, nowMs, false)
+    if (lines !== null) sink += lines[0].length
+    if (forward.pin?.atResponse !== undefined) forward.pin.atResponse(state, decision.target.id, noSetCookie, request, nowMs, false)
+    return decision
+  }
+  const cookieRequests = new Map()
+  const step = (header) => {
+    let request = cookieRequests.get(header)
+    if (request === undefined) {
+      request = view(header === undefined ? {} : { cookie: header }, '127.0.0.1')
+      cookieRequests.set(header, request)
+    }
+    const decision = decideOnce(rule, request)
+    if (decision.outcome === 'reassigned') throw new Error(`the benchmark's cookies must open: ${decision.reason}`)
+  }
+  const chainStep = (forward, expected) => (request) => {
+    const decision = decideOnce(forward, request)
     if (decision.outcome !== 'hit' || decision.decidedBy !== expected) throw new Error(`the benchmark's ${expected} clients must be kept: ${decision.outcome} ${decision.decidedBy ?? ''}`)
-    if (decided.learn !== null) forward.learn.learn(decided.learn, decision.target.id, noSetCookie, nowMs)
     sink += decision.target.id.length
   }
   const headerStep = chainStep(byHeader, 'header')

@@ -2,9 +2,8 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, 
 import fp from 'fastify-plugin'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
-import { AppCookieSealer, GroupForward, LbSetSealer, type AppRequestState, type ChainDecision } from './group-forward.js'
+import { GroupForward } from './group-forward.js'
 import { KeyHasher } from './hashing/key-hash.js'
-import type { LearnState } from './stickiness/learn.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
 import { RedisLearnStore } from './stickiness/redis-learn-store.js'
 import { Listener } from './listener.js'
@@ -12,20 +11,18 @@ import { resolveListenerRule, type RouteBinding, type RuleContext } from './list
 import { resolveOptions, type ResolvedLearnStore } from './options.js'
 import { answerOtherForm, Proxy } from './proxy.js'
 import { originFormOf } from './request-target.js'
-import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater } from './stickiness/app-cookie.js'
-import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, TG_COOKIE } from './stickiness/lb-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieSealer, AppCookieWriter } from './stickiness/app-cookie.js'
+import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, LbSetSealer, TG_COOKIE } from './stickiness/lb-cookie.js'
+import type { Pinned } from './stickiness/source.js'
 import { TargetGroup } from './target-group.js'
-import type { AffinityDecision, FastifyStickyOptions, RuleMatch } from './types.js'
+import type { FastifyStickyOptions, RuleMatch } from './types.js'
 
 /** Where a request keeps the forward its affinity was decided on, for `reply.forward()`. */
 const kForward = Symbol('fastify-sticky.forward')
-/** What an app-sticky request brought, for the `AWSALBAPP-*` cookies of its response. */
-const kAppState = Symbol('fastify-sticky.appState')
+/** What the route's pinning source kept of the request for its response (see `PinSource`). */
+const kPinState = Symbol('fastify-sticky.pinState')
 
-/** What a learn-sticky request brought, for learning from its response. */
-const kLearnState = Symbol('fastify-sticky.learnState')
-
-type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kAppState]: AppRequestState | null, [kLearnState]: LearnState | null }
+type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kPinState]: unknown }
 
 async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOptions): Promise<void> {
   const options = resolveOptions(raw)
@@ -68,8 +65,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kForward, null)
-  fastify.decorateRequest(kAppState, null)
-  fastify.decorateRequest(kLearnState, null)
+  fastify.decorateRequest(kPinState, null)
   // Routes added before this plugin finished registering (a missing `await`) were not seen by
   // onRoute: bind them on their first forward, so they work, and say how to bind them earlier.
   const lateRules = new WeakMap<object, RouteBinding | null>()
@@ -108,8 +104,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     route.onRequest = [createAffinityHook(binding), ...hooksOf(route.onRequest)]
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
-    if (forwards.some((forward) => forward.app !== null)) route.onSend = [...hooksOf(route.onSend), writeAppCookies]
-    if (forwards.some((forward) => forward.learn !== null)) route.onSend = [...hooksOf(route.onSend), learnFromResponse]
+    if (forwards.some((forward) => forward.pin?.atResponse !== undefined)) route.onSend = [...hooksOf(route.onSend), pinAtResponse]
   })
 
   // Fastify runs onClose only once every in-flight request has ended: a response that streams
@@ -152,10 +147,9 @@ function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
   }
 }
 
-/** Decides the request's affinity and writes the cookies that pin the client to its target group and target; a promise while a learn store is asked. */
+/** Decides the request's affinity and writes the cookies that pin the client to its target group and target; a promise while a shared store is asked. */
 function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: FastifyReply): Promise<void> | undefined {
   const nowMs = binding.now()
-  const header = request.headers.cookie
   let forward: GroupForward
   let match: RuleMatch | null = null
   if (binding instanceof GroupForward) {
@@ -165,50 +159,35 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
     forward = routed.forward
     match = routed.match
   }
-  if (forward.chained) {
-    const decided = forward.decideChain(request, nowMs)
-    if (decided instanceof Promise) return decided.then((chain) => applyChain(forward, match, chain, request, reply, nowMs))
-    applyChain(forward, match, decided, request, reply, nowMs)
-    return undefined
-  }
-  let affinity: AffinityDecision
-  if (forward.app === null) {
-    const decided = forward.decideLb(header, nowMs)
-    affinity = decided.decision
-    if (affinity.target !== null) {
-      const cookies = forward.setCookies(affinity.target.id, nowMs, forward.secureFor(request), decided.carried)
-      if (cookies !== null) reply.header('set-cookie', cookies)
-    }
-  } else {
-    // The AWSALBAPP-* cookies depend on the response: written by writeAppCookies.
-    const decided = forward.decideApp(header, nowMs)
-    affinity = decided.decision
-    ;(request as StickyRequest)[kAppState] = decided.state
-  }
-  request.affinity = match === null ? affinity : { ...affinity, rule: match }
-  ;(request as StickyRequest)[kForward] = forward
+  const decided = forward.decide(request, nowMs)
+  if (decided instanceof Promise) return decided.then((pinned) => settleAffinity(forward, match, pinned, request, reply, nowMs))
+  settleAffinity(forward, match, decided, request, reply, nowMs)
   return undefined
 }
 
-/** Sets a chained forward's decision on the request, with what pins the client. */
-function applyChain (forward: GroupForward, match: RuleMatch | null, chain: ChainDecision, request: FastifyRequest, reply: FastifyReply, nowMs: number): void {
-  const affinity = chain.decision
+/** Sets the decision on the request, with the lines that pin the client now and what its response needs. */
+function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned: Pinned<unknown>, request: FastifyRequest, reply: FastifyReply, nowMs: number): void {
+  const affinity = pinned.decision
   if (affinity.target !== null) {
-    const cookies = forward.setCookies(affinity.target.id, nowMs, forward.secureFor(request), chain.carried)
-    if (cookies !== null) reply.header('set-cookie', cookies)
+    const lines = forward.pinLines(pinned.state, affinity.target.id, nowMs, forward.secureFor(request))
+    if (lines !== null) reply.header('set-cookie', lines)
   }
-  ;(request as StickyRequest)[kAppState] = chain.app
-  ;(request as StickyRequest)[kLearnState] = chain.learn
+  ;(request as StickyRequest)[kPinState] = pinned.state
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
   ;(request as StickyRequest)[kForward] = forward
 }
 
-/** The onSend hook of learn-sticky routes: the store learns the session id the target's response set, or forgets the one it deleted. */
-const learnFromResponse: onSendHookHandler = function learnFromResponse (request, reply, payload, done) {
-  const state = (request as StickyRequest)[kLearnState]
+/**
+ * The onSend hook of routes whose pinning source acts on the response: the `AWSALBAPP-*` shards
+ * follow the app cookie the target set, kept or deleted; the learn store learns the session id
+ * the target set, or forgets the one it deleted.
+ */
+const pinAtResponse: onSendHookHandler = function pinAtResponse (request, reply, payload, done) {
   const forward = (request as StickyRequest)[kForward]
-  if (state !== null && forward !== null && forward.learn !== null) {
-    forward.learn.learn(state, request.affinity?.target?.id ?? null, reply, forward.now())
+  const pin = forward?.pin
+  if (forward != null && pin?.atResponse !== undefined) {
+    const lines = pin.atResponse((request as StickyRequest)[kPinState], request.affinity?.target?.id ?? null, reply, request, forward.now(), forward.secureFor(request))
+    if (lines !== null) reply.header('set-cookie', lines)
   }
   done(null, payload)
 }
@@ -217,26 +196,6 @@ const learnFromResponse: onSendHookHandler = function learnFromResponse (request
 function createLearnStore (options: ResolvedLearnStore, log: FastifyBaseLogger): LearnStore {
   if (options.type === 'memory') return new MemoryLearnStore({ maxEntries: options.maxEntries })
   return new RedisLearnStore({ url: options.url, keyPrefix: options.keyPrefix, timeoutMs: options.timeoutMs, localCacheMs: options.localCacheMs, logger: log })
-}
-
-/**
- * ALB adds `SameSite=None; Secure` to `AWSALBAPP-*` for Chromium 80 and later; here only over
- * HTTPS too (`request.protocol`, which honours `trustProxy`), since Chromium drops `Secure`
- * cookies that come over plain HTTP from any host but localhost, which would end stickiness.
- */
-function sameSiteNoneFor (request: FastifyRequest): boolean {
-  return request.protocol === 'https' && isChromium80OrLater(request.headers['user-agent'])
-}
-
-/** The onSend hook of app-sticky routes: `AWSALBAPP-0..3` follow the app cookie the response sets, keeps or deletes. */
-const writeAppCookies: onSendHookHandler = function writeAppCookies (request, reply, payload, done) {
-  const state = (request as StickyRequest)[kAppState]
-  const forward = (request as StickyRequest)[kForward]
-  if (state !== null && forward !== null && forward.app !== null) {
-    const lines = forward.appCookies(state, request.affinity?.target?.id ?? null, reply.getHeader('set-cookie'), sameSiteNoneFor(request), forward.now(), forward.secureFor(request))
-    reply.header('set-cookie', lines)
-  }
-  done(null, payload)
 }
 
 /**

@@ -8,7 +8,7 @@ import { resolveLearn } from './stickiness/learn.js'
 import { DEFAULT_LEARN_MAX_ENTRIES } from './stickiness/learn-store.js'
 import { DEFAULT_LEARN_KEY_PREFIX, DEFAULT_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_TIMEOUT_MS } from './stickiness/redis-learn-store.js'
 import { KEY_TYPES, resolveKeySource } from './stickiness/key-sources.js'
-import type { ResolvedLearnSource, ResolvedLink } from './stickiness/source.js'
+import { pinsClients, type ResolvedLearnSource, type ResolvedLink } from './stickiness/source.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
   Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
@@ -595,10 +595,6 @@ function resolvePin (type: 'lb_cookie' | 'app_cookie' | 'learn', stickiness: Par
   return { type, durationSeconds, cookieName, bindToCookieValue, chain: [] }
 }
 
-/** True when the stickiness pins clients (a cookie or the learn store), so sessions are counted. */
-export function pinsClients (stickiness: ResolvedStickiness | null): stickiness is ResolvedLbCookieStickiness | ResolvedAppCookieStickiness | ResolvedLearnStickiness {
-  return stickiness !== null && (stickiness.type === 'lb_cookie' || stickiness.type === 'app_cookie' || stickiness.type === 'learn')
-}
 
 const LB_COOKIE_CHAIN: readonly ResolvedLink[] = Object.freeze([Object.freeze({ type: 'lb_cookie' as const })])
 

@@ -22,7 +22,7 @@ import { DeadlineList, type Timed } from './deadlines.js'
 import { encodeRequestTarget, originFormOf, refusesPath } from './request-target.js'
 import { GatewayCookieNames, privateCacheControl, stripGatewayCookies } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
-import { pinsClients } from './options.js'
+import { pinsClients } from './stickiness/source.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
@@ -434,7 +434,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     }
     // Every gateway cookie of this response is on the reply by now (a redispatch already swapped
     // them), except AWSALBAPP-*, which the route's onSend hook writes on every response.
-    if (this.rule.app !== null || this.proxy.gatewayCookies.anyIn(current)) this.#keepFromSharedCaches()
+    if (this.rule.pin?.cookiesAtResponse === true || this.proxy.gatewayCookies.anyIn(current)) this.#keepFromSharedCaches()
     return headers
   }
 
@@ -1015,8 +1015,8 @@ function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecis
   const match = reply.request.affinity?.rule
   reply.request.affinity = match === undefined ? decision : { ...decision, rule: match }
   const request = reply.request
-  const lines = decision.target === null ? null : rule.setCookies(decision.target.id, rule.now(), rule.secureFor(request), rule.carriedBindings(request.headers.cookie))
-  replaceStickyCookies(reply, rule.lbCookieNames, lines)
+  const lines = decision.target === null ? null : rule.repinLines(request, decision.target.id, rule.now(), rule.secureFor(request))
+  if (rule.pin !== null && rule.pin.pinNames.length > 0) replaceStickyCookies(reply, rule.pin.pinNames, lines)
 }
 
 /** The registered target, with its pool, that a decision names; undefined when it is gone. */
@@ -1025,10 +1025,10 @@ function targetOf (rule: GroupForward, decision: AffinityDecision): Target | und
 }
 
 /** Swaps this plugin's stickiness cookies on the reply for `lines`, keeping every other Set-Cookie. */
-function replaceStickyCookies (reply: FastifyReply, names: readonly [string, string], lines: readonly string[] | null): void {
+function replaceStickyCookies (reply: FastifyReply, names: readonly string[], lines: readonly string[] | null): void {
   const current = reply.getHeader('set-cookie')
   const kept = (current === undefined ? [] : Array.isArray(current) ? current : [String(current)])
-    .filter((line) => !line.startsWith(`${names[0]}=`) && !line.startsWith(`${names[1]}=`))
+    .filter((line) => !names.some((name) => line.startsWith(`${name}=`)))
   reply.removeHeader('set-cookie')
   const next = lines === null ? kept : [...kept, ...lines]
   if (next.length > 0) reply.header('set-cookie', next)

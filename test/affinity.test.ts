@@ -2,7 +2,7 @@ import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, CookieCodec } from '../lib/cookie-codec.js'
 import { decodeBindings } from '../lib/stickiness/app-bindings.js'
-import { decideAffinity } from '../lib/stickiness/affinity.js'
+import { decideAffinity } from '../lib/stickiness/lb-cookie.js'
 import { TargetGroup } from '../lib/target-group.js'
 import { buildGateway, CookieJar, echoOf, exposeAffinity, OTHER_KEY, startTargets, TEST_KEY, type TestTarget } from './setup.js'
 

@@ -1,5 +1,6 @@
 import { test } from 'tap'
-import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater, maxShardLength, parseCookieDate, readAppCookieChange, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieWriter, isChromium80OrLater, maxShardLength, readAppShards } from '../lib/stickiness/app-cookie.js'
+import { parseCookieDate, readAppCookieChange, readCookieValue } from '../lib/stickiness/cookie-text.js'
 
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0)
 const LIMIT = maxShardLength()

@@ -2,15 +2,17 @@ import fc from 'fast-check'
 import { test } from 'tap'
 import { PeerTrust } from '../lib/client-address.js'
 import { COOKIE_PURPOSE_LB, CookieCodec } from '../lib/cookie-codec.js'
-import { AppCookieSealer, LbSetSealer, type GroupForward } from '../lib/group-forward.js'
+import type { GroupForward } from '../lib/group-forward.js'
 import { KeyHasher } from '../lib/hashing/key-hash.js'
 import { resolveListenerRule } from '../lib/listener-rule.js'
 import { resolveOptions } from '../lib/options.js'
 import { hashCookieValue, type AppBinding } from '../lib/stickiness/app-bindings.js'
-import { APP_COOKIE_PREFIX, AppCookieWriter, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
-import { LB_COOKIE, LbCookieWriter, readLbCookies } from '../lib/stickiness/lb-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieSealer, AppCookieWriter, readAppShards } from '../lib/stickiness/app-cookie.js'
+import { readCookieValue } from '../lib/stickiness/cookie-text.js'
+import { LB_COOKIE, LbCookieWriter, LbSetSealer, readLbCookies } from '../lib/stickiness/lb-cookie.js'
 import { MemoryLearnStore } from '../lib/stickiness/learn-store.js'
 import { TargetGroup } from '../lib/target-group.js'
+import type { Pinned } from '../lib/stickiness/source.js'
 import type { AffinityDecision, StickinessOptions } from '../lib/types.js'
 import { checkProperty, cookieHeader, cookieValue, gatewayCookieNames } from './fuzz.js'
 
@@ -141,8 +143,8 @@ for (const prefix of ['', 'gw-']) {
     await checkProperty(t, 'decide(header, now) is what ALB decides, twice over', fc.property(
       fc.option(header, { nil: undefined }), clock,
       (text, nowMs) => {
-        const first = verdict(lb.decide(text, nowMs))
-        const second = verdict(lb.decide(text, nowMs))
+        const first = verdict(decisionOf(lb, text, nowMs))
+        const second = verdict(decisionOf(lb, text, nowMs))
         if (first !== second) throw new Error(`decided ${first}, then ${second}`)
         const expected = expectedLb(readLbCookies(text, prefix + LB_COOKIE), byValue, group, Math.floor(nowMs / 1000))
         if (first !== expected) throw new Error(`decided ${first}, ALB: ${expected}`)
@@ -178,8 +180,8 @@ test('app_cookie decisions: never a throw, the same header decides the same way,
     fc.option(header, { nil: undefined }), fc.boolean(),
     (text, bound) => {
       const forward = bound ? appBound : app
-      const first = forward.decideApp(text, NOW_SECONDS * 1000)
-      const again = forward.decideApp(text, NOW_SECONDS * 1000)
+      const first = decidedBy(forward, text, NOW_SECONDS * 1000)
+      const again = decidedBy(forward, text, NOW_SECONDS * 1000)
       if (verdict(first.decision) !== verdict(again.decision)) throw new Error(`decided ${verdict(first.decision)}, then ${verdict(again.decision)}`)
       const shards = readAppShards(text)
       const bindings = typeof shards === 'string' ? sets.get(shards) : undefined
@@ -193,3 +195,15 @@ test('app_cookie decisions: never a throw, the same header decides the same way,
       return true
     }))
 })
+
+/** A forward's decision and state for a request with this Cookie header (the sources read nothing else of it here). */
+function decidedBy (forward: GroupForward, cookie: string | undefined, nowMs: number): Pinned<unknown> {
+  const headers = cookie === undefined ? {} : { cookie }
+  const decided = forward.decide({ headers, url: '/', raw: { socket: null, headers } }, nowMs)
+  if (decided instanceof Promise) throw new Error('a cookie source answered with a promise')
+  return decided
+}
+
+function decisionOf (forward: GroupForward, cookie: string | undefined, nowMs: number): AffinityDecision {
+  return decidedBy(forward, cookie, nowMs).decision
+}

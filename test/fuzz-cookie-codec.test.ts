@@ -2,9 +2,8 @@ import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_APP, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_TG, CookieCodec, type StickyPayload } from '../lib/cookie-codec.js'
-import { AppCookieSealer } from '../lib/group-forward.js'
 import { decodeBindings, encodeBindings, MAX_APP_BINDINGS, type AppBinding } from '../lib/stickiness/app-bindings.js'
-import { APP_COOKIE_PREFIX, APP_COOKIE_SHARDS, maxShardLength } from '../lib/stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, APP_COOKIE_SHARDS, AppCookieSealer, maxShardLength } from '../lib/stickiness/app-cookie.js'
 import { anyString, checkProperty } from './fuzz.js'
 
 // A stickiness cookie comes back from the client: anything may stand in its place. Only a value

@@ -1,8 +1,10 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB } from '../lib/cookie-codec.js'
-import { APP_COOKIE_PREFIX, APP_COOKIE_SHARDS, AppCookieWriter, maxShardLength, readAppShards, readCookieValue } from '../lib/stickiness/app-cookie.js'
-import { LB_COOKIE, LbCookieWriter, MAX_LB_COOKIE_CANDIDATES, readLbCookies, startsPair, TG_COOKIE } from '../lib/stickiness/lb-cookie.js'
+import { APP_COOKIE_PREFIX, APP_COOKIE_SHARDS, AppCookieWriter, maxShardLength, readAppShards } from '../lib/stickiness/app-cookie.js'
+import { readCookieValue } from '../lib/stickiness/cookie-text.js'
+import { LB_COOKIE, LbCookieWriter, MAX_LB_COOKIE_CANDIDATES, readLbCookies, TG_COOKIE } from '../lib/stickiness/lb-cookie.js'
+import { startsPair } from '../lib/stickiness/cookie-text.js'
 import { anyString, checkProperty, cookieHeader, cookieToken, cookieValue, gatewayCookieNames, testCodec } from './fuzz.js'
 
 // The Cookie-header readers run on every request, on whatever a client sends: they must never

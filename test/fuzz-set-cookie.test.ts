@@ -1,8 +1,8 @@
 import fc from 'fast-check'
 import { test } from 'tap'
 import { COOKIE_PURPOSE_LB } from '../lib/cookie-codec.js'
-import { AppCookieSealer } from '../lib/group-forward.js'
-import { APP_COOKIE_PREFIX, parseCookieDate, readAppCookieChange, readAppShards, type AppCookieChange } from '../lib/stickiness/app-cookie.js'
+import { APP_COOKIE_PREFIX, AppCookieSealer, readAppShards } from '../lib/stickiness/app-cookie.js'
+import { parseCookieDate, readAppCookieChange, type AppCookieChange } from '../lib/stickiness/cookie-text.js'
 import { anyString, checkProperty, cookieOctets, cookieToken, gatewayCookieNames, shrinkBudget, testCodec } from './fuzz.js'
 import { CASE_HEADER, fuzzGateway, SET_COOKIE_HEADER, valuesOf, type FuzzGateway, type RawResponse } from './fuzz-gateway.js'
 

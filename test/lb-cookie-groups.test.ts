@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, CookieCodec } from '../lib/cookie-codec.js'
-import { MAX_LB_BINDINGS } from '../lib/group-forward.js'
+import { MAX_LB_BINDINGS } from '../lib/stickiness/lb-cookie.js'
 import { decodeBindings, encodeBindings, type AppBinding } from '../lib/stickiness/app-bindings.js'
 import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY, type TestTarget } from './setup.js'
 

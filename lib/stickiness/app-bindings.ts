@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { COOKIE_PURPOSE_APP, SEAL_OVERHEAD_BYTES, type CookieCodec } from '../cookie-codec.js'
 
 /**
  * One app-sticky target group's binding inside the sealed `AWSALBAPP` value: the client's
@@ -18,6 +19,9 @@ export interface AppBinding {
  * not fit in ALB's four 4 KB shards (about 85 with names of the longest kind).
  */
 export const MAX_APP_BINDINGS = 255
+
+/** No bindings: one shared, frozen array. */
+export const NO_BINDINGS: readonly AppBinding[] = Object.freeze([])
 
 const FORMAT = 1
 const HASH_BYTES = 8
@@ -78,3 +82,51 @@ export function decodeBindings (plain: Buffer): readonly AppBinding[] | null {
 export function hashCookieValue (value: string): string {
   return createHash('sha256').update(value).digest('hex').slice(0, HASH_BYTES * 2)
 }
+
+/**
+ * Seals and opens a value of bindings for one purpose (`AWSALBAPP`, or `AWSALB` of several groups),
+ * most recently used first, leaving out the last ones when all would not fit in `maxChars`.
+ * Equal binding sets sealed in the same second share one value, sealed once; opened short values
+ * are remembered by the codec.
+ */
+export class BindingSealer {
+  readonly #codec: CookieCodec
+  readonly #purpose: number
+  readonly #maxChars: number
+  /** The longest plaintext whose sealed base64url still fits in `maxChars`. */
+  readonly #maxPlainBytes: number
+  readonly #sealed = new Map<string, string>()
+  #second = -1
+
+  constructor (codec: CookieCodec, purpose: number, maxChars: number) {
+    this.#codec = codec
+    this.#purpose = purpose
+    this.#maxChars = maxChars
+    this.#maxPlainBytes = Math.floor(maxChars * 3 / 4) - SEAL_OVERHEAD_BYTES
+  }
+
+  /** Seals `bindings`, most recently used first; the last ones are left out when all would not fit. */
+  seal (bindings: readonly AppBinding[], nowSeconds: number): string {
+    if (nowSeconds !== this.#second || this.#sealed.size >= SEALED_PER_SECOND) {
+      this.#second = nowSeconds
+      this.#sealed.clear()
+    }
+    let plain = encodeBindings(bindings)
+    for (let count = bindings.length - 1; plain.length > this.#maxPlainBytes; count--) plain = encodeBindings(bindings.slice(0, count))
+    const key = plain.toString('latin1')
+    let value = this.#sealed.get(key)
+    if (value === undefined) {
+      value = this.#codec.sealBytes(this.#purpose, plain)
+      this.#sealed.set(key, value)
+    }
+    return value
+  }
+
+  /** The bindings of a sealed value; null when it does not open. */
+  open (value: string): readonly AppBinding[] | null {
+    return this.#codec.openWith(this.#purpose, value, this.#maxChars, decodeBindings, this.#purpose !== COOKIE_PURPOSE_APP)
+  }
+}
+
+/** Most distinct binding sets remembered within one second. */
+const SEALED_PER_SECOND = 1024

@@ -1,11 +1,16 @@
-import { LB_COOKIE_LIFETIME_SECONDS, startsPair } from './lb-cookie.js'
+import { COOKIE_PURPOSE_APP, type CookieCodec } from '../cookie-codec.js'
+import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness } from '../options.js'
+import type { TargetGroup } from '../target-group.js'
+import type { AffinityDecision, ReassignReason } from '../types.js'
+import { choose, judgeTarget } from './affinity.js'
+import { BindingSealer, hashCookieValue, MAX_APP_BINDINGS, NO_BINDINGS, type AppBinding } from './app-bindings.js'
+import { GATEWAY_COOKIE_LIFETIME_SECONDS, MAX_COOKIE_BYTES, readAppCookieChange, readCookieValue } from './cookie-text.js'
+import type { PinSource, Pinned, Place, RequestView, ResponseRequest, ResponseView } from './source.js'
 
 /** ALB's application-stickiness cookies: `AWSALBAPP-0` to `AWSALBAPP-3`, one value split over them. */
 export const APP_COOKIE_PREFIX = 'AWSALBAPP-'
 /** ALB writes at most 16 KB: four shards. */
 export const APP_COOKIE_SHARDS = 4
-/** A browser keeps a cookie of up to 4096 bytes, name and value together. */
-export const MAX_COOKIE_BYTES = 4096
 /** What an unused shard carries (ALB's sentinel); read as "no shard". */
 export const REMOVED_SHARD = '_remove_'
 
@@ -91,7 +96,7 @@ export class AppCookieWriter {
     const second = Math.floor(nowMs / 1000)
     if (second !== this.#second) {
       this.#second = second
-      const base = `; Expires=${new Date((second + LB_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
+      const base = `; Expires=${new Date((second + GATEWAY_COOKIE_LIFETIME_SECONDS) * 1000).toUTCString()}; Path=/`
       this.#suffixes = [base + this.#httpOnly, `${base}; Secure${this.#httpOnly}`, `${base}; SameSite=None; Secure${this.#httpOnly}`]
       this.#removed = [this.#lines(null, this.#suffixes[0]), this.#lines(null, this.#suffixes[1]), this.#lines(null, this.#suffixes[2])]
     }
@@ -120,105 +125,6 @@ export class AppCookieWriter {
   }
 }
 
-/**
- * The first value of cookie `name` in a Cookie header (RFC 6265 §5.4 order), or undefined. A name
- * counts only at the start of a cookie-pair: at the header's start or after `;` and blanks, not
- * after a blank inside another cookie's value (`note=a sid=x` holds no `sid`).
- */
-export function readCookieValue (header: string | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined
-  let at = header.indexOf(name)
-  while (at !== -1) {
-    const end = at + name.length
-    if (startsPair(header, at) && header.charCodeAt(end) === 61 /* = */) {
-      const stop = header.indexOf(';', end + 1)
-      return header.slice(end + 1, stop === -1 ? header.length : stop).trim()
-    }
-    at = header.indexOf(name, end)
-  }
-  return undefined
-}
-
-/** What a response did with the app's cookie: set it (with this value), deleted it, or left it alone (null). */
-export type AppCookieChange = { readonly value: string } | 'deleted' | null
-
-/**
- * Reads the response's Set-Cookie lines for cookie `name` (blanks around a line's name ignored, as
- * browsers read it): the last line of that name counts.
- * A line with `Max-Age` ≤ 0, or without `Max-Age` and an `Expires` not after `nowMs`, deletes
- * it (RFC 6265 §5.2.1–5.2.2: Max-Age wins over Expires).
- */
-export function readAppCookieChange (setCookie: unknown, name: string, nowMs: number): AppCookieChange {
-  if (setCookie === undefined) return null
-  const lines = Array.isArray(setCookie) ? setCookie as unknown[] : [setCookie]
-  let change: AppCookieChange = null
-  for (const raw of lines) {
-    const line = String(raw)
-    if (!line.includes(name)) continue
-    const parts = line.split(';')
-    // The name is what comes before the first `=`, blanks around it removed (RFC 6265 §5.2).
-    const equals = parts[0].indexOf('=')
-    if (equals === -1 || parts[0].slice(0, equals).trim() !== name) continue
-    let maxAge: number | null = null
-    let expires: number | null = null
-    for (let i = 1; i < parts.length; i++) {
-      const part = parts[i]
-      const equals = part.indexOf('=')
-      if (equals === -1) continue
-      const attribute = part.slice(0, equals).trim().toLowerCase()
-      const value = part.slice(equals + 1).trim()
-      if (attribute === 'max-age' && /^-?\d+$/.test(value)) maxAge = Number(value)
-      // An Expires that is no date is ignored (RFC 6265 §5.2.1): an earlier valid one stands.
-      else if (attribute === 'expires') expires = parseCookieDate(value) ?? expires
-    }
-    const deleted = maxAge !== null ? maxAge <= 0 : expires !== null && expires <= nowMs
-    change = deleted ? 'deleted' : { value: parts[0].slice(equals + 1).trim() }
-  }
-  return change
-}
-
-const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']
-const DATE_DELIMITER = /[\x09\x20-\x2F\x3B-\x40\x5B-\x60\x7B-\x7E]+/
-
-/**
- * A cookie's `Expires` as browsers read it (RFC 6265 §5.1.1): time, day, month and year tokens in
- * any order; anything else, or an impossible date, is null — the attribute is then ignored and
- * the cookie lives for the session, so it must not count as a deletion.
- */
-export function parseCookieDate (text: string): number | null {
-  let time: number[] | null = null
-  let day: number | null = null
-  let month: number | null = null
-  let year: number | null = null
-  for (const token of text.split(DATE_DELIMITER)) {
-    if (token === '') continue
-    const clock: RegExpExecArray | null = time === null ? /^(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\D|$)/.exec(token) : null
-    if (clock !== null) {
-      time = [Number(clock[1]), Number(clock[2]), Number(clock[3])]
-      continue
-    }
-    const dayMatch: RegExpExecArray | null = day === null ? /^(\d{1,2})(?:\D|$)/.exec(token) : null
-    if (dayMatch !== null) {
-      day = Number(dayMatch[1])
-      continue
-    }
-    const monthAt: number = month === null ? MONTHS.indexOf(token.slice(0, 3).toLowerCase()) : -1
-    if (monthAt !== -1) {
-      month = monthAt
-      continue
-    }
-    const yearMatch: RegExpExecArray | null = year === null ? /^(\d{2,4})(?:\D|$)/.exec(token) : null
-    if (yearMatch !== null) year = Number(yearMatch[1])
-  }
-  if (time === null || day === null || month === null || year === null) return null
-  if (year >= 70 && year <= 99) year += 1900
-  else if (year <= 69) year += 2000
-  if (day < 1 || day > 31 || year < 1601 || time[0] > 23 || time[1] > 59 || time[2] > 59) return null
-  const ms = Date.UTC(year, month, day, time[0], time[1], time[2])
-  // 31 April and the like roll over: browsers refuse them.
-  return new Date(ms).getUTCDate() === day ? ms : null
-}
-
 const CHROMIUM = /(?:Chrome|Chromium)\/(\d+)/
 
 /** True for Chromium 80 and later (Chrome, Edge, Opera, …): ALB's test for `SameSite=None` on app cookies. */
@@ -226,4 +132,171 @@ export function isChromium80OrLater (userAgent: string | undefined): boolean {
   if (userAgent === undefined) return false
   const match = CHROMIUM.exec(userAgent)
   return match !== null && Number(match[1]) >= 80
+}
+
+/** What a request on an app-sticky route brought, kept for its response. */
+export interface AppRequestState {
+  /** Every binding the request's `AWSALBAPP-*` shards carried (none when they were absent or broken). */
+  readonly bindings: readonly AppBinding[]
+  /** The app cookie's value in the request, if it came. */
+  readonly appValue: string | undefined
+  /** With `bindToCookieValue`, its hash (else null): computed once, for the decision and the new binding. */
+  readonly appHash: string | null
+}
+
+/** What an app-cookie source needs of the gateway. */
+export interface AppCookieContext {
+  /** `AWSALBAPP-0..3` (with the cookie prefix). */
+  readonly appWriter: AppCookieWriter
+  readonly appSealer: AppCookieSealer
+  readonly clockSkewSeconds: number
+}
+
+/**
+ * ALB's application-based stickiness on one route: the `AWSALBAPP-*` shards follow the app's own
+ * cookie, written once the response is known (the target sets, keeps or deletes that cookie).
+ */
+export class AppCookieSource implements PinSource<AppRequestState> {
+  readonly type = 'app_cookie'
+  readonly pinNames: readonly string[] = Object.freeze([])
+  readonly cookiesAtResponse = true
+  readonly #group: TargetGroup
+  readonly #stickiness: ResolvedAppCookieStickiness
+  readonly #writer: AppCookieWriter
+  readonly #sealer: AppCookieSealer
+  readonly #skewSeconds: number
+
+  constructor (group: TargetGroup, stickiness: ResolvedAppCookieStickiness, context: AppCookieContext) {
+    this.#group = group
+    this.#stickiness = stickiness
+    this.#writer = context.appWriter
+    this.#sealer = context.appSealer
+    this.#skewSeconds = context.clockSkewSeconds
+  }
+
+  decide (request: RequestView, nowMs: number, place: Place): Pinned<AppRequestState> {
+    const { bindings, appValue, appHash } = this.#read(request.headers.cookie)
+    const decision = decideAppAffinity({ group: this.#group, stickiness: this.#stickiness, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000), skewSeconds: this.#skewSeconds, place })
+    return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash } }
+  }
+
+  stateOf (request: RequestView): AppRequestState {
+    const { bindings, appValue, appHash } = this.#read(request.headers.cookie)
+    return { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash }
+  }
+
+  /** The shards are written at the response, when its app cookie is known. */
+  pinLines (): null {
+    return null
+  }
+
+  atResponse (state: AppRequestState, targetId: string | null, response: ResponseView, request: ResponseRequest, nowMs: number, secure: boolean): string[] {
+    return this.appCookies(state, targetId, response.getHeader('set-cookie'), sameSiteNoneFor(request), nowMs, secure)
+  }
+
+  #read (header: string | undefined): { bindings: readonly AppBinding[] | null | 'invalid', appValue: string | undefined, appHash: string | null } {
+    const app = this.#stickiness
+    const shards = readAppShards(header, this.#writer.prefix)
+    const bindings = shards === null ? null : shards === 'invalid' ? 'invalid' : this.#sealer.open(shards) ?? 'invalid'
+    const appValue = readCookieValue(header, app.cookieName)
+    const appHash = app.bindToCookieValue && appValue !== undefined ? hashCookieValue(appValue) : null
+    return { bindings, appValue, appHash }
+  }
+
+  /**
+   * ALB's four `AWSALBAPP-*` lines for a response: this group's binding follows the app cookie
+   * (set by the response, or brought by the request) to `targetId`, the request's target; the
+   * bindings of other groups ride along. A response that deletes the app cookie ends the binding,
+   * and when none is left the shards are deleted too. With no binding at all, four `_remove_`.
+   * `sameSiteNone` adds `SameSite=None; Secure` (see `sameSiteNoneFor`).
+   */
+  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number, secure = false): string[] {
+    const app = this.#stickiness
+    const nowSeconds = Math.floor(nowMs / 1000)
+    const name = this.#group.name
+    const change = readAppCookieChange(setCookie, app.cookieName, nowMs)
+    let own: AppBinding | null = null
+    const kept: AppBinding[] = []
+    for (const binding of state.bindings) {
+      if (binding.group === name) {
+        // No target this time (503): the client keeps its binding as it was.
+        if (targetId === null && change !== 'deleted') own = binding
+      } else if (binding.issuedAtSeconds + MAX_COOKIE_DURATION_SECONDS >= nowSeconds) {
+        // Another group's window is judged on its own routes; here only what no window can outlive goes.
+        kept.push(binding)
+      }
+    }
+    if (targetId !== null && change !== 'deleted') {
+      const value = change === null ? state.appValue : change.value
+      const valueHash = !app.bindToCookieValue ? null : change === null ? state.appHash : hashCookieValue(change.value)
+      if (value !== undefined) own = Object.freeze({ group: name, targetId, issuedAtSeconds: nowSeconds, valueHash })
+    }
+    if (own === null && kept.length === 0) {
+      return change === 'deleted' ? this.#writer.clearCookies(sameSiteNone, secure) : this.#writer.setCookies(null, nowMs, sameSiteNone, secure) as string[]
+    }
+    // Most recently used first, so the cap drops the longest unused.
+    const bindings = own === null ? kept : [own, ...kept]
+    if (bindings.length > MAX_APP_BINDINGS) bindings.length = MAX_APP_BINDINGS
+    return this.#writer.setCookies(this.#sealer.seal(bindings, nowSeconds), nowMs, sameSiteNone, secure) as string[]
+  }}
+
+/**
+ * ALB adds `SameSite=None; Secure` to `AWSALBAPP-*` for Chromium 80 and later; here only over
+ * HTTPS too (`request.protocol`, which honours `trustProxy`), since Chromium drops `Secure`
+ * cookies that come over plain HTTP from any host but localhost, which would end stickiness.
+ */
+function sameSiteNoneFor (request: ResponseRequest): boolean {
+  const agent = request.headers['user-agent']
+  return request.protocol === 'https' && isChromium80OrLater(Array.isArray(agent) ? agent[0] : agent)
+}
+
+/** Everything an app-cookie decision depends on. */
+export interface AppAffinityInput {
+  readonly group: TargetGroup
+  readonly stickiness: ResolvedAppCookieStickiness
+  /** The opened `AWSALBAPP` bindings; null when no shard came, `'invalid'` when they did not open. */
+  readonly bindings: readonly AppBinding[] | null | 'invalid'
+  /** The app cookie's value in the request, if it came. */
+  readonly appValue: string | undefined
+  /** With `bindToCookieValue`: `hashCookieValue(appValue)`, computed once per request by the caller. */
+  readonly appHash: string | null
+  readonly nowSeconds: number
+  readonly skewSeconds: number
+  /** As `AffinityInput#place`. */
+  readonly place?: (reason: ReassignReason | null) => AffinityDecision
+}
+
+/**
+ * ALB's application-cookie decision: a `hit` only when the request brings both the app cookie
+ * and shards holding a binding of this group, inside its window, to a target that keeps its
+ * clients (and, with `bindToCookieValue`, bound to this app cookie value). No binding of this
+ * group is `new`; any other case is `reassigned`.
+ */
+export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
+  const { group, stickiness, bindings } = input
+  const nowMs = input.nowSeconds * 1000
+  const place = input.place ?? ((reason: ReassignReason | null) => choose(group, stickiness, reason, nowMs))
+  if (bindings === null) return place(null)
+  if (bindings === 'invalid') return place('undecodable')
+  let binding: AppBinding | undefined
+  for (const candidate of bindings) {
+    if (candidate.group === group.name) {
+      binding = candidate
+      break
+    }
+  }
+  if (binding === undefined) return place(null)
+  // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
+  if (input.appValue === undefined) return place('app-cookie-missing')
+  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch')
+  const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
+  if (typeof verdict === 'string') return place(verdict)
+  return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
+}
+
+/** The `AWSALBAPP` value, split over four shards of cookies named with `prefix`. */
+export class AppCookieSealer extends BindingSealer {
+  constructor (codec: CookieCodec, prefix: string) {
+    super(codec, COOKIE_PURPOSE_APP, maxShardLength(prefix) * APP_COOKIE_SHARDS)
+  }
 }

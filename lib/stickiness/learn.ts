@@ -1,8 +1,18 @@
 import type { KeyHasher } from '../hashing/key-hash.js'
 import { invalid, refuseUnknownKeys, requireObject } from '../validate.js'
-import { readAppCookieChange, readCookieValue } from './app-cookie.js'
+import { readAppCookieChange, readCookieValue } from './cookie-text.js'
+import type { ResolvedLearnStickiness, ResolvedStickiness } from '../options.js'
+import type { TargetGroup } from '../target-group.js'
+import { judgeLearned } from './affinity.js'
 import type { LearnLookup, LearnStore } from './learn-store.js'
-import { asKey, type RequestView, type ResolvedLearnSource } from './source.js'
+import { asKey, type PinSource, type Pinned, type Place, type RequestView, type ResolvedLearnSource, type ResponseRequest, type ResponseView } from './source.js'
+
+/** What a learn source needs of the gateway. */
+export interface LearnContext {
+  /** The learn store, made when a route first needs it. */
+  readonly learnStore: () => LearnStore
+  readonly hasher: KeyHasher
+}
 
 const KEYS = ['type', 'enabled', 'durationSeconds', 'cookieName', 'headerName']
 /** RFC 6265 §4.1.1 cookie-name and RFC 9110 field-name: both tokens. */
@@ -34,18 +44,21 @@ export interface LearnState {
   readonly found: string | null
 }
 
-/** A response as far as learning reads it. */
-export interface ResponseView {
-  getHeader (name: string): unknown
-}
+/** A learn source's state when the request carried no session id. */
+const NO_KEY: LearnState = Object.freeze({ key: null, found: null })
 
 /**
  * nginx's `sticky learn`: the app's session id (its cookie, or a header) is looked up in the
  * learn store, which maps it to the target that created the session; a target's response that
  * sets the id teaches the store. Ids are kept as keyed digests, never as they came.
  */
-export class LearnSource {
+export class LearnSource implements PinSource<LearnState> {
   readonly type = 'learn'
+  /** Nothing is written to the client: no cookie, no header. */
+  readonly pinNames: readonly string[] = Object.freeze([])
+  readonly cookiesAtResponse = false
+  readonly #group: TargetGroup
+  readonly #stickiness: ResolvedStickiness
   readonly #cookieName: string | null
   readonly #headerName: string | null
   readonly #store: LearnStore
@@ -54,14 +67,17 @@ export class LearnSource {
   /** Put before each session id hashed: groups sharing a store (or a Redis) keep apart entries. */
   readonly #scope: string
 
-  /** `scope`: the target group's name (its targets are what the store names). */
-  constructor (resolved: ResolvedLearnSource, store: LearnStore, hasher: KeyHasher, durationSeconds: number, scope: string) {
-    this.#scope = `${scope}\u0000`
+  constructor (group: TargetGroup, stickiness: ResolvedLearnStickiness, context: LearnContext) {
+    const resolved = stickiness.learn
+    this.#group = group
+    this.#stickiness = stickiness
+    // The group's name scopes its entries (its targets are what the store names).
+    this.#scope = `${group.name}\u0000`
     this.#cookieName = resolved.cookieName
     this.#headerName = resolved.headerName
-    this.#store = store
-    this.#hasher = hasher
-    this.#ttlMs = durationSeconds * 1000
+    this.#store = context.learnStore()
+    this.#hasher = context.hasher
+    this.#ttlMs = stickiness.durationSeconds * 1000
   }
 
   /** The store key of the session id in the request, or null when it has none (or one too long to be a key). */
@@ -81,6 +97,38 @@ export class LearnSource {
   /** The target id learned for `key`, sliding its time to live; a promise when the store must be asked. */
   lookup (key: string, nowMs: number): LearnLookup | Promise<LearnLookup> {
     return this.#store.get(key, this.#ttlMs, nowMs)
+  }
+
+  /**
+   * A session id the store names a target for that keeps its clients is a `hit`; an id it does
+   * not know is placed (`place(null)`); a store that cannot answer in time, `store-unavailable`.
+   */
+  decide (request: RequestView, nowMs: number, place: Place): Pinned<LearnState> | Promise<Pinned<LearnState>> {
+    const key = this.keyOf(request)
+    if (key === null) return { decision: place(null), state: NO_KEY }
+    const found = this.lookup(key, nowMs)
+    if (typeof found === 'object' && found !== null) return found.then((answer) => this.#decided(key, answer, nowMs, place))
+    return this.#decided(key, found, nowMs, place)
+  }
+
+  #decided (key: string, found: LearnLookup, nowMs: number, place: Place): Pinned<LearnState> {
+    if (found === null) return { decision: place(null), state: { key, found: null } }
+    if (found === 'unavailable') return { decision: place('store-unavailable'), state: { key, found: null } }
+    const judged = judgeLearned(this.#group, this.#stickiness, found, nowMs)
+    return { decision: typeof judged === 'string' ? place(judged) : judged, state: { key, found } }
+  }
+
+  stateOf (request: RequestView): LearnState {
+    return { key: this.keyOf(request), found: null }
+  }
+
+  pinLines (): null {
+    return null
+  }
+
+  atResponse (state: LearnState, targetId: string | null, response: ResponseView, _request: ResponseRequest, nowMs: number): null {
+    this.learn(state, targetId, response, nowMs)
+    return null
   }
 
   /**

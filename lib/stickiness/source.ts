@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { KeyStickinessType, ReassignReason } from '../types.js'
+import type { ResolvedAppCookieStickiness, ResolvedLbCookieStickiness, ResolvedLearnStickiness, ResolvedStickiness } from '../options.js'
+import type { AffinityDecision, KeyStickinessType, ReassignReason } from '../types.js'
 
 /** What a stickiness source may read of a request (a FastifyRequest is one). */
 export interface RequestView {
@@ -46,4 +47,49 @@ export type ResolvedLink = { readonly type: 'lb_cookie' } | { readonly type: 'ap
 export function asKey (value: string | undefined): string | null {
   if (value === undefined || value.length === 0 || value.length > MAX_KEY_LENGTH) return null
   return value
+}
+
+/** How a source hands on a client it does not keep: `reason` says why (null: the request had nothing of it). */
+export type Place = (reason: ReassignReason | null) => AffinityDecision
+
+/** A decision, and what the deciding forward keeps of the request for its response. */
+export interface Pinned<S> {
+  readonly decision: AffinityDecision
+  readonly state: S
+}
+
+/** A response, as far as a source reads it. */
+export interface ResponseView {
+  getHeader (name: string): unknown
+}
+
+/** The request of a response, as far as a source reads it. */
+export interface ResponseRequest extends RequestView {
+  readonly protocol: string
+}
+
+/**
+ * A source that pins clients (`lb_cookie`, `app_cookie`, `learn`): it finds in the request the
+ * binding it made before, and binds the client to the target the request went to. Built once per
+ * route; `S` is what it keeps of one request for that request's response.
+ */
+export interface PinSource<S = unknown> {
+  readonly type: 'lb_cookie' | 'app_cookie' | 'learn'
+  /** The request's binding holds (`hit`), or `place(reason)` decides. A promise only while a shared store is asked. */
+  decide (request: RequestView, nowMs: number, place: Place): Pinned<S> | Promise<Pinned<S>>
+  /** What the request carries for its response when another source decided (a key ahead of this one). */
+  stateOf (request: RequestView, nowMs: number): S
+  /** `Set-Cookie` lines that bind the client to `targetId` at once; null when it binds at the response (or never writes). */
+  pinLines (state: S, targetId: string, nowMs: number, secure: boolean): string[] | null
+  /** The names of the cookies `pinLines` writes, replaced when a redispatch binds the client elsewhere. */
+  readonly pinNames: readonly string[]
+  /** Once the response's headers are known (the target's `Set-Cookie` among them): lines to add, or null. Absent when the source has nothing to do there. */
+  atResponse? (state: S, targetId: string | null, response: ResponseView, request: ResponseRequest, nowMs: number, secure: boolean): string[] | null
+  /** True when `atResponse` writes gateway cookies: shared caches must not keep such a response. */
+  readonly cookiesAtResponse: boolean
+}
+
+/** True when the stickiness pins clients (a cookie or the learn store), so sessions are counted. */
+export function pinsClients (stickiness: ResolvedStickiness | null): stickiness is ResolvedLbCookieStickiness | ResolvedAppCookieStickiness | ResolvedLearnStickiness {
+  return stickiness !== null && (stickiness.type === 'lb_cookie' || stickiness.type === 'app_cookie' || stickiness.type === 'learn')
 }
