@@ -75,3 +75,39 @@ test('an unhealthy first choice: its keys go to their next choice (reassigned, t
   for (let i = 0; i < 100; i++) after.push((await place(i)).target)
   t.same(after, before, 'every key is back on its first choice')
 })
+
+test('a draining target keeps its keys while drainingKeepsSessions (and its requests run), and gives them up at once without it', async (t) => {
+  for (const keep of [true, false]) {
+    const targets = await startTargets(t, 3, keep ? 'k' : 'm')
+    const app = await buildGateway(t, {
+      targetGroups: [{ name: 'g', targets: targets.map((target) => ({ id: target.id, url: target.url })), stickiness: { type: 'header', name: 'x-key' }, deregistrationDelayMs: 60_000, drainingKeepsSessions: keep }]
+    })
+    app.addHook('onSend', async (request, reply) => {
+      if (request.affinity !== null) reply.header('x-decision', JSON.stringify(request.affinity))
+    })
+    app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
+    const group = app.targetGroups.get('g')!
+    const drained = targets[0].id
+    const keys: string[] = []
+    for (let i = 0; keys.length < 5 && i < 500; i++) {
+      const res = await app.inject({ url: '/', headers: { 'x-key': `user-${i}` } })
+      if (echoOf(res).target === drained) keys.push(`user-${i}`)
+    }
+    t.equal(keys.length, 5, 'five keys whose first choice is the target to drain')
+    // A request still running keeps the draining target from ending at once.
+    const held = app.inject({ url: '/hold', headers: { 'x-key': keys[0] } })
+    await waitFor(() => group.describe().targets[0].inFlight === 1, 5000, 'the held request on the target')
+    const done = group.deregister(drained)
+    for (const key of keys) {
+      const res = await app.inject({ url: '/', headers: { 'x-key': key } })
+      const decision = JSON.parse(String(res.headers['x-decision'])) as AffinityDecision
+      if (keep) t.match({ target: echoOf(res).target, decision }, { target: drained, decision: { outcome: 'hit' } }, `${key} stays on its draining target`)
+      else t.match({ decision }, { decision: { outcome: 'reassigned', reason: 'target-deregistered', decidedBy: 'header' } }, `${key} moves at once`)
+    }
+    targets[0].release()
+    await held
+    t.equal(await done, true, 'the drain ends once its requests are done: nothing is bound by a key')
+    const after = await app.inject({ url: '/', headers: { 'x-key': keys[0] } })
+    t.not(echoOf(after).target, drained, 'after the drain, the key is on its next choice')
+  }
+})

@@ -236,7 +236,7 @@ function isBindingSet (opened: StickyPayload | readonly AppBinding[]): opened is
 /**
  * The bindings of a set other than `groupName`'s. Opened sets are shared (the codec remembers
  * them), so the answer is kept with the set: the same array each time, which lets the writer
- * remember what it sealed for it (see `GroupForward#setCookies`).
+ * remember what it sealed for it (see `LbCookieSource#pinLines`).
  */
 function othersIn (set: readonly AppBinding[], groupName: string): readonly AppBinding[] {
   let byGroup = othersOfSets.get(set)
