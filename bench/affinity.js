@@ -73,6 +73,10 @@ export async function runAffinityBench ({ smoke = false } = {}) {
   }
   // Request views as Fastify's request offers them to a chained forward.
   const view = (headers, address) => ({ headers, url: '/', raw: { socket: { remoteAddress: address }, headers } })
+  // The cookie rows' requests, made once: the loop runs what the route hook runs, nothing else.
+  const returningRequests = headers.map((cookie) => view({ cookie }, '127.0.0.1'))
+  const twoGroupRequests = twoGroupHeaders.map((cookie) => view({ cookie }, '127.0.0.1'))
+  const newRequest = view({}, '127.0.0.1')
   const headerRequests = []
   const sourceIpRequests = []
   const learnRequests = []
@@ -101,13 +105,7 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     if (forward.pin?.atResponse !== undefined) forward.pin.atResponse(state, decision.target.id, noSetCookie, request, nowMs, false)
     return decision
   }
-  const cookieRequests = new Map()
-  const step = (header) => {
-    let request = cookieRequests.get(header)
-    if (request === undefined) {
-      request = view(header === undefined ? {} : { cookie: header }, '127.0.0.1')
-      cookieRequests.set(header, request)
-    }
+  const step = (request) => {
     const decision = decideOnce(rule, request)
     if (decision.outcome === 'reassigned') throw new Error(`the benchmark's cookies must open: ${decision.reason}`)
   }
@@ -132,9 +130,9 @@ export async function runAffinityBench ({ smoke = false } = {}) {
   const learn = []
   // Interleaved runs; the first of each warms the JIT and the per-second caches and is dropped.
   for (let run = 0; run <= runs; run++) {
-    const r = measure((i) => headers[i % headers.length])
-    const g = measure((i) => twoGroupHeaders[i % twoGroupHeaders.length])
-    const n = measure(() => undefined)
+    const r = measure((i) => returningRequests[i % returningRequests.length])
+    const g = measure((i) => twoGroupRequests[i % twoGroupRequests.length])
+    const n = measure(() => newRequest)
     const h = measure((i) => headerRequests[i % 30], headerStep)
     const s = measure((i) => sourceIpRequests[i % 30], sourceIpStep)
     const l = measure((i) => learnRequests[i % 30], learnStep)

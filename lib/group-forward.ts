@@ -8,7 +8,7 @@ import { createKeySource } from './stickiness/key-sources.js'
 import type { LbCookieWriter, LbSetSealer } from './stickiness/lb-cookie.js'
 import type { LearnStore } from './stickiness/learn-store.js'
 import { createPinSource } from './stickiness/pin-sources.js'
-import { pinsClients, type KeySource, type PinSource, type Pinned, type RequestView } from './stickiness/source.js'
+import { pinsClients, type KeySource, type PinSource, type Pinned, type Place, type RequestView } from './stickiness/source.js'
 import type { TargetGroup } from './target-group.js'
 import type { AffinityDecision, ReassignReason } from './types.js'
 
@@ -91,9 +91,10 @@ export class GroupForward {
       if (key === null) continue
       return { decision: this.#byKey(source, key, nowMs), state: pin === null ? null : pin.stateOf(request, nowMs) }
     }
-    const place = (reason: ReassignReason | null): AffinityDecision => this.#placeAfter(request, reason, nowMs)
+    // A closure over the request only when keys come after the pin; else one made once.
+    const place = this.#keysAfter.length === 0 ? this.#byAlgorithm : (reason: ReassignReason | null, now: number): AffinityDecision => this.#placeAfter(request, reason, now)
     if (pin !== null) return pin.decide(request, nowMs, place)
-    return { decision: place(null), state: null }
+    return { decision: place(null, nowMs), state: null }
   }
 
   /** `Set-Cookie` lines pinning the client to `targetId` as soon as it is decided (`state` from `decide`); null when none. */
@@ -112,6 +113,9 @@ export class GroupForward {
     const secure = this.#context.secureCookies
     return secure === 'auto' ? request.protocol === 'https' : secure
   }
+
+  /** The group's algorithm places the client. */
+  readonly #byAlgorithm: Place = (reason, nowMs) => choose(this.group, this.stickiness, reason, nowMs)
 
   /** A client no pinning source kept: the first key after it decides, else the algorithm. */
   #placeAfter (request: RequestView, reason: ReassignReason | null, nowMs: number): AffinityDecision {

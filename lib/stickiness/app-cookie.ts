@@ -1,7 +1,7 @@
 import { COOKIE_PURPOSE_APP, type CookieCodec } from '../cookie-codec.js'
 import { MAX_COOKIE_DURATION_SECONDS, type ResolvedAppCookieStickiness } from '../options.js'
 import type { TargetGroup } from '../target-group.js'
-import type { AffinityDecision, ReassignReason } from '../types.js'
+import type { AffinityDecision } from '../types.js'
 import { choose, judgeTarget } from './affinity.js'
 import { BindingSealer, hashCookieValue, MAX_APP_BINDINGS, NO_BINDINGS, type AppBinding } from './app-bindings.js'
 import { GATEWAY_COOKIE_LIFETIME_SECONDS, MAX_COOKIE_BYTES, readAppCookieChange, readCookieValue } from './cookie-text.js'
@@ -263,7 +263,7 @@ export interface AppAffinityInput {
   readonly nowSeconds: number
   readonly skewSeconds: number
   /** As `AffinityInput#place`. */
-  readonly place?: (reason: ReassignReason | null) => AffinityDecision
+  readonly place?: Place
 }
 
 /**
@@ -275,9 +275,9 @@ export interface AppAffinityInput {
 export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   const { group, stickiness, bindings } = input
   const nowMs = input.nowSeconds * 1000
-  const place = input.place ?? ((reason: ReassignReason | null) => choose(group, stickiness, reason, nowMs))
-  if (bindings === null) return place(null)
-  if (bindings === 'invalid') return place('undecodable')
+  const place = input.place ?? choose.bind(null, group, stickiness) as Place
+  if (bindings === null) return place(null, nowMs)
+  if (bindings === 'invalid') return place('undecodable', nowMs)
   let binding: AppBinding | undefined
   for (const candidate of bindings) {
     if (candidate.group === group.name) {
@@ -285,12 +285,12 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
       break
     }
   }
-  if (binding === undefined) return place(null)
+  if (binding === undefined) return place(null, nowMs)
   // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
-  if (input.appValue === undefined) return place('app-cookie-missing')
-  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch')
+  if (input.appValue === undefined) return place('app-cookie-missing', nowMs)
+  if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch', nowMs)
   const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
-  if (typeof verdict === 'string') return place(verdict)
+  if (typeof verdict === 'string') return place(verdict, nowMs)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
 }
 

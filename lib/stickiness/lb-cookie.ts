@@ -143,7 +143,7 @@ export interface AffinityInput {
   /** How far past `nowSeconds` an issue time may lie (another gateway's clock): later is `issued-in-future`. */
   readonly skewSeconds: number
   /** Places a client the cookie did not keep (`reason`: why, null when none came); default: the group's algorithm (`choose`). */
-  readonly place?: (reason: ReassignReason | null) => AffinityDecision
+  readonly place?: Place
 }
 
 /**
@@ -171,8 +171,8 @@ export function decideAffinity (input: AffinityInput): AffinityDecision {
 export function decideLbAffinity (input: AffinityInput): LbAffinity {
   const { group, stickiness } = input
   const nowMs = input.nowSeconds * 1000
-  const place = input.place ?? ((reason: ReassignReason | null) => choose(group, stickiness, reason, nowMs))
-  if (stickiness === null || input.cookies.length === 0) return { decision: place(null), state: NO_BINDINGS }
+  const place = input.place ?? choose.bind(null, group, stickiness) as Place
+  if (stickiness === null || input.cookies.length === 0) return { decision: place(null, nowMs), state: NO_BINDINGS }
 
   const name = group.name
   let reason: ReassignReason | null = null
@@ -208,7 +208,7 @@ export function decideLbAffinity (input: AffinityInput): LbAffinity {
     }
     reason ??= verdict
   }
-  return { decision: place(reason), state: carried ?? NO_BINDINGS }
+  return { decision: place(reason, nowMs), state: carried ?? NO_BINDINGS }
 }
 
 /** The bindings of groups other than `groupName` in the first of `cookies` that opens; none when none does. */

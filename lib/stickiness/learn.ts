@@ -105,17 +105,17 @@ export class LearnSource implements PinSource<LearnState> {
    */
   decide (request: RequestView, nowMs: number, place: Place): Pinned<LearnState> | Promise<Pinned<LearnState>> {
     const key = this.keyOf(request)
-    if (key === null) return { decision: place(null), state: NO_KEY }
+    if (key === null) return { decision: place(null, nowMs), state: NO_KEY }
     const found = this.lookup(key, nowMs)
     if (typeof found === 'object' && found !== null) return found.then((answer) => this.#decided(key, answer, nowMs, place))
     return this.#decided(key, found, nowMs, place)
   }
 
   #decided (key: string, found: LearnLookup, nowMs: number, place: Place): Pinned<LearnState> {
-    if (found === null) return { decision: place(null), state: { key, found: null } }
-    if (found === 'unavailable') return { decision: place('store-unavailable'), state: { key, found: null } }
+    if (found === null) return { decision: place(null, nowMs), state: { key, found: null } }
+    if (found === 'unavailable') return { decision: place('store-unavailable', nowMs), state: { key, found: null } }
     const judged = judgeLearned(this.#group, this.#stickiness, found, nowMs)
-    return { decision: typeof judged === 'string' ? place(judged) : judged, state: { key, found } }
+    return { decision: typeof judged === 'string' ? place(judged, nowMs) : judged, state: { key, found } }
   }
 
   stateOf (request: RequestView): LearnState {

@@ -50,7 +50,7 @@ export function asKey (value: string | undefined): string | null {
 }
 
 /** How a source hands on a client it does not keep: `reason` says why (null: the request had nothing of it). */
-export type Place = (reason: ReassignReason | null) => AffinityDecision
+export type Place = (reason: ReassignReason | null, nowMs: number) => AffinityDecision
 
 /** A decision, and what the deciding forward keeps of the request for its response. */
 export interface Pinned<S> {
