@@ -25,11 +25,13 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src '
  * `/cart` keeps a client on one backend with the `AWSALB` cookie (group `carts`), `/account`
  * with `AWSALBAPP-*` once a login sets `connect.sid` (group `accounts`), `/api/*` without any
  * cookie, by the hash of the `x-session-id` header, else of the client's address (group `api`).
- * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals).
+ * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals); `now` is the
+ * gateway's clock in ms (default Date.now).
  * Resolves to `{ url, gateway, backends, close() }`.
  */
-export async function startShop ({ port = 3000, host = '127.0.0.1', logger, healthCheck = {} } = {}) {
+export async function startShop ({ port = 3000, host = '127.0.0.1', logger, healthCheck = {}, now } = {}) {
   const check = { ...DEMO_HEALTH_CHECK, ...healthCheck }
+  const clock = now ?? Date.now
   const backends = []
   const gateway = Fastify({ logger: logger ?? false })
   let closing = null
@@ -44,6 +46,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
 
     await gateway.register(fastifySticky, {
       keys: [DEMO_KEY],
+      // The gateway's clock: Date.now unless a test gives another.
+      now: clock,
       targetGroups: [{
         name: 'carts',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
@@ -106,7 +110,7 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     const { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold } = check
     gateway.get('/demo/health', async () => {
       const group = carts.describe()
-      const now = Date.now()
+      const nowMs = clock()
       return {
         group: group.name,
         degraded: group.degraded,
@@ -120,14 +124,14 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
             state: target.state,
             reason: target.reason,
             // An age, not a timestamp: the browser's clock may differ from this one.
-            forMs: Math.max(0, now - target.sinceMs),
+            forMs: Math.max(0, nowMs - target.sinceMs),
             routable: target.routable,
             inFlight: target.inFlight
           }
           if (typeof target.boundSessions === 'number') view.boundSessions = target.boundSessions
           // Passive ejection, as a flag: `ejected`, or derived from `ejectedUntilMs` (a time, like sinceMs).
           if (typeof target.ejected === 'boolean') view.ejected = target.ejected
-          else if (target.ejectedUntilMs !== undefined) view.ejected = typeof target.ejectedUntilMs === 'number' && target.ejectedUntilMs > now
+          else if (target.ejectedUntilMs !== undefined) view.ejected = typeof target.ejectedUntilMs === 'number' && target.ejectedUntilMs > nowMs
           return view
         })
       }
