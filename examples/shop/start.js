@@ -149,13 +149,15 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       await backend.start()
       // A restarted process is a new target, as an orchestrator registers a replacement: the
       // unhealthy one (nothing to drain) goes, the new one is `initial` until a check passes.
-      for (const group of groups) {
+      // Every group at once: a group's deregistration ends once its pool has closed, which may
+      // wait for a health check in flight (up to its timeout).
+      await Promise.all(groups.map(async (group) => {
         const target = group.describe().targets.find(({ id }) => id === backend.id)
         if (!wasRunning && target?.state === 'unhealthy') {
           await group.deregister(backend.id)
           group.register({ id: backend.id, url: backend.url })
         }
-      }
+      }))
       return describe(backend)
     })
 
