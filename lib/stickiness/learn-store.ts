@@ -29,7 +29,7 @@ export interface LearnStoreCounters {
   errors: number
 }
 
-/** Entries the memory store keeps by default: about 18 MB of heap when full (measured on Node 20: 170 to 190 bytes an entry, its 16-character key included). */
+/** Entries the memory store keeps by default: about 16 MB of heap when full (`node --expose-gc bench/learn-store-memory.js`: about 160 bytes an entry on Node 20, its 16-character key included). */
 export const DEFAULT_LEARN_MAX_ENTRIES = 100_000
 
 /** An entry of an `LruList`: its key and its neighbours (the head is the most recently used). */
