@@ -68,3 +68,19 @@ export const FST_STICKY_METHOD_NOT_ALLOWED = createError<[string]>(
 /** The request body did not arrive within `clientBodyTimeoutMs` (nginx's 408). */
 export const FST_STICKY_REQUEST_TIMEOUT = createError<[number]>(
   'FST_STICKY_REQUEST_TIMEOUT', 'The request body did not arrive within %dms', 408)
+
+/** An upgrade to WebSocket on a route whose `config.websocket` is not true (400). */
+export const FST_STICKY_WEBSOCKET_NOT_ALLOWED = createError(
+  'FST_STICKY_WEBSOCKET_NOT_ALLOWED', 'This route does not accept WebSocket upgrades', 400)
+
+/** A WebSocket upgrade without a valid handshake: not GET, a body, or a missing or malformed Sec-WebSocket-Key (RFC 6455 §4.2.1: 400). */
+export const FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID = createError(
+  'FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID', 'The WebSocket handshake is invalid', 400)
+
+/** A WebSocket upgrade with a Sec-WebSocket-Version other than 13 (RFC 6455 §4.4: 426, with `Sec-WebSocket-Version: 13`). */
+export const FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED = createError(
+  'FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED', 'Only WebSocket version 13 is supported', 426)
+
+/** The affinity's target already has `websocket.maxConnectionsPerTarget` open WebSockets (503). */
+export const FST_STICKY_TARGET_WEBSOCKET_LIMIT = createError<[number]>(
+  'FST_STICKY_TARGET_WEBSOCKET_LIMIT', 'The target already has %d open WebSockets', 503)

@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
+import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
 import { GroupForward } from './group-forward.js'
@@ -16,6 +17,7 @@ import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, LbSetSealer, TG_COOKIE } from '
 import type { Pinned } from './stickiness/source.js'
 import { TargetGroup } from './target-group.js'
 import type { FastifyStickyOptions, RuleMatch } from './types.js'
+import { listenForUpgrades } from './websocket/upgrade.js'
 
 /** Where a request keeps the forward its affinity was decided on, for `reply.forward()`. */
 const kForward = Symbol('fastify-sticky.forward')
@@ -96,11 +98,23 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     return proxy.forward(this, rule, path)
   })
 
+  // The paths of routes that tunnel WebSockets, for telling their upgrades from another upgrade listener's.
+  const webSocketRoutes = FindMyWay()
+  const webSocketPaths = new Set<string>()
+  let stopUpgrades: (() => void) | null = null
+  proxy.onUpgradeResponse = pinResponse
+
   // Listener rules are resolved once per route, here; the request path only runs the hooks.
   fastify.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method.join(',') : route.method
     const binding = resolveListenerRule(route.config, `${methods} ${route.url}`, context)
     if (binding === null) return
+    if (route.config?.websocket === true && methods.split(',').includes('GET') && !webSocketPaths.has(route.url)) {
+      webSocketPaths.add(route.url)
+      webSocketRoutes.on('GET', route.url, noop)
+    }
+    // Upgrades on bound routes are tunnelled or refused, never sent on as plain requests.
+    stopUpgrades ??= listenForUpgrades(fastify, (raw) => webSocketRoutes.find('GET', pathOf(raw.url)) !== null)
     route.onRequest = [createAffinityHook(binding), ...hooksOf(route.onRequest)]
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
@@ -115,6 +129,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     done()
   })
   fastify.addHook('onClose', async () => {
+    stopUpgrades?.()
     await Promise.all([...groups.values()].map((group) => group.close()))
     await learnStore?.close()
   })
@@ -183,14 +198,28 @@ function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned:
  * the target set, or forgets the one it deleted.
  */
 const pinAtResponse: onSendHookHandler = function pinAtResponse (request, reply, payload, done) {
+  pinResponse(request, reply)
+  done(null, payload)
+}
+
+/** What the route's pinning source writes for the target's response (or its 101 to a WebSocket upgrade). */
+function pinResponse (request: FastifyRequest, reply: FastifyReply): void {
   const forward = (request as StickyRequest)[kForward]
   const pin = forward?.pin
   if (forward != null && pin?.atResponse !== undefined) {
     const lines = pin.atResponse((request as StickyRequest)[kPinState], request.affinity?.target?.id ?? null, reply, request, forward.now(), forward.secureFor(request))
     if (lines !== null) reply.header('set-cookie', lines)
   }
-  done(null, payload)
 }
+
+/** The path of a request target, without its query. */
+function pathOf (url: string | undefined): string {
+  if (url === undefined) return '/'
+  const query = url.indexOf('?')
+  return query === -1 ? url : url.slice(0, query)
+}
+
+function noop (): void {}
 
 /** The learn store the options name. */
 function createLearnStore (options: ResolvedLearnStore, log: FastifyBaseLogger): LearnStore {

@@ -23,6 +23,10 @@ export function resolveListenerRule (config: StickyRouteConfig | undefined, rout
   if (idempotent !== undefined && typeof idempotent !== 'boolean' && (config?.targetGroup !== undefined || config?.listener !== undefined)) {
     invalid(`route ${route}: config.idempotent`, 'a boolean', idempotent)
   }
+  const websocket = config?.websocket
+  if (websocket !== undefined && typeof websocket !== 'boolean' && (config?.targetGroup !== undefined || config?.listener !== undefined)) {
+    invalid(`route ${route}: config.websocket`, 'a boolean', websocket)
+  }
   const listenerName = config?.listener
   if (listenerName !== undefined) {
     if (config?.targetGroup !== undefined || config?.stickiness !== undefined) {

@@ -12,7 +12,7 @@ import { pinsClients, type ResolvedLearnSource, type ResolvedLink } from './stic
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
   Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
-  OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WeightedTargetGroupOptions
+  OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WebSocketOptions, WeightedTargetGroupOptions
 } from './types.js'
 
 export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
@@ -68,6 +68,9 @@ export const MAX_BOUNDED_LOAD_FACTOR = 100
 export const MAX_LEARN_MAX_ENTRIES = 10_000_000
 export const MAX_LEARN_TIMEOUT_MS = 10_000
 export const MAX_LEARN_LOCAL_CACHE_MS = 60_000
+export const MAX_WEBSOCKETS_PER_TARGET = 1_000_000
+export const DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT_MS = 10_000
+export const MAX_WEBSOCKET_IDLE_TIMEOUT_MS = 86_400_000
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random', 'least_sessions']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
@@ -76,7 +79,8 @@ const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
   'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
-  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor']
+  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket']
+const WEBSOCKET_KEYS = ['maxConnectionsPerTarget', 'handshakeTimeoutMs', 'idleTimeoutMs', 'closeOnUnhealthy']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
 const TARGET_KEYS = ['id', 'url', 'weight']
@@ -181,6 +185,16 @@ export interface ResolvedTargetGroup {
   readonly outlierDetection: ResolvedOutlierDetection | null
   /** 0 when off. */
   readonly boundedLoadFactor: number
+  readonly websocket: ResolvedWebSocket
+}
+
+export interface ResolvedWebSocket {
+  /** Infinity when there is no limit. */
+  readonly maxConnectionsPerTarget: number
+  readonly handshakeTimeoutMs: number
+  /** 0 when off. */
+  readonly idleTimeoutMs: number
+  readonly closeOnUnhealthy: boolean
 }
 
 export type ResolvedLearnStore =
@@ -247,9 +261,11 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
   if (!Array.isArray(rawGroups) || rawGroups.length === 0) {
     invalid('targetGroups', 'a non-empty array of target groups', rawGroups)
   }
+  // A group's WebSocket handshake timeout is bounded by it.
+  const idleTimeoutMs = optionalInteger(options.idleTimeoutMs, 'idleTimeoutMs', 1, MAX_IDLE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS)
   const seen = new Map<string, number>()
   const targetGroups = rawGroups.map((group, i) => {
-    const resolved = resolveTargetGroup(group, `targetGroups[${i}]`, cookiePrefix)
+    const resolved = resolveTargetGroup(group, `targetGroups[${i}]`, cookiePrefix, idleTimeoutMs)
     const first = seen.get(resolved.name)
     if (first !== undefined) {
       invalid(`targetGroups[${i}].name`, `unique (targetGroups[${first}] has it too)`, resolved.name)
@@ -264,7 +280,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     keys: keys ?? [randomBytes(KEY_BYTES)],
     keysGenerated: keys === undefined,
     targetGroups: Object.freeze(targetGroups),
-    idleTimeoutMs: optionalInteger(options.idleTimeoutMs, 'idleTimeoutMs', 1, MAX_IDLE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS),
+    idleTimeoutMs,
     connectTimeoutMs: optionalInteger(options.connectTimeoutMs, 'connectTimeoutMs', 1, MAX_CONNECT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS),
     redispatch: optionalBoolean(options.redispatch, 'redispatch', true),
     redispatchIdempotent: optionalBoolean(options.redispatchIdempotent, 'redispatchIdempotent', true),
@@ -381,7 +397,7 @@ function resolveGroupStickiness (raw: unknown, path: string): number | null {
   return seconds
 }
 
-function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): ResolvedTargetGroup {
+function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string, idleTimeoutMs: number): ResolvedTargetGroup {
   const group = requireObject(raw, path) as Partial<TargetGroupOptions>
   refuseUnknownKeys(group, GROUP_KEYS, `${path}.`)
   const name = requireName(group.name, `${path}.name`)
@@ -439,7 +455,20 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string): 
     drainingKeepsSessions,
     slowStartMs,
     outlierDetection,
-    boundedLoadFactor
+    boundedLoadFactor,
+    websocket: resolveWebSocket(group.websocket, `${path}.websocket`, idleTimeoutMs)
+  })
+}
+
+function resolveWebSocket (raw: unknown, path: string, idleTimeoutMs: number): ResolvedWebSocket {
+  const options = raw === undefined ? {} : requireObject(raw, path) as Partial<WebSocketOptions>
+  refuseUnknownKeys(options, WEBSOCKET_KEYS, `${path}.`)
+  const max = optionalInteger(options.maxConnectionsPerTarget, `${path}.maxConnectionsPerTarget`, 0, MAX_WEBSOCKETS_PER_TARGET, 0)
+  return Object.freeze({
+    maxConnectionsPerTarget: max === 0 ? Infinity : max,
+    handshakeTimeoutMs: optionalInteger(options.handshakeTimeoutMs, `${path}.handshakeTimeoutMs`, 1, idleTimeoutMs, Math.min(DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT_MS, idleTimeoutMs)),
+    idleTimeoutMs: optionalInteger(options.idleTimeoutMs, `${path}.idleTimeoutMs`, 0, MAX_WEBSOCKET_IDLE_TIMEOUT_MS, 0),
+    closeOnUnhealthy: optionalBoolean(options.closeOnUnhealthy, `${path}.closeOnUnhealthy`, false)
   })
 }
 

@@ -1,4 +1,6 @@
-import type { IncomingHttpHeaders } from 'node:http'
+import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
@@ -15,7 +17,11 @@ import {
   FST_STICKY_TARGET_DEREGISTERED,
   FST_STICKY_TARGET_GROUP_UNAVAILABLE,
   FST_STICKY_TARGET_RESPONSE_INVALID,
-  FST_STICKY_TARGET_TIMEOUT
+  FST_STICKY_TARGET_TIMEOUT,
+  FST_STICKY_TARGET_WEBSOCKET_LIMIT,
+  FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID,
+  FST_STICKY_WEBSOCKET_NOT_ALLOWED,
+  FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED
 } from './errors.js'
 import { PeerTrust } from './client-address.js'
 import { DeadlineList, type Timed } from './deadlines.js'
@@ -26,6 +32,8 @@ import { pinsClients } from './stickiness/source.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import type { AffinityDecision } from './types.js'
+import { Tunnel } from './websocket/tunnel.js'
+import { checkHandshake, upgradeOf, type PendingUpgrade } from './websocket/upgrade.js'
 
 /** The proxy's share of the resolved options. */
 export interface ProxySettings {
@@ -118,6 +126,10 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   connected = false
   /** It waited in the target's queue for a connection: a timeout is then not the target's fault alone. */
   waited = false
+  /** A WebSocket upgrade: the client's socket, tunnelled to the target's once it answers 101. */
+  upgrade: PendingUpgrade | null = null
+  /** The deadline for the target's response headers, for the 504's message. */
+  timeoutMs = 0
   /** The target whose outstanding count this exchange holds, until its response ends. */
   #counted: Target | null = null
   /** The target whose connection (or place in undici's queue) this exchange holds, until undici ends its request. */
@@ -186,7 +198,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       path: this.path,
       method: this.request.method as Dispatcher.HttpMethod,
       headers: this.headers,
-      body: this.body as Dispatcher.DispatchOptions['body']
+      body: this.body as Dispatcher.DispatchOptions['body'],
+      upgrade: this.upgrade === null ? undefined : 'websocket'
     }, this)
     this.#inDispatch = false
     if (this.#failedInDispatch) {
@@ -226,6 +239,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
 
   /** Starts the deadline: no response headers within `ms` → 504. */
   startDeadline (ms: number): void {
+    if (this.timeoutMs === 0) this.timeoutMs = ms
     this.proxy.deadlines.add(this, ms)
   }
 
@@ -250,7 +264,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     // deadline: one that first waited for a connection behind a burst is the burst's.
     if (this.connected && !this.waited) this.target.recordOutcome(OUTCOME_GATEWAY)
     this.proxy.logFailure(this, 'UND_ERR_HEADERS_TIMEOUT')
-    this.reply.send(this.proxy.gatewayError('UND_ERR_HEADERS_TIMEOUT'))
+    this.reply.send(this.upgrade === null ? this.proxy.gatewayError('UND_ERR_HEADERS_TIMEOUT') : new FST_STICKY_TARGET_TIMEOUT(this.timeoutMs))
   }
 
   /**
@@ -336,6 +350,38 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     reply.code(statusCode)
     reply.send(stream)
     return true
+  }
+
+  /** The target answered a WebSocket upgrade with 101: the connection left its pool, and becomes a tunnel. */
+  onUpgrade (_statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void {
+    this.runInAsyncScope(this.#onUpgrade, this, rawHeaders ?? [], socket as Socket)
+  }
+
+  #onUpgrade (rawHeaders: Buffer[], socket: Socket): void {
+    this.#release()
+    this.clearDeadline()
+    const { reply, target, upgrade } = this
+    const phase = this.phase
+    this.phase = 'done'
+    this.#abort = null
+    if (upgrade === null || this.clientGone || reply.sent || phase !== 'waiting' || !upgrade.socket.writable) {
+      socket.destroy()
+      this.settle()
+      return
+    }
+    target.recordOutcome(OUTCOME_OK)
+    // The target's headers (Sec-WebSocket-Accept, -Protocol, -Extensions, its cookies) and the
+    // gateway's cookies, including those that follow the target's (app-cookie stickiness).
+    this.#copyHeaders(rawHeaders)
+    this.proxy.onUpgradeResponse?.(this.request, reply)
+    const head = switchingProtocolsHead(reply)
+    // The tunnel holds the target's count from here, until both sockets close.
+    this.#counted = null
+    reply.hijack()
+    upgrade.socket.write(head)
+    const early = upgrade.takeEarly()
+    const tunnel = new Tunnel(upgrade.socket, socket, target, this.rule.group.websocket.idleTimeoutMs)
+    tunnel.fromClient(early)
   }
 
   onData (chunk: Buffer): boolean {
@@ -565,6 +611,8 @@ export class Proxy {
   readonly gatewayCookies: GatewayCookieNames
   /** `trustedProxies` applied to connections (shared with `source_ip` stickiness). */
   readonly peers: PeerTrust
+  /** Called with the target's 101 on the reply, before it is written: the route's pinning source acts on it as on any response. */
+  onUpgradeResponse: ((request: FastifyRequest, reply: FastifyReply) => void) | null = null
 
   constructor (settings: ProxySettings & { readonly cookiePrefix: string }) {
     this.#settings = settings
@@ -598,6 +646,9 @@ export class Proxy {
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target,
     // nor `/public\admin` reach `/public/admin` on one that reads `\` as `/`.
     if (refusesPath(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
+    // An upgrade to another protocol (`h2c`, say) is served as the plain request it also is.
+    const upgrade = upgradeOf(request.raw)
+    if (upgrade !== undefined) return this.#forwardUpgrade(reply, rule, requestTarget, headers, upgrade)
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
     res.once('close', () => exchange.onClientClose(res.writableFinished))
     const parsed = parsedBody(request, headers)
@@ -635,6 +686,25 @@ export class Proxy {
     return reply
   }
 
+  /**
+   * A WebSocket upgrade on a route that allows it: sent to the affinity's target like any
+   * request (queue, redispatch of a refused connection, a deadline: the group's
+   * `websocket.handshakeTimeoutMs`); the target's 101 makes it a tunnel, any other answer
+   * passes through.
+   */
+  #forwardUpgrade (reply: FastifyReply, rule: GroupForward, path: string, headers: Record<string, string | string[]>, upgrade: PendingUpgrade): FastifyReply {
+    const request = reply.request
+    if ((request.routeOptions.config as { websocket?: unknown }).websocket !== true) return reply.send(new FST_STICKY_WEBSOCKET_NOT_ALLOWED())
+    const fault = checkHandshake(request.method, request.raw.headers)
+    if (fault === 'invalid') return reply.send(new FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID())
+    if (fault === 'version') return reply.header('sec-websocket-version', '13').send(new FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED())
+    const exchange = new Exchange(this, request, reply, rule, path, headers)
+    exchange.upgrade = upgrade
+    reply.raw.once('close', () => exchange.onClientClose(reply.raw.writableFinished))
+    this.#dispatch(exchange, rule.group.websocket.handshakeTimeoutMs - reply.elapsedTime)
+    return reply
+  }
+
   /** Sends the exchange to its affinity's target, with `deadlineMs` for the response headers. */
   #dispatch (exchange: Exchange, deadlineMs: number): void {
     const { request, reply, rule } = exchange
@@ -656,6 +726,16 @@ export class Proxy {
 
   /** Queues the exchange's request for a connection to `target`. */
   send (exchange: Exchange, target: Target): void {
+    if (exchange.upgrade !== null) {
+      const limit = exchange.rule.group.websocket.maxConnectionsPerTarget
+      if (target.tunnels.size >= limit) {
+        exchange.settle()
+        exchange.clearDeadline()
+        exchange.phase = 'done'
+        exchange.reply.send(new FST_STICKY_TARGET_WEBSOCKET_LIMIT(limit))
+        return
+      }
+    }
     exchange.begin(target)
     target.admit(exchange)
     if (exchange.phase === 'queued') exchange.waited = true
@@ -1007,6 +1087,30 @@ function countAddresses (value: string | string[]): number {
   let count = 1
   for (let i = text.indexOf(','); i !== -1; i = text.indexOf(',', i + 1)) count++
   return count
+}
+
+/** Reply headers a 101 cannot carry, or that the gateway writes itself. */
+const NOT_IN_SWITCHING_PROTOCOLS = new Set(['upgrade', 'connection', 'content-length', 'content-type', 'transfer-encoding', 'keep-alive', 'cache-control', 'cdn-cache-control'])
+
+/** The 101 the client gets: the target's headers and the gateway's cookies, as the reply holds them. */
+function switchingProtocolsHead (reply: FastifyReply): string {
+  let head = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+  const headers = reply.getHeaders()
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || NOT_IN_SWITCHING_PROTOCOLS.has(name)) continue
+    for (const line of Array.isArray(value) ? value : [String(value)]) {
+      // A hook's header Node would refuse in a response is left out, not sent raw.
+      try {
+        validateHeaderName(name)
+        validateHeaderValue(name, line)
+      } catch {
+        continue
+      }
+      head += `${name}: ${line}\r\n`
+    }
+  }
+  return head + '\r\n'
 }
 
 /** Sets a new decision on the request and swaps the reply's stickiness cookies for ones that pin it. */

@@ -15,6 +15,8 @@ export interface StickyProxyOptions {
   listener?: string
   /** Replaces the prefix on the way to the target, as @fastify/http-proxy does. Default `''` (the prefix is removed). */
   rewritePrefix?: string
+  /** Tunnels WebSocket upgrades under the prefix to the affinity's target (see the route option `config.websocket`). Default true. */
+  websocket?: boolean
 }
 
 /**
@@ -42,10 +44,12 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
   instance.removeAllContentTypeParsers()
   instance.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
+  const websocket = options.websocket ?? true
+  if (typeof websocket !== 'boolean') invalid('stickyProxy websocket', 'a boolean', websocket)
   const prefix = instance.prefix
   const config = options.listener !== undefined
-    ? { listener: options.listener, stickiness: options.stickiness }
-    : { targetGroup: options.targetGroup, stickiness: options.stickiness }
+    ? { listener: options.listener, stickiness: options.stickiness, websocket }
+    : { targetGroup: options.targetGroup, stickiness: options.stickiness, websocket }
   // As @fastify/http-proxy: the prefix is replaced by rewritePrefix ('/p/a?q' → '/a?q', '/p' → '/').
   function forwardPrefix (request: FastifyRequest, reply: FastifyReply) {
     const url = originFormOf(request.raw.url ?? '/')

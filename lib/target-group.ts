@@ -5,7 +5,7 @@ import { FST_STICKY_TARGET_DEREGISTERED, FST_STICKY_TARGET_DRAINING, FST_STICKY_
 import { MaglevTable, maglevSize } from './hashing/maglev.js'
 import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
-import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup } from './options.js'
+import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup, type ResolvedWebSocket } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import type { Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
@@ -87,6 +87,8 @@ export class TargetGroup {
   readonly #balancer: Balancer
   /** 0 when off. */
   readonly boundedLoadFactor: number
+  /** Limits of the WebSockets tunnelled to its targets. */
+  readonly websocket: ResolvedWebSocket
   /** Requests in flight over every target of the group (each target adds to it). */
   readonly #load = { inFlight: 0 }
   /** The routable targets' weights, summed. */
@@ -121,6 +123,7 @@ export class TargetGroup {
     this.drainingKeepsSessions = resolved.drainingKeepsSessions
     this.slowStartMs = resolved.slowStartMs
     this.boundedLoadFactor = resolved.boundedLoadFactor
+    this.websocket = resolved.websocket
     this.#minimumHealthy = resolved.minimumHealthyTargets
     this.#failOpen = resolved.failOpen
     this.#settings = settings
@@ -412,6 +415,7 @@ export class TargetGroup {
         routable: target.routable,
         inFlight: target.outstanding,
         queued: target.waitingCount(),
+        webSockets: target.tunnels.size,
         boundSessions: target.sessions.estimate(nowSeconds),
         keepsSessions: target.unpinReason === null,
         ejectedUntilMs: target.ejectedUntilMs === 0 ? null : target.ejectedUntilMs,
@@ -432,6 +436,7 @@ export class TargetGroup {
     // an idle timeout at most (or their deadline, if sooner), then those get 502: closing
     // always settles, whatever the targets do.
     const draining = [...this.#drains.values()]
+    for (const target of this.#targets.values()) target.closeTunnels()
     const graceMs = this.#settings.idleTimeoutMs
     for (const drain of draining) {
       drain.keep = false
@@ -485,7 +490,10 @@ export class TargetGroup {
     // Turning healthy starts a slow start; leaving healthy ends it (ALB).
     if (health.state === 'healthy') this.#startSlowly(target, health.sinceMs)
     else target.slowStartEndsMs = 0
-    if (health.state === 'unhealthy') target.slowStartExempt = false
+    if (health.state === 'unhealthy') {
+      target.slowStartExempt = false
+      if (this.websocket.closeOnUnhealthy) target.closeTunnels()
+    }
     this.#publish('state', target, before.state, health.sinceMs)
   }
 
@@ -551,6 +559,7 @@ export class TargetGroup {
     history.timer = setTimeout(() => this.#endEjection(target, true), durationMs)
     history.timer.unref()
     target.ejectedUntilMs = now + durationMs
+    if (this.websocket.closeOnUnhealthy) target.closeTunnels()
     this.#publish('ejected', target, target.health.state, now)
     this.#update()
   }

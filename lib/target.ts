@@ -106,6 +106,8 @@ export class Target implements TargetRef {
   groupLoad: { inFlight: number } = { inFlight: 0 }
   /** Called when a request ends while the target drains. @internal */
   onSettled: (() => void) | null = null
+  /** Its open WebSockets, each counted as a request in flight until it closes. @internal */
+  readonly tunnels = new Set<{ goAway (): void }>()
 
   constructor (resolved: ResolvedTarget, settings: PoolSettings, health: TargetHealth) {
     this.#health = health
@@ -360,6 +362,8 @@ export class Target implements TargetRef {
    * runs is ended, so closing always settles.
    */
   async close (graceMs = this.#settings.idleTimeoutMs): Promise<void> {
+    // No new client can come: open WebSockets are told to go away (1001) now.
+    this.closeTunnels()
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, graceMs)
@@ -382,7 +386,13 @@ export class Target implements TargetRef {
 
   /** Ends every request still running with `err` and closes every connection. */
   async destroy (err: Error): Promise<void> {
+    this.closeTunnels()
     await Promise.all([this.#pool, ...this.#retired].map((pool) => pool.destroyed ? undefined : pool.destroy(err).catch(noop)))
+  }
+
+  /** Closes every open WebSocket to this target with 1001 (Going Away), at a frame boundary. @internal */
+  closeTunnels (): void {
+    for (const tunnel of this.tunnels) tunnel.goAway()
   }
 
   toJSON (): TargetRef {

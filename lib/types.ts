@@ -223,6 +223,23 @@ export interface TargetGroupOptions {
    * 1.01 to 100 (e.g. 1.25). With key stickiness alone every request is a new assignment. Default 0.
    */
   boundedLoadFactor?: number
+  /** WebSocket connections to this group's targets, on routes that allow them (see `StickyRouteConfig.websocket`). */
+  websocket?: WebSocketOptions
+}
+
+/**
+ * Limits of the WebSocket connections the gateway tunnels to a group's targets. An upgraded
+ * connection counts as a request in flight on its target until it closes.
+ */
+export interface WebSocketOptions {
+  /** Most open WebSockets per target: an upgrade past it is answered 503 `FST_STICKY_TARGET_WEBSOCKET_LIMIT`. 0 (no limit) to 1 000 000. Default 0. */
+  maxConnectionsPerTarget?: number
+  /** Time for the target's answer to an upgrade (101 or a refusal): 504 after it. 1 ms to the plugin's `idleTimeoutMs`. Default 10 000 or `idleTimeoutMs` if lower. */
+  handshakeTimeoutMs?: number
+  /** An open WebSocket with no byte either way for this long is closed with 1001 (Going Away): 0 (off) or 1 ms to 86 400 000 ms. Default 0. */
+  idleTimeoutMs?: number
+  /** A target turning unhealthy (or ejected) closes its open WebSockets with 1001; by default they stay open, as at ALB. Default false. */
+  closeOnUnhealthy?: boolean
 }
 
 /**
@@ -396,6 +413,12 @@ export interface StickyRouteConfig {
   listener?: string
   /** Every method of this route is idempotent (e.g. a PUT-like POST): a request reset before any response byte may go to another target (see `redispatchIdempotent`). Default false. */
   idempotent?: boolean
+  /**
+   * An upgrade to WebSocket on this route is tunnelled to the affinity's target (`reply.forward()`),
+   * with the same decision and cookies as a plain request; when false it is answered 400
+   * `FST_STICKY_WEBSOCKET_NOT_ALLOWED`. Default false (true under `stickyProxy`).
+   */
+  websocket?: boolean
 }
 
 /** Why a client's cookie did not keep it on its target. */
@@ -448,6 +471,8 @@ export interface TargetDescription {
   readonly inFlight: number
   /** Of those, how many wait in the gateway's queue for one of its connections (`connectionsPerTarget` are busy). */
   readonly queued: number
+  /** Of the requests in flight, how many are open WebSockets. */
+  readonly webSockets: number
   /**
    * Estimate of the sticky sessions pinned to it: clients pinned here whose stickiness window,
    * counted from their last request, is still open (see README).

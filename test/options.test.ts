@@ -17,7 +17,7 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor, websocket)'],
   ['deregistration delay above ALB', { targetGroups: [{ name: 'g', deregistrationDelayMs: 3_600_001 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received 3600001'],
   ['deregistration delay negative', { targetGroups: [{ name: 'g', deregistrationDelayMs: -1 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received -1'],
   ['drainingKeepsSessions not a boolean', { targetGroups: [{ name: 'g', drainingKeepsSessions: 1 }] }, 'targetGroups[0].drainingKeepsSessions must be a boolean, received 1'],
@@ -92,6 +92,12 @@ const cases: Array<[string, unknown, string]> = [
   ['chain without a type', { targetGroups: [{ name: 'g', stickiness: [{ type: 'lb_cookie' }, { name: 'x' }] }] }, 'targetGroups[0].stickiness[1].type must be one of lb_cookie, app_cookie, learn, source_ip, header, query, path (required in a chain), received undefined'],
   ['chain with two pins', { targetGroups: [{ name: 'g', stickiness: [{ type: 'lb_cookie' }, { type: 'learn', cookieName: 'sid' }] }] }, 'targetGroups[0].stickiness[1].type must be a key type (source_ip, header, query, path): targetGroups[0].stickiness[0] already pins the client, and a chain has one source that does, received "learn"'],
   ['bounded load factor 1', { targetGroups: [{ name: 'g', boundedLoadFactor: 1 }] }, 'targetGroups[0].boundedLoadFactor must be 0 (off) or a number from 1.01 to 100 (e.g. 1.25), received 1'],
+  ['websocket not an object', { targetGroups: [{ name: 'g', websocket: true }] }, 'targetGroups[0].websocket must be an object, received true'],
+  ['unknown websocket option', { targetGroups: [{ name: 'g', websocket: { maxConnections: 1 } }] }, 'targetGroups[0].websocket.maxConnections is not an option (known: maxConnectionsPerTarget, handshakeTimeoutMs, idleTimeoutMs, closeOnUnhealthy)'],
+  ['websocket limit negative', { targetGroups: [{ name: 'g', websocket: { maxConnectionsPerTarget: -1 } }] }, 'targetGroups[0].websocket.maxConnectionsPerTarget must be an integer from 0 to 1000000, received -1'],
+  ['websocket handshake past the idle timeout', { idleTimeoutMs: 5000, targetGroups: [{ name: 'g', websocket: { handshakeTimeoutMs: 6000 } }] }, 'targetGroups[0].websocket.handshakeTimeoutMs must be an integer from 1 to 5000, received 6000'],
+  ['websocket idle timeout fraction', { targetGroups: [{ name: 'g', websocket: { idleTimeoutMs: 1.5 } }] }, 'targetGroups[0].websocket.idleTimeoutMs must be an integer from 0 to 86400000, received 1.5'],
+  ['websocket closeOnUnhealthy text', { targetGroups: [{ name: 'g', websocket: { closeOnUnhealthy: 'yes' } }] }, 'targetGroups[0].websocket.closeOnUnhealthy must be a boolean, received "yes"'],
   ['bounded load factor text', { targetGroups: [{ name: 'g', boundedLoadFactor: '1.25' }] }, 'targetGroups[0].boundedLoadFactor must be 0 (off) or a number from 1.01 to 100 (e.g. 1.25), received "1.25"'],
   ['least_sessions without a pin', { targetGroups: [{ name: 'g', algorithm: 'least_sessions', stickiness: { type: 'source_ip' } }] }, 'targetGroups[0].algorithm must be round_robin, least_outstanding_requests or weighted_random: least_sessions counts the sessions a cookie or the learn store pins, and this stickiness pins none, received "least_sessions"'],
   ['learn store type', { targetGroups: [group], learnStore: { type: 'memcached' } }, 'learnStore.type must be one of memory, redis, received "memcached"'],
@@ -197,7 +203,8 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     drainingKeepsSessions: true,
     slowStartMs: 0,
     outlierDetection: { consecutiveErrors: Infinity, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false },
-    boundedLoadFactor: 0
+    boundedLoadFactor: 0,
+    websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false }
   }, 'passive checks on by default for gateway failures only (Envoy’s consecutive_gateway_failure)')
   const [passive] = resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: {}, slowStartMs: 30_000 }] }).targetGroups
   t.same(passive.outlierDetection, { consecutiveErrors: 5, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks given: Envoy’s defaults, 5xx counted too')
