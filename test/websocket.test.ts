@@ -367,3 +367,68 @@ test('WebSockets over TLS on a gateway that serves HTTP/2 and HTTP/1.1', async (
   t.equal(await again.ask('who'), served, 'and the cookie keeps the client on its target')
   t.equal(targets.find((target) => target.id === served)?.handshakes[0]['x-forwarded-proto'], 'https')
 })
+
+test('an open WebSocket counts as in flight: least_outstanding_requests sends new clients elsewhere', async (t) => {
+  const targets = await startWsTargets(t, 2)
+  const { app, ws, port } = await gateway(t, targets, { algorithm: 'least_outstanding_requests', stickiness: false })
+  const first = await openWs(t, `${ws}/p/chat`)
+  const busy = await first.ask('who')
+  const idle = busy === 't0' ? 't1' : 't0'
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`http://127.0.0.1:${port}/p/page`)
+    t.equal(await res.text(), idle, `request ${i} goes to the target without the socket`)
+  }
+  const second = await openWs(t, `${ws}/p/chat`)
+  t.equal(await second.ask('who'), idle, 'and so does the next socket')
+  t.equal(inFlight(app), 2)
+})
+
+test('a refused upgrade counts against the target for passive checks', async (t) => {
+  const targets = await startWsTargets(t, 1)
+  const refused = await refusedUrl()
+  const { app, ws } = await gateway(t, [{ id: 'dead', url: refused }, targets[0]], {
+    stickiness: false,
+    outlierDetection: { consecutiveGatewayErrors: 2, maxEjectedPercent: 50 }
+  })
+  for (let i = 0; i < 4; i++) {
+    const client = await openWs(t, `${ws}/p/chat`)
+    t.equal(await client.ask('who'), 't0')
+    client.ws.close()
+  }
+  t.not(app.targetGroups.get('g')!.describe().targets[0].ejectedUntilMs, null, 'the refusing target is ejected')
+})
+
+test('a client that stops reading stops the target: nothing piles up in the gateway', async (t) => {
+  const targets = await startWsTargets(t, 1)
+  const { app, port } = await gateway(t, targets)
+  const socket = createConnection(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  socket.write(upgradeRequest('/p/chat'))
+  await once(socket, 'data')
+  // The client reads nothing more; the target sends 64 KiB messages as long as its socket takes them.
+  socket.pause()
+  await waitFor(() => targets[0].sockets.size === 1, 5000, 'the target has the socket')
+  const [server] = targets[0].sockets
+  const [tunnel] = app.targetGroups.get('g')!.get('t0')!.tunnels as Set<unknown> as Set<{ client: { writableLength: number } }>
+  const chunk = Buffer.alloc(65_536, 1)
+  const cap = 32 * 1024 * 1024
+  let sent = 0
+  let held = 0
+  while (sent < cap) {
+    server.send(chunk)
+    sent += chunk.length
+  }
+  // The flood stalls (the target's buffer stops shrinking for 20 polls in a row) with most of it
+  // still at the target, and what the gateway holds for the client never grows past its sockets'
+  // buffers: the gateway stopped reading the target.
+  let last = -1
+  let still = 0
+  await waitFor(() => {
+    held = Math.max(held, tunnel.client.writableLength)
+    still = server.bufferedAmount === last ? still + 1 : 0
+    last = server.bufferedAmount
+    return still >= 20
+  }, 10_000, 'the flood stalls')
+  t.ok(held < 1024 * 1024, `the gateway held at most ${Math.round(held / 1024)} KiB for the client`)
+  t.ok(server.bufferedAmount >= cap - 16 * 1024 * 1024, `${Math.round(server.bufferedAmount / 1048576)} MiB wait at the target`)
+})
