@@ -432,3 +432,20 @@ test('a client that stops reading stops the target: nothing piles up in the gate
   t.ok(held < 1024 * 1024, `the gateway held at most ${Math.round(held / 1024)} KiB for the client`)
   t.ok(server.bufferedAmount >= cap - 16 * 1024 * 1024, `${Math.round(server.bufferedAmount / 1048576)} MiB wait at the target`)
 })
+
+test('a target that dies: its clients get 1001 at once, not a dropped connection; a client that vanishes: the target gets 1001', async (t) => {
+  const targets = await startWsTargets(t, 2)
+  const { app, ws } = await gateway(t, targets)
+  const clients = await Promise.all([0, 1, 2, 3].map(() => openWs(t, `${ws}/p/chat`)))
+  const served = await Promise.all(clients.map((client) => client.ask('who')))
+  for (const socket of targets[0].sockets) socket.terminate()
+  for (const [i, client] of clients.entries()) {
+    if (served[i] === 't0') t.equal((await client.closed).code, 1001, `client ${i} of the dead target got 1001`)
+  }
+  const onT1 = clients.filter((_client, i) => served[i] === 't1')
+  for (const client of onT1) t.equal(await client.ask('x'), 't1:x', 'the other target\'s clients are untouched')
+  onT1[0].ws.terminate()
+  await waitFor(() => targets[1].closeCodes.length === 1, 5000, 'the target saw the vanished client close')
+  t.same(targets[1].closeCodes, [1001], 'with 1001 (Going Away)')
+  await waitFor(() => inFlight(app) === onT1.length - 1, 5000, 'the closed sockets are no longer in flight')
+})

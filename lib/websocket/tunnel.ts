@@ -87,13 +87,13 @@ export class Tunnel {
     target.on('data', (chunk: Buffer) => this.#fromTarget(chunk))
     client.on('drain', () => { if (this.#toClient.state !== CLOSED) target.resume() })
     target.on('drain', () => { if (this.#toTarget.state !== CLOSED) client.resume() })
-    // A half-close passes on; an error or a close ends both sides.
-    client.on('end', () => { if (this.#toTarget.state === OPEN) target.end() })
-    target.on('end', () => { client.end() })
-    client.on('error', () => this.#destroy())
-    target.on('error', () => this.#destroy())
-    client.on('close', () => this.#closed(target))
-    target.on('close', () => this.#closed(client))
+    // One side gone (ended, reset, failed: 'close' follows an error) ends the other.
+    client.on('end', () => this.#gone(this.#toTarget))
+    target.on('end', () => this.#gone(this.#toClient))
+    client.on('error', noop)
+    target.on('error', noop)
+    client.on('close', () => this.#closed(this.#toTarget))
+    target.on('close', () => this.#closed(this.#toClient))
     if (idleTimeoutMs > 0) {
       // The client's socket sees every byte of the tunnel (read from it, or written to it).
       client.setTimeout(idleTimeoutMs)
@@ -119,7 +119,7 @@ export class Tunnel {
 
   /** Closes the connection with 1001 (Going Away) to both peers, then ends it; safe to call more than once. */
   goAway (): void {
-    if (this.#grace !== null || this.#open < 2) return
+    if (this.#grace !== null) return
     this.#toClient.close()
     this.#toTarget.close()
     this.#grace = setTimeout(() => this.#destroy(), CLOSE_GRACE_MS)
@@ -131,11 +131,28 @@ export class Tunnel {
     this.target.destroy()
   }
 
-  #closed (other: Socket): void {
-    other.destroy()
+  /**
+   * `direction.from` ended or closed: the other peer is told. When the two were not closing
+   * already, it gets a Close 1001 (Going Away) first — a target that died or restarted, a client
+   * that vanished, never just a dropped connection — unless a frame was cut off mid-way.
+   */
+  #gone (direction: Direction): void {
+    if (direction.to.destroyed) return
+    direction.close()
+    direction.to.end()
+    if (this.#grace === null) {
+      this.#grace = setTimeout(() => this.#destroy(), CLOSE_GRACE_MS)
+      this.#grace.unref()
+    }
+  }
+
+  #closed (direction: Direction): void {
+    this.#gone(direction)
     if (--this.#open > 0) return
     if (this.#grace !== null) clearTimeout(this.#grace)
     this.#owner.tunnels.delete(this)
     this.#owner.settle()
   }
 }
+
+function noop (): void {}
