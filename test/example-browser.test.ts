@@ -52,3 +52,35 @@ test('the shop page in Chromium: the cart stays on one backend, and the cookie-l
   t.equal(new Set(again.map((line) => /served by (cart-[abc])/.exec(line)?.[1])).size, 1, 'the new id stays on one backend too')
   t.same(errors, [], 'no script error on the page')
 })
+
+test('the live feed in Chromium: the WebSocket lands on the cart\'s backend, again after a reload, and moves with a new cookie when that backend stops', async (t) => {
+  const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()), healthCheck: { intervalMs: 200, timeoutMs: 100, allowShortIntervals: true } } as never)
+  t.teardown(() => shop.close())
+  const { page, errors } = await openPage(t)
+  await page.goto(shop.url)
+  await page.click('text=+ Coffee beans')
+  await page.waitForFunction(() => document.getElementById('live-count')?.textContent === '1 item', null, { timeout: TIMEOUT_MS })
+  const cartBackend = await page.textContent('#served-by')
+  t.equal(await page.textContent('#live-served-by'), cartBackend, 'the socket is on the cart\'s backend')
+  t.equal(await page.textContent('#live-state'), 'open')
+  t.equal(await page.textContent('#live-match'), 'the same backend as your cart')
+
+  await page.reload()
+  await page.waitForFunction(() => document.getElementById('live-count')?.textContent === '1 item', null, { timeout: TIMEOUT_MS })
+  t.equal(await page.textContent('#live-served-by'), cartBackend, 'after a reload, the socket is back on that backend, with the cart')
+
+  const stopped = await fetch(`${shop.url}demo/backends/${cartBackend}/stop`, { method: 'POST' })
+  t.equal(stopped.status, 200)
+  await page.waitForFunction(() => document.getElementById('live-close')?.textContent === '1001 Going Away', null, { timeout: TIMEOUT_MS })
+  t.pass('the gateway closed the socket with 1001 when its backend went away')
+  await page.waitForFunction((gone) => {
+    const served = document.getElementById('live-served-by')?.textContent
+    return document.getElementById('live-state')?.textContent === 'open' && served !== gone && served !== '–'
+  }, cartBackend, { timeout: TIMEOUT_MS })
+  const liveBackend = await page.textContent('#live-served-by')
+  t.not(liveBackend, cartBackend, `the page reconnected, to ${liveBackend}`)
+  await page.click('#reload')
+  await page.waitForFunction((live) => document.getElementById('served-by')?.textContent === live, liveBackend, { timeout: TIMEOUT_MS })
+  t.equal(await page.textContent('#affinity'), 'hit', 'the cart follows the socket\'s new cookie (a hit there, a new cart)')
+  t.same(errors.filter((error) => !/WebSocket|ERR_CONNECTION_REFUSED|status of 50\d/.test(error)), [], 'no script error on the page')
+})

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
+import { WebSocketServer } from 'ws'
 
 export const SESSION_COOKIE = 'shop_session'
 /** The account app's session cookie, named as Express's session middleware names it. */
@@ -14,6 +15,8 @@ const MAX_NAME_LENGTH = 60
 const MAX_SESSIONS = 10_000
 // Logins are bounded the same way, and kept apart: a burst of carts does not log anyone out.
 const MAX_ACCOUNT_SESSIONS = 1000
+/** How often the live feed tells each socket about its cart. */
+const LIVE_TICK_MS = 1000
 
 /**
  * Starts one demo backend on an ephemeral port of 127.0.0.1, with two apps that keep their
@@ -36,6 +39,10 @@ const MAX_ACCOUNT_SESSIONS = 1000
  *
  * And `GET /health` → `{ status: 'ok', servedBy }`, for the gateway's health checks (no session).
  *
+ * The live feed, a WebSocket at `/cart/live`: once a second, and whenever its cart changes, it
+ * sends `{ servedBy, sessionKnown, count }` for the cart its `shop_session` cookie names (on this
+ * process). Through the gateway it lands on the same backend as the cart, by the same cookie.
+ *
  * `stop()` closes the server and every connection, so connections are refused, and forgets
  * every cart and login, like a killed process; `start()` listens again on the same port.
  */
@@ -45,6 +52,10 @@ export async function startBackend (id) {
   let accounts = new Map()
   let server = null
   let port = 0
+  /** The live feed's sockets, each with the cart session it follows. */
+  const live = new Map()
+  const feed = new WebSocketServer({ noServer: true })
+  let ticker = null
   // start() and stop() run one at a time, in the order they were called.
   let queue = Promise.resolve()
 
@@ -63,7 +74,8 @@ export async function startBackend (id) {
     if (path === '/cart/items' && req.method === 'DELETE') {
       const session = sessionOf(req, res)
       session.items.clear()
-      return answerCart(req, res, session)
+      answerCart(req, res, session)
+      return tell(session.items)
     }
     if (path === '/cart/items' && req.method === 'POST') return addItem(req, res)
     if (path === '/account/login' && req.method === 'POST') return login(req, res)
@@ -103,6 +115,7 @@ export async function startBackend (id) {
       name = name.trim()
       session.items.set(name, (session.items.get(name) ?? 0) + 1)
       answerCart(req, res, session)
+      tell(session.items)
     })
   }
 
@@ -156,6 +169,37 @@ export async function startBackend (id) {
     answerAccount(res, undefined)
   }
 
+  /** Opens a live-feed socket on `/cart/live`; any other upgrade is refused with 404. */
+  function upgrade (req, socket, head) {
+    socket.on('error', () => {})
+    if ((req.url ?? '/').split('?')[0] !== '/cart/live') {
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
+      return
+    }
+    feed.handleUpgrade(req, socket, head, (ws) => {
+      const sessionId = readCookie(req.headers.cookie, SESSION_COOKIE)
+      live.set(ws, sessionId)
+      ws.on('close', () => live.delete(ws))
+      ws.on('error', () => {})
+      // Messages from the page are only a liveness check: answered with the same state.
+      ws.on('message', () => send(ws))
+      send(ws)
+    })
+  }
+
+  /** What a live socket is told: this backend, and the size of its cart here. */
+  function send (ws) {
+    const items = carts.get(live.get(ws))
+    let count = 0
+    for (const quantity of items?.values() ?? []) count += quantity
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ servedBy: id, sessionKnown: items !== undefined, count }))
+  }
+
+  /** Tells the sockets following `items` (a cart that just changed). */
+  function tell (items) {
+    for (const ws of live.keys()) if (carts.get(live.get(ws)) === items) send(ws)
+  }
+
   /** Collects a request body of up to MAX_BODY_BYTES for `use`; a larger one is answered 413. */
   function readBody (req, res, use) {
     const chunks = []
@@ -177,11 +221,14 @@ export async function startBackend (id) {
     start: () => serialized(async () => {
       if (server !== null) return
       const next = createServer(handle)
+      next.on('upgrade', upgrade)
       next.listen(port, '127.0.0.1')
       // Rejects with the 'error' (e.g. EADDRINUSE) if the port could not be had again.
       await once(next, 'listening')
       port = next.address().port
       server = next
+      ticker = setInterval(() => { for (const ws of live.keys()) send(ws) }, LIVE_TICK_MS)
+      ticker.unref()
     }),
     stop: () => serialized(async () => {
       if (server === null) return
@@ -189,6 +236,10 @@ export async function startBackend (id) {
       server = null
       carts = new Map()
       accounts = new Map()
+      clearInterval(ticker)
+      // A killed process drops its sockets: no Close frame from here.
+      for (const ws of live.keys()) ws.terminate()
+      live.clear()
       const closed = once(closing, 'close')
       closing.close()
       closing.closeAllConnections()
