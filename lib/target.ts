@@ -3,6 +3,7 @@ import { Pool } from 'undici'
 import type { TargetHealth } from './health/target-state.js'
 import type { ResolvedTarget } from './options.js'
 import { BoundSessions } from './stickiness/bound-sessions.js'
+import type { ResolvedTls } from './target-tls.js'
 import type { ReassignReason, TargetRef } from './types.js'
 
 /** Larger response headers are a malformed response (502), as at ALB. */
@@ -13,6 +14,8 @@ export interface PoolSettings {
   readonly connections: number
   readonly connectTimeoutMs: number
   readonly idleTimeoutMs: number
+  /** The target group's TLS settings for its https targets; absent or null: Node's defaults. */
+  readonly tls?: ResolvedTls | null
 }
 
 /** The code of the error that ends requests still queued in a pool that was replaced: nothing of them reached the target. */

@@ -99,7 +99,8 @@ test('decideAffinity depends on its inputs alone: the same inputs give the same 
     drainingKeepsSessions: true,
     slowStartMs: 0,
     outlierDetection: null,
-    boundedLoadFactor: 0
+    boundedLoadFactor: 0,
+    tls: null
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000, skewSeconds: 5 }
