@@ -127,7 +127,7 @@ export class TargetGroup {
     // Every target's pool, and its health checks, speak the group's TLS.
     this.#settings = resolved.tls === null ? settings : { ...settings, tls: resolved.tls }
     this.#balancer = createBalancer(resolved.algorithm)
-    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
+    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result), resolved.tls)
     // Targets registered together into an empty group do not slow-start (ALB).
     for (const options of resolved.targets) {
       const target = new Target(options, this.#settings, this.#newHealth())

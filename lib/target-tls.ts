@@ -1,6 +1,8 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import type { Socket } from 'node:net'
+import { buildConnector } from 'undici'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import type { TargetGroupTlsOptions } from './types.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, refuseUnknownKeys, requireObject } from './validate.js'
@@ -117,4 +119,63 @@ function describeSource (raw: unknown, text: string): string {
   const held = labels.length === 0 ? 'no PEM block' : `PEM blocks of type ${[...new Set(labels)].join(', ')}`
   if (typeof raw === 'string' && raw !== text) return `the file ${JSON.stringify(raw)}, holding ${held}`
   return `${describeValue(raw, true)} holding ${held}`
+}
+
+/**
+ * The undici `connect` option of an `https://` target's pools (traffic and health checks); undefined
+ * for `http://`. The server name (SNI and the certificate's name check) is the group's
+ * `servername`, else the target URL's host name (none for an IP address), never the client's
+ * `Host`, which undici would use otherwise. A TLS alert that ends the connection after the
+ * handshake (TLS 1.3: the target refused the client certificate) becomes the `cause` of the
+ * closed-socket error undici reports in its place, so it is told from a reset.
+ */
+export function targetConnector (origin: string, tls: ResolvedTls | null, timeoutMs?: number): buildConnector.connector | undefined {
+  if (!origin.startsWith('https:')) return undefined
+  const connect = buildConnector({
+    ...(tls === null
+      ? {}
+      : {
+          ca: tls.ca === null ? undefined : [...tls.ca],
+          cert: tls.cert ?? undefined,
+          key: tls.key ?? undefined,
+          rejectUnauthorized: tls.rejectUnauthorized,
+          minVersion: tls.minVersion
+        }),
+    timeout: timeoutMs
+  })
+  const servername = tls?.servername ?? undefined
+  return (options, callback) => connect({ ...options, servername }, (err, socket) => {
+    if (err !== null) return callback(err, null)
+    keepTlsAlert(socket)
+    callback(null, socket)
+  })
+}
+
+/** undici reports the alert as 'other side closed' (UND_ERR_SOCKET): the alert is made its cause. */
+function keepTlsAlert (socket: Socket): void {
+  let alert: Error | null = null
+  socket.prependListener('error', (err: Error & { code?: string, cause?: unknown }) => {
+    if (alert === null && isTlsFailure(err.code)) alert = err
+    else if (alert !== null && err.code === 'UND_ERR_SOCKET' && err.cause === undefined) err.cause = alert
+  })
+}
+
+/** Node's certificate verification codes (OpenSSL's X509_V_ERR_* names) that fail a connection. */
+const CERTIFICATE_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_CRL', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CRL_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID', 'CRL_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD', 'ERROR_IN_CRL_NEXT_UPDATE_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH'
+])
+
+/**
+ * Whether an error code is a failed TLS handshake with the target: its certificate not trusted,
+ * expired or for another name (the codes above, ERR_TLS_CERT_ALTNAME_INVALID), or OpenSSL's
+ * alerts and refusals (ERR_SSL_*: no common version, a client certificate wanted or refused,
+ * a target that speaks no TLS).
+ */
+export function isTlsFailure (code: string | undefined): boolean {
+  return code !== undefined && (CERTIFICATE_CODES.has(code) || code.startsWith('ERR_SSL_') || code === 'ERR_TLS_CERT_ALTNAME_INVALID')
 }
