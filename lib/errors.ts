@@ -37,6 +37,13 @@ export const FST_STICKY_TARGET_GROUP_UNAVAILABLE = createError<[string]>(
 export const FST_STICKY_TARGET_CONNECTION_FAILED = createError(
   'FST_STICKY_TARGET_CONNECTION_FAILED', 'The target refused, reset or closed the connection', 502)
 
+/**
+ * The TLS handshake with an https target failed: its certificate not trusted, expired or for
+ * another name, no TLS version in common, or a client certificate wanted or refused (ALB: 502).
+ */
+export const FST_STICKY_TARGET_TLS_FAILED = createError(
+  'FST_STICKY_TARGET_TLS_FAILED', 'The TLS handshake with the target failed', 502)
+
 /** The target was deregistered and its deregistration delay ended before it answered (ALB: 502). */
 export const FST_STICKY_TARGET_DEREGISTERED = createError(
   'FST_STICKY_TARGET_DEREGISTERED', 'The target was deregistered and its deregistration delay ended before the response did', 502)

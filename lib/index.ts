@@ -39,7 +39,12 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     now: options.now
   }
   const groups = new Map<string, TargetGroup>()
-  for (const group of options.targetGroups) groups.set(group.name, new TargetGroup(group, poolSettings))
+  for (const group of options.targetGroups) {
+    groups.set(group.name, new TargetGroup(group, poolSettings))
+    if (group.tls?.rejectUnauthorized === false) {
+      fastify.log.warn({ targetGroup: group.name }, `fastify-sticky: target group '${group.name}' has tls.rejectUnauthorized: false, so its targets' certificates are not verified: anyone on the path to them can read and change its traffic`)
+    }
+  }
   const codec = new CookieCodec(options.keys)
   const prefix = options.cookiePrefix
   const listeners = new Map<string, Listener>()

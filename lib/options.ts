@@ -9,6 +9,7 @@ import { DEFAULT_LEARN_MAX_ENTRIES } from './stickiness/learn-store.js'
 import { DEFAULT_LEARN_KEY_PREFIX, DEFAULT_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_TIMEOUT_MS } from './stickiness/redis-learn-store.js'
 import { KEY_TYPES, resolveKeySource } from './stickiness/key-sources.js'
 import { pinsClients, type ResolvedLearnSource, type ResolvedLink } from './stickiness/source.js'
+import { requireHttpsTarget, resolveTls, type ResolvedTls } from './target-tls.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
   Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
@@ -79,7 +80,7 @@ const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
   'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
-  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket']
+  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls']
 const WEBSOCKET_KEYS = ['maxConnectionsPerTarget', 'handshakeTimeoutMs', 'idleTimeoutMs', 'closeOnUnhealthy']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
@@ -185,6 +186,8 @@ export interface ResolvedTargetGroup {
   readonly outlierDetection: ResolvedOutlierDetection | null
   /** 0 when off. */
   readonly boundedLoadFactor: number
+  /** Null when the group has no `tls` (its https targets then use Node's defaults). */
+  readonly tls: ResolvedTls | null
   readonly websocket: ResolvedWebSocket
 }
 
@@ -416,6 +419,8 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string, i
     return resolved
   })
 
+  const tls = resolveTls(group.tls, `${path}.tls`)
+  if (tls !== null) targets.forEach((target, i) => requireHttpsTarget(target.origin, `${path}.targets[${i}].url`))
   const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`, cookiePrefix)
   // ALB refuses stickiness on weighted_random target groups.
   if (stickiness !== null && algorithm === 'weighted_random') {
@@ -456,7 +461,8 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string, i
     slowStartMs,
     outlierDetection,
     boundedLoadFactor,
-    websocket: resolveWebSocket(group.websocket, `${path}.websocket`, idleTimeoutMs)
+    websocket: resolveWebSocket(group.websocket, `${path}.websocket`, idleTimeoutMs),
+    tls
   })
 }
 

@@ -18,6 +18,7 @@ import {
   FST_STICKY_TARGET_GROUP_UNAVAILABLE,
   FST_STICKY_TARGET_RESPONSE_INVALID,
   FST_STICKY_TARGET_TIMEOUT,
+  FST_STICKY_TARGET_TLS_FAILED,
   FST_STICKY_TARGET_WEBSOCKET_LIMIT,
   FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID,
   FST_STICKY_WEBSOCKET_NOT_ALLOWED,
@@ -31,6 +32,7 @@ import type { GroupForward } from './group-forward.js'
 import { pinsClients } from './stickiness/source.js'
 import { choose } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
+import { isTlsFailure } from './target-tls.js'
 import type { AffinityDecision } from './types.js'
 import { Tunnel } from './websocket/tunnel.js'
 import { checkHandshake, upgradeOf, type PendingUpgrade } from './websocket/upgrade.js'
@@ -199,8 +201,10 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       method: this.request.method as Dispatcher.HttpMethod,
       headers: this.headers,
       body: this.body as Dispatcher.DispatchOptions['body'],
-      upgrade: this.upgrade === null ? undefined : 'websocket'
-    }, this)
+      upgrade: this.upgrade === null ? undefined : 'websocket',
+      // undici's Request reads it (its types leave it out): see Target.servername.
+      servername: target.servername
+    } as Dispatcher.DispatchOptions, this)
     this.#inDispatch = false
     if (this.#failedInDispatch) {
       // undici's pool keeps a connection slot marked busy for good after a synchronous failure:
@@ -750,7 +754,9 @@ export class Proxy {
       return
     }
     const code = errorCodeOf(err)
-    const sent = exchange.connected
+    // A failed TLS handshake carried nothing of the request (in TLS 1.3 a refused client
+    // certificate is told after undici began writing): like a refused connection.
+    const sent = exchange.connected && !isTlsFailure(code)
     // A pool replaced for making no progress: what it never sent goes to the same target's new pool, once.
     if (code === POOL_REPLACED && !sent && !exchange.resent && rule.group.get(target.id) === target) {
       exchange.resent = true
@@ -827,6 +833,7 @@ export class Proxy {
       case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
         return new FST_STICKY_REQUEST_INVALID()
       default:
+        if (isTlsFailure(code)) return new FST_STICKY_TARGET_TLS_FAILED()
         return code.startsWith('HPE_') ? new FST_STICKY_TARGET_RESPONSE_INVALID() : new FST_STICKY_TARGET_CONNECTION_FAILED()
     }
   }
@@ -1042,6 +1049,9 @@ function noop (): void {}
 
 /** undici's error code; its parser errors sometimes come without one. */
 function errorCodeOf (err: Error & { code?: string }): string {
+  // A TLS alert after the handshake reaches us as a closed socket, the alert as its cause (see targetConnector).
+  const cause = err.cause as { code?: string } | undefined
+  if (err.code === 'UND_ERR_SOCKET' && isTlsFailure(cause?.code)) return cause?.code as string
   return err.code ?? (err.name === 'HTTPParserError' ? 'HPE_INVALID' : 'UNKNOWN')
 }
 

@@ -7,6 +7,7 @@ import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
 import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup, type ResolvedWebSocket } from './options.js'
 import { Target, type PoolSettings } from './target.js'
+import { requireHttpsTarget } from './target-tls.js'
 import type { Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
@@ -126,12 +127,13 @@ export class TargetGroup {
     this.websocket = resolved.websocket
     this.#minimumHealthy = resolved.minimumHealthyTargets
     this.#failOpen = resolved.failOpen
-    this.#settings = settings
+    // Every target's pool, and its health checks, speak the group's TLS.
+    this.#settings = resolved.tls === null ? settings : { ...settings, tls: resolved.tls }
     this.#balancer = createBalancer(resolved.algorithm)
-    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result))
+    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result), resolved.tls)
     // Targets registered together into an empty group do not slow-start (ALB).
     for (const options of resolved.targets) {
-      const target = new Target(options, settings, this.#newHealth())
+      const target = new Target(options, this.#settings, this.#newHealth())
       target.slowStartExempt = true
       this.#add(target, true)
     }
@@ -321,6 +323,7 @@ export class TargetGroup {
   register (options: TargetOptions): TargetRef {
     if (this.#closing !== null) throw new FST_STICKY_TARGET_GROUP_CLOSED(this.name)
     const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
+    if (this.#settings.tls != null) requireHttpsTarget(resolved.origin, `targetGroups.get('${this.name}').register(target).url`)
     const existing = this.#targets.get(resolved.id)
     if (existing !== undefined) {
       if (this.#drains.has(existing)) throw new FST_STICKY_TARGET_DRAINING(this.name, resolved.id)

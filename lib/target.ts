@@ -3,6 +3,7 @@ import { Pool } from 'undici'
 import type { TargetHealth } from './health/target-state.js'
 import type { ResolvedTarget } from './options.js'
 import { BoundSessions } from './stickiness/bound-sessions.js'
+import { targetConnector, type ResolvedTls } from './target-tls.js'
 import type { ReassignReason, TargetRef } from './types.js'
 
 /** Larger response headers are a malformed response (502), as at ALB. */
@@ -13,6 +14,8 @@ export interface PoolSettings {
   readonly connections: number
   readonly connectTimeoutMs: number
   readonly idleTimeoutMs: number
+  /** The target group's TLS settings for its https targets; absent or null: Node's defaults. */
+  readonly tls?: ResolvedTls | null
 }
 
 /** The code of the error that ends requests still queued in a pool that was replaced: nothing of them reached the target. */
@@ -48,6 +51,13 @@ export class Target implements TargetRef {
   readonly weight: number
   /** What handlers see of this target (`request.affinity.target`): its id and origin, frozen. */
   readonly ref: TargetRef
+  /**
+   * The server name every request to an https target carries (undefined for http), always the
+   * same: undici otherwise takes the client's Host and opens a new connection whenever it
+   * changes. The connection's SNI comes from the group's settings (see targetConnector).
+   * @internal
+   */
+  readonly servername: string | undefined
   readonly #settings: PoolSettings
   #pool: Pool
   /** Pools replaced after they stopped making progress, until they are closed. */
@@ -116,6 +126,7 @@ export class Target implements TargetRef {
     this.weight = resolved.weight
     this.ref = Object.freeze({ id: resolved.id, origin: resolved.origin })
     this.#settings = settings
+    this.servername = resolved.origin.startsWith('https:') ? settings.tls?.servername ?? new URL(resolved.origin).hostname : undefined
     this.#pool = this.#newPool()
   }
 
@@ -130,7 +141,8 @@ export class Target implements TargetRef {
       // ALB's idle timeout between body chunks → abort.
       bodyTimeout: this.#settings.idleTimeoutMs,
       // ALB answers 502 past 32 KB of response headers.
-      maxHeaderSize: MAX_RESPONSE_HEADER_BYTES
+      maxHeaderSize: MAX_RESPONSE_HEADER_BYTES,
+      connect: targetConnector(this.origin, this.#settings.tls ?? null, this.#settings.connectTimeoutMs)
     })
     const progressed = (): void => { this.#progress++ }
     pool.on('connect', progressed).on('disconnect', progressed).on('connectionError', progressed)

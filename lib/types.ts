@@ -225,6 +225,12 @@ export interface TargetGroupOptions {
   boundedLoadFactor?: number
   /** WebSocket connections to this group's targets, on routes that allow them (see `StickyRouteConfig.websocket`). */
   websocket?: WebSocketOptions
+  /**
+   * How the gateway speaks TLS to the group's targets, which must then all be `https://`
+   * (registered at run time too). Certificates are read once, at registration. Without it,
+   * `https://` targets are verified against Node's public CAs.
+   */
+  tls?: TargetGroupTlsOptions
 }
 
 /**
@@ -240,6 +246,37 @@ export interface WebSocketOptions {
   idleTimeoutMs?: number
   /** A target turning unhealthy (or ejected) closes its open WebSockets with 1001; by default they stay open, as at ALB. Default false. */
   closeOnUnhealthy?: boolean
+}
+
+/**
+ * PEM text (a string holding `-----BEGIN`, or a Buffer), or the path of a PEM file (any other
+ * string; a relative one from the process's working directory), read once at registration.
+ */
+export type PemSource = string | Buffer
+
+/**
+ * TLS towards a target group's `https://` targets, for its traffic and its health checks alike.
+ *
+ * @example
+ * tls: { ca: '/etc/gateway/internal-ca.pem', servername: 'carts.internal' }
+ */
+export interface TargetGroupTlsOptions {
+  /** The CAs that sign the targets' certificates, trusted instead of Node's public ones: one source or an array of them (bundles allowed). Default: the public CAs. */
+  ca?: PemSource | PemSource[]
+  /** A client certificate (leaf first, then its intermediates) for targets that ask for one (mutual TLS); needs `key`. */
+  cert?: PemSource
+  /** The private key of `cert` (unencrypted PEM); needs `cert`. */
+  key?: PemSource
+  /**
+   * The name sent in SNI and looked for in the target's certificate: a host name, not an IP
+   * address. Default: the target URL's host name (for an IP address, no SNI, and the address is
+   * looked for in the certificate). Never the client's `Host`.
+   */
+  servername?: string
+  /** Refuse a target whose certificate does not verify (untrusted, expired, another name). `false` logs a warning at registration. Default true. */
+  rejectUnauthorized?: boolean
+  /** The lowest TLS version offered: `'TLSv1.2'` (default) or `'TLSv1.3'`. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3'
 }
 
 /**

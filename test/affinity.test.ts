@@ -100,7 +100,8 @@ test('decideAffinity depends on its inputs alone: the same inputs give the same 
     slowStartMs: 0,
     outlierDetection: null,
     boundedLoadFactor: 0,
-    websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false }
+    websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false },
+    tls: null
   }, { connections: 1, connectTimeoutMs: 1000, idleTimeoutMs: 1000, now: () => NOW })
   t.teardown(() => group.close())
   const input = { group, stickiness: group.stickiness, codec, nowSeconds: NOW / 1000, skewSeconds: 5 }

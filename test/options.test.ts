@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test } from 'tap'
 import Fastify from 'fastify'
 import fastifySticky, { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
 import { resolveOptions } from '../lib/options.js'
 import { TEST_KEY } from './setup.js'
+import { clientCert, localhostCert, testCa } from './tls.js'
 
 const target = { id: 'a', url: 'http://127.0.0.1:3001' }
 const group = { name: 'g', targets: [target] }
@@ -17,7 +21,7 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor, websocket)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor, websocket, tls)'],
   ['deregistration delay above ALB', { targetGroups: [{ name: 'g', deregistrationDelayMs: 3_600_001 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received 3600001'],
   ['deregistration delay negative', { targetGroups: [{ name: 'g', deregistrationDelayMs: -1 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received -1'],
   ['drainingKeepsSessions not a boolean', { targetGroups: [{ name: 'g', drainingKeepsSessions: 1 }] }, 'targetGroups[0].drainingKeepsSessions must be a boolean, received 1'],
@@ -204,7 +208,8 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     slowStartMs: 0,
     outlierDetection: { consecutiveErrors: Infinity, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false },
     boundedLoadFactor: 0,
-    websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false }
+    websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false },
+    tls: null
   }, 'passive checks on by default for gateway failures only (Envoy’s consecutive_gateway_failure)')
   const [passive] = resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: {}, slowStartMs: 30_000 }] }).targetGroups
   t.same(passive.outlierDetection, { consecutiveErrors: 5, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks given: Envoy’s defaults, 5xx counted too')
@@ -323,4 +328,78 @@ test('health checks: ALB’s defaults, and millisecond intervals only when asked
   t.same(group.healthCheck, { path: '/', port: null, intervalMs: 30_000, timeoutMs: 5000, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 200]], initialState: 'initial' })
   const [custom] = resolveOptions({ targetGroups: [{ name: 'g', healthCheck: { path: '/health?deep=1', port: 8081, matcher: '200-299,302', initialState: 'healthy', intervalMs: 50, timeoutMs: 20, allowShortIntervals: true } }] }).targetGroups
   t.same(custom.healthCheck, { path: '/health?deep=1', port: 8081, intervalMs: 50, timeoutMs: 20, healthyThreshold: 5, unhealthyThreshold: 2, matcher: [[200, 299], [302, 302]], initialState: 'healthy' })
+})
+
+test('tls mistakes throw with their exact message, which never shows a key or a certificate', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fastify-sticky-options-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const notPem = join(dir, 'not.pem')
+  writeFileSync(notPem, 'hello')
+  const missing = join(dir, 'missing.pem')
+  const https = { id: 'a', url: 'https://127.0.0.1:3001' }
+  const withTls = (tls: unknown): unknown => ({ targetGroups: [{ name: 'g', targets: [https], tls }] })
+  const certificates = 'must be PEM certificates (-----BEGIN CERTIFICATE----- blocks), received'
+  const lines = testCa.trimEnd().split('\n')
+  const cutShort = [...lines.slice(0, 2), ...lines.slice(3)].join('\n')
+  const tlsCases: Array<[string, unknown, string]> = [
+    ['tls not an object', withTls(true), 'targetGroups[0].tls must be an object, received true'],
+    ['unknown tls option', withTls({ ciphers: 'x' }), 'targetGroups[0].tls.ciphers is not an option (known: ca, cert, key, servername, rejectUnauthorized, minVersion)'],
+    ['ca a number', withTls({ ca: 42 }), 'targetGroups[0].tls.ca must be PEM text (a string or Buffer) or the path of a PEM file, or an array of them, received 42'],
+    ['ca an empty list', withTls({ ca: [] }), 'targetGroups[0].tls.ca must be PEM text (a string or Buffer) or the path of a PEM file, or an array of them, received an array of 0'],
+    ['ca a missing file', withTls({ ca: missing }), `targetGroups[0].tls.ca must be PEM text or the path of a readable file, received ${JSON.stringify(missing)} (ENOENT)`],
+    ['ca[1] neither PEM nor a file', withTls({ ca: [testCa, 'not-a-file'] }), 'targetGroups[0].tls.ca[1] must be PEM text or the path of a readable file, received "not-a-file" (ENOENT)'],
+    ['ca a file that is not PEM', withTls({ ca: notPem }), `targetGroups[0].tls.ca ${certificates} the file ${JSON.stringify(notPem)}, holding no PEM block`],
+    ['ca a private key', withTls({ ca: clientCert.key }), `targetGroups[0].tls.ca ${certificates} a string of ${clientCert.key.length} characters holding PEM blocks of type PRIVATE KEY`],
+    ['ca a certificate cut short', withTls({ ca: cutShort }), `targetGroups[0].tls.ca ${certificates} a string of ${cutShort.length} characters holding PEM blocks of type CERTIFICATE`],
+    ['cert a Buffer that is not PEM', withTls({ cert: Buffer.from('x'), key: clientCert.key }), `targetGroups[0].tls.cert ${certificates} a Buffer of 1 bytes holding no PEM block`],
+    ['cert without key', withTls({ cert: clientCert.cert }), 'targetGroups[0].tls.key must be given with targetGroups[0].tls.cert (a client certificate needs its key), received undefined'],
+    ['key without cert', withTls({ key: clientCert.key }), 'targetGroups[0].tls.cert must be given with targetGroups[0].tls.key (a client certificate needs its key), received undefined'],
+    ['key a certificate', withTls({ cert: clientCert.cert, key: clientCert.cert }), `targetGroups[0].tls.key must be an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----), received a string of ${clientCert.cert.length} characters holding PEM blocks of type CERTIFICATE`],
+    ['key a missing file (shown by its length: it may be a key)', withTls({ cert: clientCert.cert, key: missing }), `targetGroups[0].tls.key must be PEM text or the path of a readable file, received a string of ${missing.length} characters (ENOENT)`],
+    ['key of another certificate', withTls({ cert: clientCert.cert, key: localhostCert.key }), 'targetGroups[0].tls.key must be the private key of targetGroups[0].tls.cert, received the key of another certificate'],
+    ['servername an IP address', withTls({ servername: '10.0.0.1' }), 'targetGroups[0].tls.servername must be a host name such as api.internal (letters, digits, - and ., not an IP address), received "10.0.0.1"'],
+    ['servername with a port', withTls({ servername: 'api.internal:443' }), 'targetGroups[0].tls.servername must be a host name such as api.internal (letters, digits, - and ., not an IP address), received "api.internal:443"'],
+    ['rejectUnauthorized a string', withTls({ rejectUnauthorized: 'false' }), 'targetGroups[0].tls.rejectUnauthorized must be a boolean, received "false"'],
+    ['minVersion TLSv1.1', withTls({ minVersion: 'TLSv1.1' }), 'targetGroups[0].tls.minVersion must be one of TLSv1.2, TLSv1.3, received "TLSv1.1"'],
+    ['an http target in a group with tls', { targetGroups: [{ name: 'g', targets: [https, { id: 'b', url: 'http://127.0.0.1:3002' }], tls: {} }] }, 'targetGroups[0].targets[1].url must be an https: origin (the target group has tls options), received "http://127.0.0.1:3002"']
+  ]
+  const secret = /MIG|MII/ // the base64 of any key or certificate of test/fixtures/tls
+  for (const [what, raw, message] of tlsCases) {
+    let error: { code?: string, message?: string } | undefined
+    try {
+      resolveOptions(raw)
+    } catch (err) {
+      error = err as typeof error
+    }
+    t.equal(error?.code, 'FST_STICKY_OPTION_INVALID', `${what}: code`)
+    t.equal(error?.message, `Invalid fastify-sticky option: ${message}`, `${what}: message`)
+    t.notMatch(error?.message ?? '', secret, `${what}: no PEM text in the message`)
+  }
+})
+
+test('tls: defaults, every form of a certificate read to PEM text, and run-time targets held to https', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fastify-sticky-options-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const caFile = join(dir, 'ca.pem')
+  writeFileSync(caFile, testCa)
+  const https = { id: 'a', url: 'https://127.0.0.1:3001' }
+  const [none] = resolveOptions({ targetGroups: [{ name: 'g', targets: [https] }] }).targetGroups
+  t.equal(none.tls, null, 'no tls: null (Node\'s defaults for https targets)')
+  const [empty] = resolveOptions({ targetGroups: [{ name: 'g', targets: [https], tls: {} }] }).targetGroups
+  t.same(empty.tls, { ca: null, cert: null, key: null, servername: null, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, 'the defaults')
+  const [full] = resolveOptions({
+    targetGroups: [{ name: 'g', targets: [https], tls: { ca: [caFile, Buffer.from(testCa)], cert: Buffer.from(clientCert.cert), key: clientCert.key, servername: 'api.internal', rejectUnauthorized: false, minVersion: 'TLSv1.3' } }]
+  }).targetGroups
+  t.same(full.tls, { ca: [testCa, testCa], cert: clientCert.cert, key: clientCert.key, servername: 'api.internal', rejectUnauthorized: false, minVersion: 'TLSv1.3' }, 'files and Buffers read to PEM text')
+  t.ok(Object.isFrozen(full.tls) && Object.isFrozen(full.tls?.ca), 'frozen')
+
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [{ name: 'g', tls: { ca: testCa } }] })
+  const g = app.targetGroups.get('g')!
+  t.throws(() => g.register({ id: 'b', url: 'http://127.0.0.1:3002' }), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: "Invalid fastify-sticky option: targetGroups.get('g').register(target).url must be an https: origin (the target group has tls options), received \"http://127.0.0.1:3002\""
+  })
+  t.same(g.register({ id: 'c', url: 'https://127.0.0.1:3003' }), { id: 'c', origin: 'https://127.0.0.1:3003' }, 'an https target is taken')
 })

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import type { ResolvedHealthCheck } from '../options.js'
 import type { Target } from '../target.js'
+import { targetConnector, type ResolvedTls } from '../target-tls.js'
 import { matchesStatus } from './matcher.js'
 import type { CheckResult } from './target-state.js'
 
@@ -28,6 +29,7 @@ const INTERVAL_JITTER = 0.1
 export class HealthChecker {
   readonly #settings: ResolvedHealthCheck
   readonly #report: (target: Target, result: CheckResult) => void
+  readonly #tls: ResolvedTls | null
   readonly #watched = new Set<Target>()
   readonly #timers = new Map<Target, NodeJS.Timeout>()
   /** Each watched target's one-connection pool for its checks. */
@@ -35,9 +37,11 @@ export class HealthChecker {
   #running = 0
   #closed = false
 
-  constructor (settings: ResolvedHealthCheck, report: (target: Target, result: CheckResult) => void) {
+  /** `tls`: the group's TLS settings, so an https target is checked as its traffic reaches it. */
+  constructor (settings: ResolvedHealthCheck, report: (target: Target, result: CheckResult) => void, tls: ResolvedTls | null = null) {
     this.#settings = settings
     this.#report = report
+    this.#tls = tls
   }
 
   /**
@@ -51,7 +55,7 @@ export class HealthChecker {
     const { port, intervalMs } = this.#settings
     const url = new URL(target.origin)
     if (port !== null) url.port = String(port)
-    this.#pools.set(target, new Pool(url.origin, { connections: 1, pipelining: 1 }))
+    this.#pools.set(target, new Pool(url.origin, { connections: 1, pipelining: 1, connect: targetConnector(url.origin, this.#tls) }))
     this.#schedule(target, Math.random() * (spread ? intervalMs : Math.min(intervalMs / 10, MAX_FIRST_CHECK_SPREAD_MS)))
   }
 
