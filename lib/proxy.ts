@@ -63,9 +63,10 @@ const HOP_BY_HOP_REQUEST = new Set([
 ])
 /** The same, and the forwarding headers only a trusted peer may send on: from anyone else they are not passed. */
 const UNTRUSTED_REQUEST = new Set([...HOP_BY_HOP_REQUEST, 'x-forwarded-host', 'forwarded'])
+/** Also every field an HTTP/2 response may not carry (RFC 9113 §8.2.2), which Node throws on: `http2-settings` only ever belongs to a request. */
 const HOP_BY_HOP_RESPONSE = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'proxy-authenticate'
+  'proxy-authenticate', 'http2-settings'
 ])
 
 /** The response fields a shared cache obeys: Cache-Control, and the one CDNs read in its place (RFC 9213). */
@@ -623,7 +624,7 @@ export class Proxy {
       if (exchange.clientGone || res.destroyed || reply.sent) return
       if (collected === 'timeout') {
         // The rest of the body is not read: the connection cannot carry another request.
-        reply.header('connection', 'close')
+        closeConnectionAfter(reply)
         reply.send(new FST_STICKY_REQUEST_TIMEOUT(timeoutMs))
         return
       }
@@ -703,7 +704,7 @@ export class Proxy {
       return
     }
     this.logFailure(exchange, code)
-    if (code === 'FST_STICKY_REQUEST_TIMEOUT') reply.header('connection', 'close')
+    if (code === 'FST_STICKY_REQUEST_TIMEOUT') closeConnectionAfter(reply)
     reply.send(this.gatewayError(code))
   }
 
@@ -766,7 +767,7 @@ export class Proxy {
     const connection = incoming.connection
     const listed = connection === undefined ? null : listedHeaders(connection)
     for (const name in incoming) {
-      if (dropped.has(name) || (listed !== null && listed.has(name))) continue
+      if (dropped.has(name) || (listed !== null && listed.has(name)) || isPseudoHeader(name)) continue
       let value = incoming[name]
       if (value === undefined) continue
       if (cookiePrefix !== null && name === 'cookie' && typeof value === 'string') {
@@ -775,6 +776,7 @@ export class Proxy {
       }
       headers[name] = value
     }
+    if (headers.host === undefined) hostFromAuthority(headers, incoming)
 
     const forwardedFor = incoming['x-forwarded-for']
     if (forwardedFor !== undefined && countAddresses(forwardedFor) > MAX_FORWARDED_FOR_ADDRESSES) return null
@@ -807,6 +809,21 @@ function setForwardingHeaders (headers: Record<string, string | string[]>, given
   const port = given === null ? undefined : givenValue(given, 'x-forwarded-port', listed)
   if (port !== undefined && PORT.test(port) && Number(port) <= 65_535) headers['x-forwarded-port'] = String(Number(port))
   else if (socket?.localPort !== undefined) headers['x-forwarded-port'] = String(socket.localPort)
+}
+
+/** An HTTP/2 pseudo-header (`:method`, `:path`, `:authority`, …): it belongs to the client's connection, never goes upstream. */
+function isPseudoHeader (name: string): boolean {
+  return name.charCodeAt(0) === 58 /* : */
+}
+
+/**
+ * An HTTP/2 request names its origin in `:authority` and may have no Host (RFC 9113 §8.3.1):
+ * the target gets it as Host, as an HTTP/1.1 request would carry it. A Host the client sent wins
+ * (as Fastify's `request.host` reads it).
+ */
+function hostFromAuthority (headers: Record<string, string | string[]>, incoming: IncomingHttpHeaders): void {
+  const authority = incoming[':authority']
+  if (typeof authority === 'string' && authority !== '') headers.host = authority
 }
 
 /** A port number, 1 to 65535 once its digits are read. */
@@ -874,8 +891,26 @@ function parsedBody (request: FastifyRequest, headers: Record<string, string | s
   }
   const raw = request.raw
   const length = raw.headers['content-length']
-  if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined) return undefined
+  if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined && !http2BodyFollows(raw, length)) return undefined
   return null
+}
+
+/**
+ * An HTTP/2 request need not declare its body's length, and never says `chunked`: a body
+ * follows when the stream did not end with the request's headers (RFC 9113 §8.1).
+ */
+function http2BodyFollows (raw: FastifyRequest['raw'], length: string | undefined): boolean {
+  const stream = (raw as { stream?: { endAfterHeaders?: boolean } }).stream
+  return length === undefined && stream?.endAfterHeaders === false
+}
+
+/**
+ * Asks the client to close its connection after this reply: the rest of a request body was left
+ * unread. Only HTTP/1.x has such a header; on HTTP/2 (where Node would drop it with a warning)
+ * the request's own stream is ended and the connection serves others.
+ */
+function closeConnectionAfter (reply: FastifyReply): void {
+  if (reply.request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
 }
 
 /** What came of a body: its first chunks (all of it when `ended`), or a client too slow or gone. */
