@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { constants as http2Constants } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
@@ -539,8 +540,20 @@ class ResponseStream extends Readable {
     if (this.#stalled !== null) clearTimeout(this.#stalled)
     this.#stalled = null
     if (this.#exchange.phase !== 'done') this.#exchange.abortTarget()
+    if (err !== null) resetHttp2Stream(this.#exchange.reply)
     callback(err)
   }
+}
+
+/**
+ * A response cut after its head went out must look cut. Over HTTP/1.1 the connection is closed
+ * before the body's end; over HTTP/2, Fastify's `res.destroy()` would end the stream with
+ * RST_STREAM NO_ERROR, which a client reads as a complete response: it is reset with
+ * INTERNAL_ERROR first (RFC 9113 §8.1), as nginx does when its upstream fails mid-body.
+ */
+function resetHttp2Stream (reply: FastifyReply): void {
+  const res = reply.raw as { headersSent: boolean, stream?: { closed: boolean, close: (code: number) => void } }
+  if (res.stream !== undefined && res.headersSent && !res.stream.closed) res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
 }
 
 function stallResponse (stream: ResponseStream): void {

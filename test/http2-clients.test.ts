@@ -303,6 +303,20 @@ for (const { name, open } of CLIENTS) {
     }
   })
 
+  test(`${name}: a body the target cuts mid-way reaches the client as cut, never as complete`, async (t) => {
+    const target = await startServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' })
+      res.write('x'.repeat(100))
+      // The target dies mid-body.
+      setTimeout(() => res.socket?.destroy(), 50)
+    })
+    const { port } = await gateway(t, { targets: [{ id: 't0', url: target.url }], stickiness: false })
+    const client = open(port)
+    t.teardown(client.close)
+    const outcome = await client.send('/download').then((answer) => `complete: ${answer.body.length} bytes`, (err: Error) => `cut: ${err.message}`)
+    t.match(outcome, /^cut: /, 'the client sees the body was cut')
+  })
+
   test(`${name}: a refused connection is a 502 with the gateway's JSON error`, async (t) => {
     const { port } = await gateway(t, { targets: [{ id: 'gone', url: await refusedUrl() }], stickiness: false })
     const client = open(port)
