@@ -86,6 +86,13 @@ const REQUEST_FAULTS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 
 /** Errors caused by the request or by the gateway itself (deregistration, a replaced pool, a target taken away), not by the target: passive checks ignore them. */
 const CLIENT_FAULTS = new Set([...REQUEST_FAULTS, 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'FST_STICKY_TARGET_DEREGISTERED', POOL_REPLACED, 'FST_STICKY_TARGET_GONE'])
 
+/**
+ * The gateway itself ended the target's request: its deregistration delay ran out, the app
+ * closes, or its pool was replaced. A server-sent event stream cut so is ended cleanly instead
+ * (see `isEventStream`).
+ */
+const GATEWAY_ENDED = new Set(['FST_STICKY_TARGET_DEREGISTERED', 'UND_ERR_DESTROYED', POOL_REPLACED])
+
 /** Methods that are idempotent by definition (RFC 9110 §9.2.2) and safe to send to a second target; TRACE is never forwarded that far. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
@@ -140,6 +147,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   /** Header names copied from the target onto the reply, and how many Set-Cookie lines the reply had before them. */
   #copied: string[] = []
   #ownCookieCount = 0
+  /** The response streams server-sent events: the gateway may end it at an event boundary. */
+  #eventStream = false
 
   constructor (
     readonly proxy: Proxy,
@@ -333,6 +342,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       return true
     }
     this.phase = 'streaming'
+    this.#eventStream = isEventStream(headers['content-type'])
     const stream = new ResponseStream(this, resume, this.proxy.idleTimeoutMs)
     this.#stream = stream
     reply.code(statusCode)
@@ -402,6 +412,11 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       }
       if (this.clientGone) {
         stream.destroy()
+        return
+      }
+      if (this.#eventStream && err.code !== undefined && GATEWAY_ENDED.has(err.code)) {
+        // The gateway ends it (drain deadline, app.close()): see isEventStream.
+        stream.complete()
         return
       }
       // Fastify answers with this error if no header went out yet, else closes the connection.
@@ -1007,6 +1022,17 @@ class StreamedBody implements AsyncIterable<Buffer> {
 }
 
 function noop (): void {}
+
+/**
+ * A `text/event-stream` response (server-sent events) has no end of its own: when the gateway
+ * must end it, it ends it as complete (the chunked terminator, or END_STREAM on HTTP/2) rather
+ * than cut. An event that was only half sent is dropped by the client (an EventSource dispatches
+ * only events ended by a blank line), and an EventSource reconnects after a clean end, through
+ * the gateway to a target that is still there, with its `Last-Event-ID`.
+ */
+function isEventStream (contentType: string | string[] | undefined): boolean {
+  return typeof contentType === 'string' && /^\s*text\/event-stream\s*(;|$)/i.test(contentType)
+}
 
 /** undici's error code; its parser errors sometimes come without one. */
 function errorCodeOf (err: Error & { code?: string }): string {

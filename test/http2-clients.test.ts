@@ -317,6 +317,28 @@ for (const { name, open } of CLIENTS) {
     t.match(outcome, /^cut: /, 'the client sees the body was cut')
   })
 
+  test(`${name}: at the drain deadline an event stream ends cleanly and another unfinished body is cut`, async (t) => {
+    const target = await startServer(t, (req, res) => {
+      const events = req.url === '/events'
+      res.writeHead(200, { 'content-type': events ? 'text/event-stream' : 'application/octet-stream' })
+      const timer = setInterval(() => res.write(events ? 'data: tick\n\n' : 'x'.repeat(100)), 50)
+      res.on('close', () => clearInterval(timer))
+    })
+    const { app, port } = await gateway(t, { targets: [{ id: 't0', url: target.url }], stickiness: false, deregistrationDelayMs: 400 })
+    // Each on a connection of its own: an HTTP/1.1 client has one request at a time on each.
+    const client = open(port)
+    t.teardown(client.close)
+    const other = open(port)
+    t.teardown(other.close)
+    const events = client.send('/events')
+    const download = other.send('/download').then(() => 'complete', (err: Error) => `cut: ${err.message}`)
+    await waitFor(() => app.targetGroups.get('g')?.describe().targets[0]?.inFlight === 2, 2000, 'both in flight')
+    await app.targetGroups.get('g')?.deregister('t0')
+    const ended = await events
+    t.match(ended.body, /^(data: tick\n\n)+$/, 'the event stream ended complete, on a whole event')
+    t.match(await download, /^cut: /, 'the download ended as cut')
+  })
+
   test(`${name}: a refused connection is a 502 with the gateway's JSON error`, async (t) => {
     const { port } = await gateway(t, { targets: [{ id: 'gone', url: await refusedUrl() }], stickiness: false })
     const client = open(port)
