@@ -608,7 +608,7 @@ export class Proxy {
     const request = reply.request
     const res = reply.raw
     // An async handler may forward after the client left: there is nobody to answer.
-    if (res.destroyed) return reply
+    if (clientLeft(res)) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
     // Two Host headers may name two origins: which one the target believes is not ours to guess.
     if (hasRepeatedHost(request.raw.rawHeaders)) return reply.send(new FST_STICKY_REQUEST_INVALID())
@@ -649,7 +649,7 @@ export class Proxy {
       return reply
     }
     collectBody(raw, whole ? declared : limit, whole, timeoutMs).then((collected) => {
-      if (exchange.clientGone || res.destroyed || reply.sent) return
+      if (exchange.clientGone || clientLeft(res) || reply.sent) return
       if (collected === 'timeout') {
         // The rest of the body is not read: the connection cannot carry another request.
         closeConnectionAfter(reply)
@@ -930,6 +930,11 @@ function parsedBody (request: FastifyRequest, headers: Record<string, string | s
 function http2BodyFollows (raw: FastifyRequest['raw'], length: string | undefined): boolean {
   const stream = (raw as { stream?: { endAfterHeaders?: boolean } }).stream
   return length === undefined && stream?.endAfterHeaders === false
+}
+
+/** The client's connection is gone, or over HTTP/2 its stream (Node's HTTP/2 response has no `destroyed` of its own). */
+function clientLeft (res: FastifyReply['raw']): boolean {
+  return res.destroyed === true || (res as { stream?: { destroyed: boolean } }).stream?.destroyed === true
 }
 
 /**

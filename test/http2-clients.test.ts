@@ -1,5 +1,5 @@
 import { Agent, request as httpsRequest } from 'node:https'
-import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
+import { connect, constants as http2Constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -29,6 +29,8 @@ interface Send {
 /** One client with its own connection to the gateway, kept between requests as a browser keeps it. */
 interface Client {
   send (path: string, init?: Send): Promise<Answer>
+  /** Starts a GET and returns how to give it up: the HTTP/1.1 connection closed, or the HTTP/2 stream cancelled. */
+  start (path: string): { cancel: () => void }
   close (): void
 }
 
@@ -53,6 +55,12 @@ function http1Client (port: number): Client {
       })
       writeBody(req, init).catch(reject)
     }),
+    start: (path) => {
+      const req = httpsRequest({ host: '127.0.0.1', port, path, agent })
+      req.on('error', () => {})
+      req.end()
+      return { cancel: () => req.destroy() }
+    },
     close: () => agent.destroy()
   }
 }
@@ -79,6 +87,12 @@ function http2Client (port: number): Client {
       stream.on('error', reject)
       if (init.body !== undefined) writeBody(stream, init).catch(reject)
     }),
+    start: (path) => {
+      session ??= connect(`https://127.0.0.1:${port}`, { ca: testCa }).on('error', () => {})
+      const stream = session.request({ ':path': path })
+      stream.on('error', () => {})
+      return { cancel: () => stream.close(http2Constants.NGHTTP2_CANCEL) }
+    },
     close: () => { session?.close() }
   }
 }
@@ -98,11 +112,13 @@ async function writeBody (out: NodeJS.WritableStream, init: Send): Promise<void>
  * behind every path (`x-affinity` tells the decision), and behind `/p` through stickyProxy
  * (bodies unparsed).
  */
-async function gateway (t: Tap, group: Omit<TargetGroupOptions, 'name'>, options: Partial<FastifyStickyOptions> = {}): Promise<{ app: FastifyInstance, port: number }> {
+async function gateway (t: Tap, group: Omit<TargetGroupOptions, 'name'>, options: Partial<FastifyStickyOptions> = {},
+  routes: (app: FastifyInstance) => void = () => {}): Promise<{ app: FastifyInstance, port: number }> {
   const app = Fastify({ http2: true, https: { ...localhostCert, allowHTTP1: true } }) as unknown as FastifyInstance
   t.teardown(() => app.close())
   await app.register(fastifySticky, { keys: [TEST_KEY], ...options, targetGroups: [{ name: 'g', ...group }] })
   exposeAffinity(app)
+  routes(app)
   app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
   await app.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
   await app.listen({ port: 0, host: '127.0.0.1' })
@@ -337,6 +353,32 @@ for (const { name, open } of CLIENTS) {
     const ended = await events
     t.match(ended.body, /^(data: tick\n\n)+$/, 'the event stream ended complete, on a whole event')
     t.match(await download, /^cut: /, 'the download ended as cut')
+  })
+
+  test(`${name}: a client that left before an async handler forwarded costs the target nothing`, async (t) => {
+    const targets = await startTargets(t, 1)
+    let reached = false
+    let gone = false
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => { release = resolve })
+    const { port } = await gateway(t, { targets: targetsOf(targets), stickiness: false }, {}, (app) => {
+      app.get('/slow', { config: { targetGroup: 'g' } }, async (_request, reply) => {
+        reached = true
+        reply.raw.once('close', () => { gone = true })
+        await gate
+        return reply.forward()
+      })
+    })
+    const client = open(port)
+    t.teardown(client.close)
+    const { cancel } = client.start('/slow')
+    await waitFor(() => reached, 3000, 'the handler running')
+    cancel()
+    await waitFor(() => gone, 3000, 'the gateway seeing the client leave')
+    release()
+    const after = await client.send('/cart')
+    t.equal(after.status, 200)
+    t.equal(targets[0].hits, 1, `the target got the next request only, not the one given up (${targets[0].hits} hits)`)
   })
 
   test(`${name}: a refused connection is a 502 with the gateway's JSON error`, async (t) => {
