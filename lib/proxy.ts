@@ -1,6 +1,7 @@
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { constants as http2Constants } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
@@ -73,9 +74,10 @@ const HOP_BY_HOP_REQUEST = new Set([
 ])
 /** The same, and the forwarding headers only a trusted peer may send on: from anyone else they are not passed. */
 const UNTRUSTED_REQUEST = new Set([...HOP_BY_HOP_REQUEST, 'x-forwarded-host', 'forwarded'])
+/** Also every field an HTTP/2 response may not carry (RFC 9113 §8.2.2), which Node throws on: `http2-settings` only ever belongs to a request. */
 const HOP_BY_HOP_RESPONSE = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'proxy-authenticate'
+  'proxy-authenticate', 'http2-settings'
 ])
 
 /** The response fields a shared cache obeys: Cache-Control, and the one CDNs read in its place (RFC 9213). */
@@ -93,6 +95,13 @@ const REQUEST_FAULTS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 
 
 /** Errors caused by the request or by the gateway itself (deregistration, a replaced pool, a target taken away), not by the target: passive checks ignore them. */
 const CLIENT_FAULTS = new Set([...REQUEST_FAULTS, 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'FST_STICKY_TARGET_DEREGISTERED', POOL_REPLACED, 'FST_STICKY_TARGET_GONE'])
+
+/**
+ * The gateway itself ended the target's request: its deregistration delay ran out, the app
+ * closes, or its pool was replaced. A server-sent event stream cut so is ended cleanly instead
+ * (see `isEventStream`).
+ */
+const GATEWAY_ENDED = new Set(['FST_STICKY_TARGET_DEREGISTERED', 'UND_ERR_DESTROYED', POOL_REPLACED])
 
 /** Methods that are idempotent by definition (RFC 9110 §9.2.2) and safe to send to a second target; TRACE is never forwarded that far. */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
@@ -152,6 +161,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   /** Header names copied from the target onto the reply, and how many Set-Cookie lines the reply had before them. */
   #copied: string[] = []
   #ownCookieCount = 0
+  /** The response streams server-sent events: the gateway may end it at an event boundary. */
+  #eventStream = false
 
   constructor (
     readonly proxy: Proxy,
@@ -349,6 +360,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       return true
     }
     this.phase = 'streaming'
+    this.#eventStream = isEventStream(headers['content-type'])
     const stream = new ResponseStream(this, resume, this.proxy.idleTimeoutMs)
     this.#stream = stream
     reply.code(statusCode)
@@ -450,6 +462,11 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       }
       if (this.clientGone) {
         stream.destroy()
+        return
+      }
+      if (this.#eventStream && err.code !== undefined && GATEWAY_ENDED.has(err.code)) {
+        // The gateway ends it (drain deadline, app.close()): see isEventStream.
+        stream.complete()
         return
       }
       // Fastify answers with this error if no header went out yet, else closes the connection.
@@ -588,8 +605,20 @@ class ResponseStream extends Readable {
     if (this.#stalled !== null) clearTimeout(this.#stalled)
     this.#stalled = null
     if (this.#exchange.phase !== 'done') this.#exchange.abortTarget()
+    if (err !== null) resetHttp2Stream(this.#exchange.reply)
     callback(err)
   }
+}
+
+/**
+ * A response cut after its head went out must look cut. Over HTTP/1.1 the connection is closed
+ * before the body's end; over HTTP/2, Fastify's `res.destroy()` would end the stream with
+ * RST_STREAM NO_ERROR, which a client reads as a complete response: it is reset with
+ * INTERNAL_ERROR first (RFC 9113 §8.1), as nginx does when its upstream fails mid-body.
+ */
+function resetHttp2Stream (reply: FastifyReply): void {
+  const res = reply.raw as { headersSent: boolean, stream?: { closed: boolean, close: (code: number) => void } }
+  if (res.stream !== undefined && res.headersSent && !res.stream.closed) res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
 }
 
 function stallResponse (stream: ResponseStream): void {
@@ -631,7 +660,7 @@ export class Proxy {
     const request = reply.request
     const res = reply.raw
     // An async handler may forward after the client left: there is nobody to answer.
-    if (res.destroyed) return reply
+    if (clientLeft(res)) return reply
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
     // Two Host headers may name two origins: which one the target believes is not ours to guess.
     if (hasRepeatedHost(request.raw.rawHeaders)) return reply.send(new FST_STICKY_REQUEST_INVALID())
@@ -675,10 +704,10 @@ export class Proxy {
       return reply
     }
     collectBody(raw, whole ? declared : limit, whole, timeoutMs).then((collected) => {
-      if (exchange.clientGone || res.destroyed || reply.sent) return
+      if (exchange.clientGone || clientLeft(res) || reply.sent) return
       if (collected === 'timeout') {
         // The rest of the body is not read: the connection cannot carry another request.
-        reply.header('connection', 'close')
+        closeConnectionAfter(reply)
         reply.send(new FST_STICKY_REQUEST_TIMEOUT(timeoutMs))
         return
       }
@@ -789,7 +818,7 @@ export class Proxy {
       return
     }
     this.logFailure(exchange, code)
-    if (code === 'FST_STICKY_REQUEST_TIMEOUT') reply.header('connection', 'close')
+    if (code === 'FST_STICKY_REQUEST_TIMEOUT') closeConnectionAfter(reply)
     reply.send(this.gatewayError(code))
   }
 
@@ -853,7 +882,7 @@ export class Proxy {
     const connection = incoming.connection
     const listed = connection === undefined ? null : listedHeaders(connection)
     for (const name in incoming) {
-      if (dropped.has(name) || (listed !== null && listed.has(name))) continue
+      if (dropped.has(name) || (listed !== null && listed.has(name)) || isPseudoHeader(name)) continue
       let value = incoming[name]
       if (value === undefined) continue
       if (cookiePrefix !== null && name === 'cookie' && typeof value === 'string') {
@@ -862,6 +891,7 @@ export class Proxy {
       }
       headers[name] = value
     }
+    if (headers.host === undefined) hostFromAuthority(headers, incoming)
 
     const forwardedFor = incoming['x-forwarded-for']
     if (forwardedFor !== undefined && countAddresses(forwardedFor) > MAX_FORWARDED_FOR_ADDRESSES) return null
@@ -894,6 +924,21 @@ function setForwardingHeaders (headers: Record<string, string | string[]>, given
   const port = given === null ? undefined : givenValue(given, 'x-forwarded-port', listed)
   if (port !== undefined && PORT.test(port) && Number(port) <= 65_535) headers['x-forwarded-port'] = String(Number(port))
   else if (socket?.localPort !== undefined) headers['x-forwarded-port'] = String(socket.localPort)
+}
+
+/** An HTTP/2 pseudo-header (`:method`, `:path`, `:authority`, …): it belongs to the client's connection, never goes upstream. */
+function isPseudoHeader (name: string): boolean {
+  return name.charCodeAt(0) === 58 /* : */
+}
+
+/**
+ * An HTTP/2 request names its origin in `:authority` and may have no Host (RFC 9113 §8.3.1):
+ * the target gets it as Host, as an HTTP/1.1 request would carry it. A Host the client sent wins
+ * (as Fastify's `request.host` reads it).
+ */
+function hostFromAuthority (headers: Record<string, string | string[]>, incoming: IncomingHttpHeaders): void {
+  const authority = incoming[':authority']
+  if (typeof authority === 'string' && authority !== '') headers.host = authority
 }
 
 /** A port number, 1 to 65535 once its digits are read. */
@@ -961,8 +1006,31 @@ function parsedBody (request: FastifyRequest, headers: Record<string, string | s
   }
   const raw = request.raw
   const length = raw.headers['content-length']
-  if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined) return undefined
+  if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined && !http2BodyFollows(raw, length)) return undefined
   return null
+}
+
+/**
+ * An HTTP/2 request need not declare its body's length, and never says `chunked`: a body
+ * follows when the stream did not end with the request's headers (RFC 9113 §8.1).
+ */
+function http2BodyFollows (raw: FastifyRequest['raw'], length: string | undefined): boolean {
+  const stream = (raw as { stream?: { endAfterHeaders?: boolean } }).stream
+  return length === undefined && stream?.endAfterHeaders === false
+}
+
+/** The client's connection is gone, or over HTTP/2 its stream (Node's HTTP/2 response has no `destroyed` of its own). */
+function clientLeft (res: FastifyReply['raw']): boolean {
+  return res.destroyed === true || (res as { stream?: { destroyed: boolean } }).stream?.destroyed === true
+}
+
+/**
+ * Asks the client to close its connection after this reply: the rest of a request body was left
+ * unread. Only HTTP/1.x has such a header; on HTTP/2 (where Node would drop it with a warning)
+ * the request's own stream is ended and the connection serves others.
+ */
+function closeConnectionAfter (reply: FastifyReply): void {
+  if (reply.request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
 }
 
 /** What came of a body: its first chunks (all of it when `ended`), or a client too slow or gone. */
@@ -1046,6 +1114,17 @@ class StreamedBody implements AsyncIterable<Buffer> {
 }
 
 function noop (): void {}
+
+/**
+ * A `text/event-stream` response (server-sent events) has no end of its own: when the gateway
+ * must end it, it ends it as complete (the chunked terminator, or END_STREAM on HTTP/2) rather
+ * than cut. An event that was only half sent is dropped by the client (an EventSource dispatches
+ * only events ended by a blank line), and an EventSource reconnects after a clean end, through
+ * the gateway to a target that is still there, with its `Last-Event-ID`.
+ */
+function isEventStream (contentType: string | string[] | undefined): boolean {
+  return typeof contentType === 'string' && /^\s*text\/event-stream\s*(;|$)/i.test(contentType)
+}
 
 /** undici's error code; its parser errors sometimes come without one. */
 function errorCodeOf (err: Error & { code?: string }): string {
