@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions, type TargetGroupOptions } from '../lib/index.js'
 import { buildGateway, rawRequest, rawServer, refusedUrl, waitFor } from './setup.js'
 import { cookieHeader, openWs, startWsTargets, upgradeRequest, type WsTarget } from './websocket.js'
-import { localhostCert, testCa } from './tls.js'
+import { localhostCert, testCa, wrongNameCert } from './tls.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -448,4 +448,30 @@ test('a target that dies: its clients get 1001 at once, not a dropped connection
   await waitFor(() => targets[1].closeCodes.length === 1, 5000, 'the target saw the vanished client close')
   t.same(targets[1].closeCodes, [1001], 'with 1001 (Going Away)')
   await waitFor(() => inFlight(app) === onT1.length - 1, 5000, 'the closed sockets are no longer in flight')
+})
+
+test('WebSockets to HTTPS targets: the group\'s private CA is trusted, a wrong name is refused with 502', async (t) => {
+  const { createServer: createHttpsServer } = await import('node:https')
+  const { WebSocketServer } = await import('ws')
+  const servers: Array<{ url: string }> = []
+  for (const cert of [localhostCert, wrongNameCert]) {
+    const server = createHttpsServer(cert)
+    const wss = new WebSocketServer({ server })
+    wss.on('connection', (socket) => socket.on('message', (data) => socket.send(`tls:${String(data)}`)))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    t.teardown(() => {
+      for (const client of wss.clients) client.terminate()
+      return new Promise((resolve) => server.close(resolve))
+    })
+    servers.push({ url: `https://127.0.0.1:${(server.address() as AddressInfo).port}` })
+  }
+  const { ws } = await gateway(t, [{ id: 'good', url: servers[0].url }], { tls: { ca: testCa } })
+  const client = await openWs(t, `${ws}/p/chat`)
+  t.equal(await client.ask('hi'), 'tls:hi', 'tunnelled to the target over TLS')
+  const wrong = await gateway(t, [{ id: 'wrong', url: servers[1].url }], { tls: { ca: testCa } })
+  const res = await rawRequest(wrong.port, upgradeRequest('/p/chat'))
+  t.equal(res.status, 502)
+  t.equal(JSON.parse(res.body).code, 'FST_STICKY_TARGET_TLS_FAILED')
+  t.notMatch(res.body, /127\.0\.0\.1/, 'no address in the body')
 })
