@@ -4,6 +4,14 @@ import { chromium, type Browser, type Page } from 'playwright-core'
 /** Debian's Chromium (`apt-get install chromium`); `.ci/run` installs it. */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 
+/**
+ * Why the browser tests are skipped — no Chromium binary where one is looked for — or false when
+ * they run: `test(name, { skip: noChromium }, …)`, so tap prints the reason.
+ */
+export const noChromium: string | false = existsSync(CHROMIUM)
+  ? false
+  : `no Chromium binary at ${CHROMIUM}: install Debian's chromium package (.ci/run does) or set CHROMIUM_PATH`
+
 interface Tap {
   teardown (fn: () => unknown): void
 }

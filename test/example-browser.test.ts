@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { openPage } from './browser.js'
+import { noChromium, openPage } from './browser.js'
 
 // The example's page in a real browser (Debian's Chromium, headless): what a visitor clicks works,
 // with no script error. The example imports `fastify-sticky` by name, i.e. dist/: `npm test` builds it first.
@@ -9,7 +9,7 @@ const { startShop } = await import(START.href) as { startShop (options: { port: 
 
 const TIMEOUT_MS = 10_000
 
-test('the shop page in Chromium: the cart stays on one backend, and the cookie-less panel stays on one backend without any cookie', async (t) => {
+test('the shop page in Chromium: the cart stays on one backend, and the cookie-less panel stays on one backend without any cookie', { skip: noChromium }, async (t) => {
   // The browser keeps cookies by the machine's real clock: the gateway writes their Expires by the
   // same one, whatever this process's calendar says (.ci/run moves it 400 days either way).
   const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()) })
@@ -53,7 +53,7 @@ test('the shop page in Chromium: the cart stays on one backend, and the cookie-l
   t.same(errors, [], 'no script error on the page')
 })
 
-test('the live feed in Chromium: the WebSocket lands on the cart\'s backend, again after a reload, and moves with a new cookie when that backend stops', async (t) => {
+test('the live feed in Chromium: the WebSocket lands on the cart\'s backend, again after a reload, and moves with a new cookie when that backend stops', { skip: noChromium }, async (t) => {
   const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()), healthCheck: { intervalMs: 200, timeoutMs: 100, allowShortIntervals: true } } as never)
   t.teardown(() => shop.close())
   const { page, errors } = await openPage(t)
@@ -83,4 +83,28 @@ test('the live feed in Chromium: the WebSocket lands on the cart\'s backend, aga
   await page.waitForFunction((live) => document.getElementById('served-by')?.textContent === live, liveBackend, { timeout: TIMEOUT_MS })
   t.equal(await page.textContent('#affinity'), 'hit', 'the cart follows the socket\'s new cookie (a hit there, a new cart)')
   t.same(errors.filter((error) => !/WebSocket|ERR_CONNECTION_REFUSED|status of 50\d/.test(error)), [], 'no script error on the page')
+})
+
+test('the account panel in Chromium: a login binds AWSALBAPP-0 to its backend, "Who am I" stays there, logging out removes the binding', { skip: noChromium }, async (t) => {
+  const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()) })
+  t.teardown(() => shop.close())
+  const { page, errors } = await openPage(t)
+  await page.goto(shop.url)
+  await page.fill('#user', 'Ada')
+  await page.press('#user', 'Enter')
+  await page.waitForFunction(() => /^as Ada, session on cart-[abc]/.test(document.getElementById('account-user')?.textContent ?? ''), null, { timeout: TIMEOUT_MS })
+  const loginBackend = await page.textContent('#account-served-by')
+  const shard = (await page.context().cookies()).find((cookie) => cookie.name === 'AWSALBAPP-0')
+  t.ok(shard !== undefined && shard.value !== '_remove_', 'the login bound AWSALBAPP-0')
+  for (let i = 0; i < 3; i++) {
+    await page.click('#whoami')
+    await page.waitForFunction((visits) => (document.getElementById('account-user')?.textContent ?? '').includes(`(${visits} visit`), i + 1, { timeout: TIMEOUT_MS })
+    t.equal(await page.textContent('#account-served-by'), loginBackend, `"Who am I" ${i + 1} stays on the login's backend`)
+    t.equal(await page.textContent('#account-affinity'), 'hit')
+  }
+  await page.click('#logout')
+  await page.waitForFunction(() => document.getElementById('account-user')?.textContent === 'no', null, { timeout: TIMEOUT_MS })
+  const after = (await page.context().cookies()).filter((cookie) => cookie.name.startsWith('AWSALBAPP-') && cookie.value !== '_remove_')
+  t.same(after, [], 'after logging out no shard binds the browser')
+  t.same(errors, [], 'no script error on the page')
 })
