@@ -44,7 +44,8 @@ test('an unhealthy first choice: its keys go to their next choice (reassigned, t
       name: 'g',
       targets: targets.map((target) => ({ id: target.id, url: target.url })),
       stickiness: { type: 'header', name: 'x-key' },
-      healthCheck: { path: '/', intervalMs: 30, timeoutMs: 25, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true, initialState: 'healthy' }
+      // 90 ms to answer: a healthy target behind a busy event loop never misses a check.
+      healthCheck: { path: '/', intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true, initialState: 'healthy' }
     }]
   })
   app.addHook('onSend', async (request, reply) => {
