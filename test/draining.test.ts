@@ -141,7 +141,7 @@ test('an unhealthy target does not keep its sessions while it drains', async (t)
     targetGroups: [{
       name: 'g',
       targets: targets.map(({ id, url }) => ({ id, url })),
-      healthCheck: { path: '/health', intervalMs: 30, timeoutMs: 20, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 60, timeoutMs: 55, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
     }]
   })
   app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())

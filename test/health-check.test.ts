@@ -162,7 +162,7 @@ test('thresholds counted exactly on a real target: 3 failures in a row take it o
     targetGroups: [{
       name: 'exact',
       targets: [{ id: 'x', url: server.url }],
-      healthCheck: { path: '/health', intervalMs: 30, timeoutMs: 20, healthyThreshold: 4, unhealthyThreshold: 3, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 60, timeoutMs: 55, healthyThreshold: 4, unhealthyThreshold: 3, allowShortIntervals: true }
     }]
   })
   const group = app.targetGroups.get('exact') as TargetGroup

@@ -88,7 +88,7 @@ test('slow start ends when the target turns unhealthy or is deregistered, and st
       targets: [{ id: 's0', url: urls[0] }, { id: 's1', url: urls[1] }],
       slowStartMs: WINDOW,
       deregistrationDelayMs: 0,
-      healthCheck: { path: '/health', intervalMs: 30, timeoutMs: 20, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 60, timeoutMs: 55, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
     }]
   })
   const group = app.targetGroups.get('g') as TargetGroup

@@ -320,7 +320,7 @@ test('an unhealthy target keeps its WebSockets; with closeOnUnhealthy they get 1
     const targets = await startWsTargets(t, 2)
     const { app, ws } = await gateway(t, targets, {
       websocket: { closeOnUnhealthy },
-      healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 50, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
     })
     const group = app.targetGroups.get('g')!
     await waitFor(() => group.describe().targets.every((target) => target.state === 'healthy'), 5000, 'both healthy')
