@@ -475,3 +475,17 @@ test('WebSockets to HTTPS targets: the group\'s private CA is trusted, a wrong n
   t.equal(JSON.parse(res.body).code, 'FST_STICKY_TARGET_TLS_FAILED')
   t.notMatch(res.body, /127\.0\.0\.1/, 'no address in the body')
 })
+
+test('a client that never finishes its upgrade request is answered 408 by Node\'s headersTimeout, and reaches no target', async (t) => {
+  const targets = await startWsTargets(t, 1)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: targets[0].id, url: targets[0].url }] }] },
+    { http: { headersTimeout: 300, requestTimeout: 400, connectionsCheckingInterval: 50 } } as never)
+  await app.register(stickyProxy, { prefix: '/p', targetGroup: 'g' })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as AddressInfo).port
+  // The handshake without its last empty line.
+  const res = await rawRequest(port, upgradeRequest('/p/chat').slice(0, -2), 5000)
+  t.equal(res.status, 408)
+  t.equal(targets[0].upgrades, 0)
+  t.equal(inFlight(app), 0)
+})
