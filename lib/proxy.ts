@@ -728,7 +728,8 @@ export class Proxy {
   #forwardUpgrade (reply: FastifyReply, rule: GroupForward, path: string, headers: Record<string, string | string[]>, upgrade: PendingUpgrade): FastifyReply {
     const request = reply.request
     if ((request.routeOptions.config as { websocket?: unknown }).websocket !== true) return reply.send(new FST_STICKY_WEBSOCKET_NOT_ALLOWED())
-    const fault = checkHandshake(request.method, request.raw.headers)
+    // An HTTP/1.0 request cannot upgrade (RFC 6455 §4.1 asks for HTTP/1.1 or later).
+    const fault = request.raw.httpVersion === '1.0' ? 'invalid' : checkHandshake(request.method, request.raw.headers)
     if (fault === 'invalid') return reply.send(new FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID())
     if (fault === 'version') return reply.header('sec-websocket-version', '13').send(new FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED())
     const exchange = new Exchange(this, request, reply, rule, path, headers)

@@ -108,7 +108,8 @@ test('a bad handshake is answered by the gateway and never reaches a target', as
     ['a key that is no base64', head('dGhlIHNhbXBsZSBub25j!!==')],
     ['a key of 17 bytes', head('dGhlIHNhbXBsZSBub25jZQAA')],
     ['a POST', head('dGhlIHNhbXBsZSBub25jZQ==', '13', 'POST', 'Content-Length: 0\r\n')],
-    ['a body', head('dGhlIHNhbXBsZSBub25jZQ==', '13', 'GET', 'Content-Length: 5\r\n')]
+    ['a body', head('dGhlIHNhbXBsZSBub25jZQ==', '13', 'GET', 'Content-Length: 5\r\n')],
+    ['HTTP/1.0', head('dGhlIHNhbXBsZSBub25jZQ==').replace('HTTP/1.1', 'HTTP/1.0')]
   ] as const) {
     const res = await rawRequest(port, request)
     t.equal(res.status, 400, `${what}: 400`)
