@@ -55,6 +55,7 @@ async function forwards (t: Tap, prefix: string): Promise<{ lb: GroupForward, ap
     appSealer: sealer,
     lbSetSealer: new LbSetSealer(codec, prefix + LB_COOKIE + 'CORS'),
     secureCookies: false,
+    corsCookies: 'auto' as const,
     clockSkewSeconds: 5,
     listeners: new Map(),
     cookiePrefix: prefix,
