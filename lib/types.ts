@@ -418,7 +418,7 @@ export type ReassignReason =
   | 'target-unreachable'
   | 'target-unhealthy'
   | 'target-ejected'
-  | 'app-cookie-missing'
+  | 'app-cookie-withheld'
   | 'app-cookie-mismatch'
   | 'target-overloaded'
   | 'store-unavailable'

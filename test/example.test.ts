@@ -413,7 +413,7 @@ test('the account app: login sets connect.sid, the gateway adds AWSALBAPP-0..3, 
   t.same(bindingsOf(jar), { accounts: backend }, `still bound to ${backend}`)
 })
 
-test('the account app: without its AWSALBAPP-* cookies a request is new; without connect.sid it is reassigned', async (t) => {
+test('the account app: without its AWSALBAPP-* cookies a request is new; without connect.sid it is reassigned and leaves the shards alone', async (t) => {
   const shop = await shopModule.startShop({ port: 0 })
   t.teardown(() => shop.close())
   const { jar, send } = client(shop.url)
@@ -433,8 +433,9 @@ test('the account app: without its AWSALBAPP-* cookies a request is new; without
   for (const [name, value] of jar.cookies) if (name.startsWith('AWSALBAPP-')) shardsOnly.jar.cookies.set(name, value)
   t.equal(shardsOnly.jar.cookies.size, 4, `the four shards copied: ${[...shardsOnly.jar.cookies.keys()].join(', ')}`)
   const orphan = await shardsOnly.send('GET', '/account/me')
-  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-missing', `the shards without connect.sid: ${describe(orphan)}`)
+  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-withheld', `the shards without connect.sid (as a cross-site request brings them): ${describe(orphan)}`)
   t.same(orphan.json().user, null, `nobody is logged in: ${orphan.body}`)
+  t.same(shardLines(orphan), [], `no AWSALBAPP line: the binding stays for the first-party requests: ${describe(orphan)}`)
 
   const both = await send('GET', '/account/me')
   t.same(accountView(both), { status: 200, servedBy: backend, affinity: 'hit', decidedBy: 'app_cookie', body: { backend, user: 'bo', sessionKnown: true, visits: 1 } },

@@ -65,6 +65,11 @@ export const corsTwins: FastifyStickyOptions[] = [
 // @ts-expect-error the CORS twins are written where clients keep them, or always
 export const corsNever: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], corsCookies: false }
 
+/** A handler that tells a cross-site request (the app cookie withheld) from a lost binding. */
+export function isWithheld (affinity: AffinityDecision): boolean {
+  return affinity.outcome === 'reassigned' && affinity.reason === 'app-cookie-withheld'
+}
+
 /** A handler narrowing the reasons, the new one included. */
 export function isFromTheFuture (affinity: AffinityDecision): boolean {
   return (affinity.outcome === 'reassigned' && affinity.reason === 'issued-in-future') || affinity.rule?.groupReason === 'issued-in-future'
