@@ -44,6 +44,8 @@ interface HealthView {
   failOpen: boolean
   healthCheck: Record<string, unknown>
   targets: TargetView[]
+  /** Every target group, `carts` first, each as the top level shows `carts`. */
+  groups: Array<{ group: string, degraded: boolean, failOpen: boolean, targets: TargetView[] }>
 }
 /** Every field GET /demo/health may send for a target; `boundSessions` and `ejected` when the plugin has them. */
 const TARGET_VIEW_KEYS = ['id', 'process', 'state', 'reason', 'forMs', 'routable', 'inFlight', 'boundSessions', 'ejected']
@@ -268,6 +270,24 @@ test('GET /demo/health: each backend\'s process and target state, the demo\'s ch
   const body = await direct.text()
   t.same({ status: direct.status, setCookie: direct.headers.get('set-cookie'), body: JSON.parse(body) },
     { status: 200, setCookie: null, body: { status: 'ok', servedBy: 'cart-a' } }, `a backend answers GET /health without a session: ${direct.status} ${body}`)
+})
+
+test('GET /demo/health: every target group’s view of the backends, carts, accounts and api', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const health = (await send('GET', '/demo/health')).json() as HealthView
+  t.same(health.groups.map(({ group, degraded, failOpen }) => ({ group, degraded, failOpen })), ['carts', 'accounts', 'api'].map((group) => ({ group, degraded: false, failOpen: true })), `three groups: ${JSON.stringify(health.groups)}`)
+  t.same(health.groups[0], { group: health.group, degraded: health.degraded, failOpen: health.failOpen, targets: health.targets }, 'carts at the top level, as before')
+  for (const group of health.groups) {
+    t.same(group.targets.map(({ id, process, state }) => ({ id, process, state })), ['cart-a', 'cart-b', 'cart-c'].map((id) => ({ id, process: 'running', state: 'healthy' })), `${group.group}: three healthy targets`)
+    for (const target of group.targets) t.same(Object.keys(target).filter((key) => !TARGET_VIEW_KEYS.includes(key)), [], `${group.group} ${target.id}: only the listed fields`)
+  }
+
+  await send('POST', '/demo/backends/cart-c/stop')
+  const down = (await pollHealth(send, (view) => view.groups.every((group) => targetOf({ ...view, targets: group.targets }, 'cart-c').state === 'unhealthy'), 'cart-c unhealthy in every group')).at(-1) as HealthView
+  t.same(down.groups.map((group) => targetOf({ ...down, targets: group.targets }, 'cart-c').process), ['stopped', 'stopped', 'stopped'], 'each group sees the stopped process')
 })
 
 test('GET /demo/health: a stopped backend turns unhealthy, and healthy again once started', async (t) => {
