@@ -44,6 +44,7 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     appSealer: new AppCookieSealer(codec, 'AWSALBAPP-'),
     lbSetSealer: new LbSetSealer(codec, 'AWSALBCORS'),
     secureCookies: false,
+    corsCookies: 'always',
     listeners: new Map(),
     cookiePrefix: '',
     clockSkewSeconds: 5,
@@ -100,7 +101,7 @@ export async function runAffinityBench ({ smoke = false } = {}) {
     const decided = forward.decide(request, nowMs)
     if (decided instanceof Promise) throw new Error('the memory store answers at once')
     const { decision, state } = decided
-    const lines = forward.pinLines(state, decision.target.id, nowMs, false)
+    const lines = forward.pinLines(state, decision.target.id, nowMs, false, true)
     if (lines !== null) sink += lines[0].length
     if (forward.pin?.atResponse !== undefined) forward.pin.atResponse(state, decision.target.id, noSetCookie, request, nowMs, false)
     return decision

@@ -8,7 +8,7 @@ import { createKeySource } from './stickiness/key-sources.js'
 import type { LbCookieWriter, LbSetSealer } from './stickiness/lb-cookie.js'
 import type { LearnStore } from './stickiness/learn-store.js'
 import { createPinSource } from './stickiness/pin-sources.js'
-import { pinsClients, type KeySource, type PinSource, type Pinned, type Place, type RequestView } from './stickiness/source.js'
+import { pinsClients, type KeySource, type PinSource, type Pinned, type Place, type RequestView, type ResponseRequest } from './stickiness/source.js'
 import type { TargetGroup } from './target-group.js'
 import type { AffinityDecision, ReassignReason } from './types.js'
 
@@ -25,6 +25,8 @@ export interface ForwardContext {
   readonly lbSetSealer: LbSetSealer
   /** `Secure` on the gateway's cookies: always, never, or `'auto'` (over HTTPS). */
   readonly secureCookies: boolean | 'auto'
+  /** When the `CORS` twins are written: `'auto'` (where a client can keep them) or `'always'` (ALB). */
+  readonly corsCookies: 'auto' | 'always'
   /** How far in the future a sealed issue time may lie before the cookie is `issued-in-future`. */
   readonly clockSkewSeconds: number
   /** Hashes the keys of key stickiness and the learn store's session ids. */
@@ -97,21 +99,26 @@ export class GroupForward {
     return { decision: place(null, nowMs), state: null }
   }
 
-  /** `Set-Cookie` lines pinning the client to `targetId` as soon as it is decided (`state` from `decide`); null when none. */
-  pinLines (state: unknown, targetId: string, nowMs: number, secure: boolean): string[] | null {
-    return this.pin === null ? null : this.pin.pinLines(state, targetId, nowMs, secure)
+  /** `Set-Cookie` lines pinning the client to `targetId` as soon as it is decided (`state` from `decide`); null when none. `cors`: with the `CORS` twin (see `corsFor`). */
+  pinLines (state: unknown, targetId: string, nowMs: number, secure: boolean, cors: boolean): string[] | null {
+    return this.pin === null ? null : this.pin.pinLines(state, targetId, nowMs, secure, cors)
   }
 
   /** The lines that pin the client to `targetId` after a redispatch moved it there. */
-  repinLines (request: RequestView, targetId: string, nowMs: number, secure: boolean): string[] | null {
+  repinLines (request: ResponseRequest, targetId: string, nowMs: number, secure: boolean): string[] | null {
     const pin = this.pin
-    return pin === null ? null : pin.pinLines(pin.stateOf(request, nowMs), targetId, nowMs, secure)
+    return pin === null ? null : pin.pinLines(pin.stateOf(request, nowMs), targetId, nowMs, secure, this.corsFor(request))
   }
 
   /** Whether the gateway's cookies on the response to `request` carry `Secure` (see `cookieSecure`); its protocol is read only for `'auto'`. */
   secureFor (request: { readonly protocol: string }): boolean {
     const secure = this.#context.secureCookies
     return secure === 'auto' ? request.protocol === 'https' : secure
+  }
+
+  /** Whether the response to `request` carries the `CORS` twins (see `corsCookies`). */
+  corsFor (request: { readonly protocol: string }): boolean {
+    return writesCorsTwins(this.#context, request)
   }
 
   /** The group's algorithm places the client. */
@@ -129,4 +136,15 @@ export class GroupForward {
   #byKey (source: KeySource, key: string, nowMs: number): AffinityDecision {
     return decideByKey(this.group, this.stickiness as ResolvedStickiness, source.type, this.#context.hasher.hash(key), this.#keysOnly, nowMs)
   }
+}
+
+/**
+ * Whether a response carries the `CORS` twins (`AWSALBCORS`, `AWSALBTGCORS`): they have
+ * `SameSite=None; Secure`, which a client keeps only from an HTTPS origin (RFC 6265bis §5.7:
+ * Chromium, Firefox, curl, tough-cookie; got fails the request on one), so by default they are
+ * written over HTTPS (`request.protocol`, after Fastify's `trustProxy`) or when `cookieSecure: true`
+ * says every client comes over HTTPS; `corsCookies: 'always'` writes them on every response, as ALB.
+ */
+export function writesCorsTwins (context: Pick<ForwardContext, 'corsCookies' | 'secureCookies'>, request: { readonly protocol: string }): boolean {
+  return context.corsCookies === 'always' || context.secureCookies === true || request.protocol === 'https'
 }

@@ -61,6 +61,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     appSealer: new AppCookieSealer(codec, prefix + APP_COOKIE_PREFIX),
     lbSetSealer: new LbSetSealer(codec, prefix + LB_COOKIE + CORS_SUFFIX),
     secureCookies: options.cookieSecure,
+    corsCookies: options.corsCookies,
     listeners,
     cookiePrefix: prefix,
     clockSkewSeconds: options.cookieClockSkewSeconds,
@@ -189,7 +190,7 @@ function applyAffinity (binding: RouteBinding, request: FastifyRequest, reply: F
 function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned: Pinned<unknown>, request: FastifyRequest, reply: FastifyReply, nowMs: number): void {
   const affinity = pinned.decision
   if (affinity.target !== null) {
-    const lines = forward.pinLines(pinned.state, affinity.target.id, nowMs, forward.secureFor(request))
+    const lines = forward.pinLines(pinned.state, affinity.target.id, nowMs, forward.secureFor(request), forward.corsFor(request))
     if (lines !== null) reply.header('set-cookie', lines)
   }
   ;(request as StickyRequest)[kPinState] = pinned.state

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyReply } from 'fastify'
 import { COOKIE_PURPOSE_TG } from './cookie-codec.js'
-import { GroupForward, type ForwardContext } from './group-forward.js'
+import { GroupForward, writesCorsTwins, type ForwardContext } from './group-forward.js'
 import type { ResolvedForward, ResolvedListener } from './options.js'
 import type { RuleConditions, RuleRequest } from './rules/conditions.js'
 import { readLbCookies, type LbCookieWriter } from './stickiness/lb-cookie.js'
@@ -61,8 +61,8 @@ export class WeightedForward {
     }
   }
 
-  /** Chooses the group for a request and, with group stickiness, writes `AWSALBTG` + `AWSALBTGCORS` for it (`secure`: with `Secure`). */
-  route (cookieHeader: string | undefined, reply: FastifyReply, nowMs: number, secure = false): Routed {
+  /** Chooses the group for a request and, with group stickiness, writes `AWSALBTG` (`secure`: with `Secure`) and, with `cors`, `AWSALBTGCORS` for it. */
+  route (cookieHeader: string | undefined, reply: FastifyReply, nowMs: number, secure = false, cors = true): Routed {
     const nowSeconds = Math.floor(nowMs / 1000)
     const seconds = this.#stickinessSeconds
     let reason: GroupReassignReason | null = null
@@ -85,7 +85,10 @@ export class WeightedForward {
     }
     const hit = index !== -1
     if (!hit) index = this.#next()
-    if (seconds !== null) reply.header('set-cookie', this.#groupCookies(index, seconds, nowMs, secure))
+    if (seconds !== null) {
+      const lines = this.#groupCookies(index, seconds, nowMs, secure)
+      reply.header('set-cookie', cors ? lines : [lines[0]])
+    }
     const match = hit ? this.#matches.hit : reason === null ? this.#matches.new : this.#matches.reassigned[reason]
     return { forward: this.forwards[index], match }
   }
@@ -168,14 +171,14 @@ export class Listener {
     return secure === 'auto' ? request.protocol === 'https' : secure
   }
 
-  /** The forward of the first matching rule (or the default) for this request (its protocol is read for `cookieSecure: 'auto'`). */
+  /** The forward of the first matching rule (or the default) for this request (its protocol is read for `cookieSecure: 'auto'` and `corsCookies: 'auto'`). */
   route (request: RuleRequest & { readonly protocol: string }, reply: FastifyReply, nowMs: number): Routed {
     const rules = this.#rules
     for (let i = 0; i < rules.length; i++) {
       const rule = rules[i]
       if (rule.conditions !== null && !rule.conditions.matches(request)) continue
       if (rule.single !== null) return rule.single
-      return (rule.weighted as WeightedForward).route(request.headers.cookie, reply, nowMs, this.#secureFor(request))
+      return (rule.weighted as WeightedForward).route(request.headers.cookie, reply, nowMs, this.#secureFor(request), writesCorsTwins(this.#context, request))
     }
     // The default rule has no conditions: never reached.
     throw new Error('unreachable')

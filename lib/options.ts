@@ -78,7 +78,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls']
 const WEBSOCKET_KEYS = ['maxConnectionsPerTarget', 'handshakeTimeoutMs', 'idleTimeoutMs', 'closeOnUnhealthy']
@@ -236,6 +236,8 @@ export interface ResolvedOptions {
   readonly connectionsPerTarget: number
   readonly cookiePrefix: string
   readonly cookieSecure: boolean | 'auto'
+  /** When the `CORS` twins are written: `'auto'` where a client can keep them (HTTPS), `'always'` as ALB. */
+  readonly corsCookies: 'auto' | 'always'
   readonly cookieHttpOnly: boolean
   readonly cookieClockSkewSeconds: number
   readonly learnStore: ResolvedLearnStore
@@ -295,12 +297,19 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     connectionsPerTarget: optionalInteger(options.connectionsPerTarget, 'connectionsPerTarget', 1, MAX_CONNECTIONS_PER_TARGET, DEFAULT_CONNECTIONS_PER_TARGET),
     cookiePrefix,
     cookieSecure,
+    corsCookies: resolveCorsCookies(options.corsCookies),
     cookieHttpOnly: optionalBoolean(options.cookieHttpOnly, 'cookieHttpOnly', false),
     cookieClockSkewSeconds: optionalInteger(options.cookieClockSkewSeconds, 'cookieClockSkewSeconds', 0, MAX_COOKIE_CLOCK_SKEW_SECONDS, DEFAULT_COOKIE_CLOCK_SKEW_SECONDS),
     learnStore: resolveLearnStore(options.learnStore),
     listeners,
     now: resolveNow(options.now)
   })
+}
+
+function resolveCorsCookies (raw: unknown): 'auto' | 'always' {
+  if (raw === undefined) return 'auto'
+  if (raw !== 'auto' && raw !== 'always') invalid('corsCookies', "'auto' or 'always'", raw)
+  return raw
 }
 
 function resolveListeners (raw: unknown, groups: readonly ResolvedTargetGroup[]): readonly ResolvedListener[] {

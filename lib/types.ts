@@ -370,6 +370,15 @@ export interface FastifyStickyOptions {
    * output. Must be `true` with a `__Host-` or `__Secure-` cookie prefix.
    */
   cookieSecure?: boolean | 'auto'
+  /**
+   * When the `CORS` twins (`AWSALBCORS`, `AWSALBTGCORS`, with `SameSite=None; Secure`) are written
+   * beside `AWSALB` and `AWSALBTG`: `'auto'` only where a client can keep a `Secure` cookie, i.e.
+   * when `request.protocol` is `https` (Fastify's `trustProxy` decides whether a proxy's
+   * `X-Forwarded-Proto` counts) or `cookieSecure` is `true`; `'always'` on every response, as ALB
+   * does (clients drop them over plain HTTP, and some, as got with tough-cookie, fail the request).
+   * Default `'auto'`.
+   */
+  corsCookies?: 'auto' | 'always'
   /** `HttpOnly` on every gateway cookie, so page scripts cannot read them. Default `false`, ALB's output. */
   cookieHttpOnly?: boolean
   /**
@@ -469,7 +478,7 @@ export type ReassignReason =
   | 'target-unreachable'
   | 'target-unhealthy'
   | 'target-ejected'
-  | 'app-cookie-missing'
+  | 'app-cookie-withheld'
   | 'app-cookie-mismatch'
   | 'target-overloaded'
   | 'store-unavailable'

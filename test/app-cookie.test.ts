@@ -109,9 +109,64 @@ test('a request with only one of the two cookies is not sticky', async (t) => {
   const onlyShards = new CookieJar()
   for (const [name, value] of jar.cookies) if (name.startsWith('AWSALBAPP-')) onlyShards.cookies.set(name, value)
   const res = await send(app, onlyShards, '/cart')
-  t.equal(res.headers['x-affinity'], 'reassigned;app-cookie-missing', 'shards without the app cookie (it expired in the browser): reassigned')
-  t.same(appLines(res).map((line) => line.split(';')[0]), [0, 1, 2, 3].map((i) => `AWSALBAPP-${i}=_remove_`), 'and the stale binding is dropped')
+  t.equal(res.headers['x-affinity'], 'reassigned;app-cookie-withheld', 'shards without the app cookie (a cross-site request): no app stickiness for it')
+  t.same(appLines(res), [], 'and the shards are left as they are')
   t.ok(first === 't0' || first === 't1')
+})
+
+test('a request with the shards but not the app cookie (withheld across sites) leaves the binding alone, whatever its response sets', async (t) => {
+  const targets = await startTargets(t, 3)
+  const app = await buildGateway(t, { targetGroups: [shopGroup(targets), shopGroup(targets, {}, 'other')] })
+  exposeAffinity(app)
+  app.all('/other/*', { config: { targetGroup: 'other' } }, (_request, reply) => reply.forward())
+  app.all('/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
+  const jar = new CookieJar()
+  const target = echoOf(await send(app, jar, '/login')).target
+  const bound = bindingsOf(jar)
+  t.same(bound, { shop: target }, `logged in on ${target}`)
+  // What a cross-site fetch with credentials brings: the SameSite=None shards, not the Lax app cookie.
+  const crossSite = (): Record<string, string> => {
+    const pairs = [...jar.cookies].filter(([name]) => name.startsWith('AWSALBAPP-'))
+    return { cookie: pairs.map(([name, value]) => `${name}=${value}`).join('; ') }
+  }
+  const seen = new Set<string>()
+  for (const url of ['/cart', '/cart', '/cart', '/login', '/status/503', '/status/500']) {
+    const res = await app.inject({ url, headers: crossSite() })
+    seen.add(echoOf(res).target)
+    t.equal(res.headers['x-affinity'], 'reassigned;app-cookie-withheld', `${url}: ${String(res.headers['x-affinity'])}`)
+    // An app that starts a session for every request without one (/login here): the browser refuses its
+    // Lax cookie from a cross-site response but would keep new shards, bound to a session it never holds.
+    t.same(appLines(res), [], `${url}: no AWSALBAPP line, not even _remove_: ${JSON.stringify(appLines(res))}`)
+  }
+  t.ok(seen.size > 1, `the withheld requests are placed by the algorithm: ${[...seen].join(',')}`)
+  const back = await send(app, jar, '/cart')
+  t.equal(back.headers['x-affinity'], 'hit', 'the next first-party request, with both cookies, is a hit')
+  t.equal(echoOf(back).target, target, `on ${target}, where the session lives`)
+
+  // A group the shards hold no binding of: nothing of it is withheld, the shards are rewritten as ever, the shop binding in them.
+  const other = new CookieJar()
+  other.store(crossSite().cookie.split('; '))
+  const res = await send(app, other, '/other/x')
+  t.equal(res.headers['x-affinity'], 'new', 'no binding of group other: a new client of it')
+  t.equal(appLines(res).length, 4, 'four lines')
+  t.same(bindingsOf(other), { shop: target }, 'still carrying the shop binding')
+})
+
+test('shards without the app cookie are cleared only by the app’s logout, and invalid shards as ever', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await gateway(t, { targetGroups: [shopGroup(targets)] })
+  const jar = new CookieJar()
+  await send(app, jar, '/login')
+  const shards = [...jar.cookies].filter(([name]) => name.startsWith('AWSALBAPP-')).map(([name, value]) => `${name}=${value}`).join('; ')
+  const logout = await app.inject({ url: '/logout', headers: { cookie: shards } })
+  t.equal(logout.headers['x-affinity'], 'reassigned;app-cookie-withheld')
+  t.same(appLines(logout).map((line) => line.replace(/^(AWSALBAPP-\d=[^;]*).*Expires=([^;]+).*$/, '$1 $2')),
+    [0, 1, 2, 3].map((i) => `AWSALBAPP-${i}=_remove_ Thu, 01 Jan 1970 00:00:00 GMT`), 'the app deleted its cookie: the shards go too')
+  const value = jar.cookies.get('AWSALBAPP-0')!
+  const flipped = value.slice(0, 20) + (value[20] === 'A' ? 'B' : 'A') + value.slice(21)
+  const invalid = await app.inject({ url: '/cart', headers: { cookie: `AWSALBAPP-0=${flipped}` } })
+  t.equal(invalid.headers['x-affinity'], 'reassigned;undecodable')
+  t.same(appLines(invalid).map((line) => line.split(';')[0]), [0, 1, 2, 3].map((i) => `AWSALBAPP-${i}=_remove_`), 'shards that do not open are replaced by four _remove_')
 })
 
 test('tampered, missing, reordered or mixed shards are reassigned, never an error', async (t) => {

@@ -50,13 +50,33 @@ function attributesOf (line: string): string {
   return line.split('; ').slice(2).join('; ')
 }
 
-test('by default the gateway writes ALB’s exact attributes: no Secure or HttpOnly but on the CORS twins’ SameSite=None; Secure', async (t) => {
+test('by default the gateway writes ALB’s exact attributes: no Secure or HttpOnly but on the CORS twins’ SameSite=None; Secure, written over HTTPS', async (t) => {
   const targets = await startTargets(t, 2)
-  const app = await gateway(t, targets, {})
-  const lines = await gatewayLines(app)
+  const app = await gateway(t, targets, {}, true)
+  const lines = await gatewayLines(app, { 'x-forwarded-proto': 'https' })
   t.same([...lines.keys()].sort(), ['AWSALB', 'AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3', 'AWSALBCORS', 'AWSALBTG', 'AWSALBTGCORS'], 'every kind written')
   for (const [name, line] of lines) {
     t.equal(attributesOf(line), name.endsWith('CORS') ? 'Path=/; SameSite=None; Secure' : 'Path=/', `${name}: ${line}`)
+  }
+})
+
+test('the CORS twins only where a client keeps a Secure cookie: over HTTPS (request.protocol) or with cookieSecure: true; corsCookies: always writes them as ALB', async (t) => {
+  const targets = await startTargets(t, 2)
+  const all = ['AWSALB', 'AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3', 'AWSALBCORS', 'AWSALBTG', 'AWSALBTGCORS']
+  const withoutTwins = all.filter((name) => !name.endsWith('CORS'))
+  const trusting = await gateway(t, targets, {}, true)
+  t.same([...(await gatewayLines(trusting)).keys()].sort(), withoutTwins, 'over plain HTTP: no twin, every other kind written')
+  t.same([...(await gatewayLines(trusting, { 'x-forwarded-proto': 'https' })).keys()].sort(), all, 'X-Forwarded-Proto: https from a trusted proxy: the twins too')
+  // A client that is not a trusted proxy cannot make the gateway think it came over HTTPS.
+  const untrusting = await gateway(t, targets, {})
+  t.same([...(await gatewayLines(untrusting, { 'x-forwarded-proto': 'https' })).keys()].sort(), withoutTwins, 'X-Forwarded-Proto from an untrusted peer: plain HTTP, no twin')
+  const secure = await gateway(t, targets, { cookieSecure: true })
+  t.same([...(await gatewayLines(secure)).keys()].sort(), all, 'cookieSecure: true says every client comes over HTTPS: the twins too')
+  const always = await gateway(t, targets, { corsCookies: 'always' })
+  const lines = await gatewayLines(always)
+  t.same([...lines.keys()].sort(), all, "corsCookies: 'always': the twins over plain HTTP, as ALB")
+  for (const [name, line] of lines) {
+    t.equal(attributesOf(line), name.endsWith('CORS') ? 'Path=/; SameSite=None; Secure' : 'Path=/', `always, ${name}: ${line}`)
   }
 })
 
@@ -81,9 +101,9 @@ test("cookieSecure: 'auto' adds Secure over HTTPS (request.protocol) and leaves 
     // Chromium gets SameSite=None on AWSALBAPP over HTTPS; other clients, Secure alone.
     t.equal(attributesOf(line), name.endsWith('CORS') ? 'Path=/; SameSite=None; Secure' : 'Path=/; Secure', `over HTTPS, ${name}: ${line}`)
   }
-  for (const [name, line] of await gatewayLines(app)) {
-    t.equal(attributesOf(line), name.endsWith('CORS') ? 'Path=/; SameSite=None; Secure' : 'Path=/', `over HTTP, ${name}: ${line}`)
-  }
+  const plain = await gatewayLines(app)
+  t.notOk([...plain.keys()].some((name) => name.endsWith('CORS')), `over HTTP no twin: ${[...plain.keys()].join(', ')}`)
+  for (const [name, line] of plain) t.equal(attributesOf(line), 'Path=/', `over HTTP, ${name}: ${line}`)
 })
 
 test('a redispatched request’s fresh cookie keeps the attributes', async (t) => {
@@ -105,6 +125,29 @@ test('a redispatched request’s fresh cookie keeps the attributes', async (t) =
     t.equal(attributesOf(line ?? ''), 'Path=/; Secure; HttpOnly', `the re-pinned cookie: ${line}`)
   }
   t.ok(redispatched > 0, `some requests first went to the refused target: ${redispatched}`)
+})
+
+test('a redispatched request is re-pinned with the CORS twin over HTTPS, and without it over HTTP', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await buildGateway(t, {
+    targetGroups: [{ name: 'lb', targets: [{ id: 'gone', url: 'http://127.0.0.1:1' }, ...targets.map(({ id, url }) => ({ id, url }))] }]
+  }, { trustProxy: '127.0.0.1' })
+  exposeAffinity(app)
+  app.all('/*', { config: { targetGroup: 'lb' } }, (_request, reply) => reply.forward())
+  const seen = { https: 0, http: 0 }
+  for (let i = 0; i < 12; i++) {
+    // Whichever kind was redispatched less so far: round robin sends every third request to the refused target.
+    const https = seen.https <= seen.http
+    const res = await app.inject({ url: '/x', headers: https ? { 'x-forwarded-proto': 'https' } : {} })
+    t.equal(res.statusCode, 200, `request ${i}: answered`)
+    if (res.headers['x-affinity'] !== 'reassigned;target-unreachable') continue
+    seen[https ? 'https' : 'http']++
+    const names = linesOf(res).map((line) => line.slice(0, line.indexOf('=')))
+    t.same(names, https ? ['AWSALB', 'AWSALBCORS'] : ['AWSALB'], `re-pinned over ${https ? 'HTTPS' : 'HTTP'}: ${JSON.stringify(linesOf(res))}`)
+    const values = new Set(linesOf(res).map((line) => line.slice(line.indexOf('=') + 1).split(';')[0]))
+    t.equal(values.size, 1, 'one value, naming the new target')
+  }
+  t.ok(seen.https > 0 && seen.http > 0, `requests of both kinds first went to the refused target: ${JSON.stringify(seen)}`)
 })
 
 test('a __Host- prefix with cookieSecure: true writes what browsers require, and clients stick', async (t) => {

@@ -108,3 +108,44 @@ test('the account panel in Chromium: a login binds AWSALBAPP-0 to its backend, "
   t.same(after, [], 'after logging out no shard binds the browser')
   t.same(errors, [], 'no script error on the page')
 })
+
+test('the shop page on a phone 390 px wide: no sideways scrolling, every target group’s health, counts in words, and a stopped backend’s cart is not shown as still there', { skip: noChromium }, async (t) => {
+  const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()) })
+  t.teardown(() => shop.close())
+  const { page, errors } = await openPage(t, { context: { viewport: { width: 390, height: 844 } } })
+  await page.goto(shop.url)
+
+  await page.click('text=+ Coffee beans')
+  await page.waitForFunction(() => document.getElementById('served-by')?.textContent !== '–' && document.getElementById('items')?.textContent?.includes('Coffee beans'), null, { timeout: TIMEOUT_MS })
+  const cartBackend = await page.textContent('#served-by') ?? ''
+  await page.click('#api-send')
+  await page.waitForFunction(() => document.querySelectorAll('#api-log li:not(.empty)').length === 5, null, { timeout: TIMEOUT_MS })
+  // Three backends, each seen by the three groups (carts, accounts, api).
+  await page.waitForFunction(() => document.querySelectorAll('#backends .health').length === 9, null, { timeout: TIMEOUT_MS })
+
+  const width = await page.evaluate(() => document.documentElement.scrollWidth)
+  t.ok(width <= 390, `the page fits 390 px, with every panel filled: scrollWidth ${width}`)
+
+  const rows = await page.$$eval('#backends > li', (items) => items.map((item) => ({
+    id: item.querySelector('.id')?.textContent,
+    groups: [...item.querySelectorAll('.health .group')].map((group) => group.textContent)
+  })))
+  t.same(rows, ['cart-a', 'cart-b', 'cart-c'].map((id) => ({ id, groups: ['carts', 'accounts', 'api'] })), `every backend shows every group: ${JSON.stringify(rows)}`)
+  // The carts group counts this browser's session on the backend that has its cart.
+  await page.waitForFunction((id) => [...document.querySelectorAll('#backends > li')].some((item) => item.querySelector('.id')?.textContent === id && item.querySelector('.health')?.textContent?.includes('1 session')), cartBackend, { timeout: TIMEOUT_MS })
+  const counts = await page.$$eval('#backends .health span', (spans) => spans.map((span) => span.textContent ?? '').filter((text) => text.includes('session')))
+  t.ok(counts.includes('1 session'), `one session reads "1 session": ${counts.join(' | ')}`)
+  t.ok(counts.every((text) => /^(1 session|(0|[2-9]|\d\d+) sessions)$/.test(text)), `every count in words, none like "~1 sessions": ${counts.join(' | ')}`)
+
+  // Stop the cart's backend with its button: the cart panel no longer lists what was lost.
+  await page.click(`#backends > li:has(.id:text-is("${cartBackend}")) button`)
+  await page.waitForFunction(() => !(document.getElementById('items')?.textContent?.includes('Coffee beans') ?? true), null, { timeout: TIMEOUT_MS })
+  t.match(await page.textContent('#items'), new RegExp(`${cartBackend}, which stopped`), 'the cart says where its items went')
+  t.notMatch(await page.textContent('#items'), /Coffee beans/, 'and shows none of them')
+  t.ok(await page.evaluate(() => document.documentElement.scrollWidth) <= 390, 'still no sideways scrolling')
+
+  await page.click('#reload')
+  await page.waitForFunction((id) => { const by = document.getElementById('served-by')?.textContent; return by !== id && by !== '–' }, cartBackend, { timeout: TIMEOUT_MS })
+  t.match(await page.textContent('#items'), /The cart is empty/, `another backend answers, with an empty cart: ${await page.textContent('#served-by')}`)
+  t.same(errors, [], 'no script error on the page')
+})

@@ -44,6 +44,8 @@ interface HealthView {
   failOpen: boolean
   healthCheck: Record<string, unknown>
   targets: TargetView[]
+  /** Every target group, `carts` first, each as the top level shows `carts`. */
+  groups: Array<{ group: string, degraded: boolean, failOpen: boolean, targets: TargetView[] }>
 }
 /** Every field GET /demo/health may send for a target; `boundSessions` and `ejected` when the plugin has them. */
 const TARGET_VIEW_KEYS = ['id', 'process', 'state', 'reason', 'forMs', 'routable', 'inFlight', 'boundSessions', 'ejected']
@@ -271,6 +273,24 @@ test('GET /demo/health: each backend\'s process and target state, the demo\'s ch
     { status: 200, setCookie: null, body: { status: 'ok', servedBy: 'cart-a' } }, `a backend answers GET /health without a session: ${direct.status} ${body}`)
 })
 
+test('GET /demo/health: every target group’s view of the backends, carts, accounts and api', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+
+  const health = (await send('GET', '/demo/health')).json() as HealthView
+  t.same(health.groups.map(({ group, degraded, failOpen }) => ({ group, degraded, failOpen })), ['carts', 'accounts', 'api'].map((group) => ({ group, degraded: false, failOpen: true })), `three groups: ${JSON.stringify(health.groups)}`)
+  t.same(health.groups[0], { group: health.group, degraded: health.degraded, failOpen: health.failOpen, targets: health.targets }, 'carts at the top level, as before')
+  for (const group of health.groups) {
+    t.same(group.targets.map(({ id, process, state }) => ({ id, process, state })), ['cart-a', 'cart-b', 'cart-c'].map((id) => ({ id, process: 'running', state: 'healthy' })), `${group.group}: three healthy targets`)
+    for (const target of group.targets) t.same(Object.keys(target).filter((key) => !TARGET_VIEW_KEYS.includes(key)), [], `${group.group} ${target.id}: only the listed fields`)
+  }
+
+  await send('POST', '/demo/backends/cart-c/stop')
+  const down = (await pollHealth(send, (view) => view.groups.every((group) => targetOf({ ...view, targets: group.targets }, 'cart-c').state === 'unhealthy'), 'cart-c unhealthy in every group')).at(-1) as HealthView
+  t.same(down.groups.map((group) => targetOf({ ...down, targets: group.targets }, 'cart-c').process), ['stopped', 'stopped', 'stopped'], 'each group sees the stopped process')
+})
+
 test('GET /demo/health: a stopped backend turns unhealthy, and healthy again once started', async (t) => {
   const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
   t.teardown(() => shop.close())
@@ -414,7 +434,7 @@ test('the account app: login sets connect.sid, the gateway adds AWSALBAPP-0..3, 
   t.same(bindingsOf(jar), { accounts: backend }, `still bound to ${backend}`)
 })
 
-test('the account app: without its AWSALBAPP-* cookies a request is new; without connect.sid it is reassigned', async (t) => {
+test('the account app: without its AWSALBAPP-* cookies a request is new; without connect.sid it is reassigned and leaves the shards alone', async (t) => {
   const shop = await shopModule.startShop({ port: 0 })
   t.teardown(() => shop.close())
   const { jar, send } = client(shop.url)
@@ -434,8 +454,9 @@ test('the account app: without its AWSALBAPP-* cookies a request is new; without
   for (const [name, value] of jar.cookies) if (name.startsWith('AWSALBAPP-')) shardsOnly.jar.cookies.set(name, value)
   t.equal(shardsOnly.jar.cookies.size, 4, `the four shards copied: ${[...shardsOnly.jar.cookies.keys()].join(', ')}`)
   const orphan = await shardsOnly.send('GET', '/account/me')
-  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-missing', `the shards without connect.sid: ${describe(orphan)}`)
+  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-withheld', `the shards without connect.sid (as a cross-site request brings them): ${describe(orphan)}`)
   t.same(orphan.json().user, null, `nobody is logged in: ${orphan.body}`)
+  t.same(shardLines(orphan), [], `no AWSALBAPP line: the binding stays for the first-party requests: ${describe(orphan)}`)
 
   const both = await send('GET', '/account/me')
   t.same(accountView(both), { status: 200, servedBy: backend, affinity: 'hit', decidedBy: 'app_cookie', body: { backend, user: 'bo', sessionKnown: true, visits: 1 } },

@@ -55,6 +55,7 @@ async function forwards (t: Tap, prefix: string): Promise<{ lb: GroupForward, ap
     appSealer: sealer,
     lbSetSealer: new LbSetSealer(codec, prefix + LB_COOKIE + 'CORS'),
     secureCookies: false,
+    corsCookies: 'auto' as const,
     clockSkewSeconds: 5,
     listeners: new Map(),
     cookiePrefix: prefix,
@@ -153,7 +154,7 @@ for (const prefix of ['', 'gw-']) {
   })
 }
 
-test('app_cookie decisions: never a throw, the same header decides the same way, a hit needs both cookies and our binding', async (t) => {
+test('app_cookie decisions: never a throw, the same header decides the same way, a hit needs both cookies and our binding, the shards stay while the app cookie is withheld', async (t) => {
   const { app, appBound, sealer } = await forwards(t, '')
   // Binding sets sealed by the gateway: this group's binding to each target (or to none), with others' around it.
   const sets = new Map<string, readonly AppBinding[]>()
@@ -176,9 +177,12 @@ test('app_cookie decisions: never a throw, the same header decides the same way,
     .chain(([parts, separator]) => fc.tuple(...parts).map((texts) => texts.filter((text) => text !== '').join(separator)))
   const header = fc.oneof(structured, cookieHeader(['sid', ...gatewayCookieNames('')], cookieValue([...sets.keys()])))
 
-  await checkProperty(t, 'decideApp(header, now) decides the same way twice, and a hit is a binding of ours with the app cookie beside it', fc.property(
-    fc.option(header, { nil: undefined }), fc.boolean(),
-    (text, bound) => {
+  // What the target's response does with the app cookie: nothing, sets a new one, deletes it.
+  const responses: Array<[string, string | undefined]> = [['none', undefined], ['sets', 'sid=new; Path=/; HttpOnly'], ['deletes', 'sid=; Max-Age=0; Path=/']]
+
+  await checkProperty(t, 'decideApp(header, now) decides the same way twice, a hit is a binding of ours with the app cookie beside it, and the shards change only as ALB’s rules and ours say', fc.property(
+    fc.option(header, { nil: undefined }), fc.boolean(), fc.constantFrom(...responses),
+    (text, bound, [change, setCookie]) => {
       const forward = bound ? appBound : app
       const first = decidedBy(forward, text, NOW_SECONDS * 1000)
       const again = decidedBy(forward, text, NOW_SECONDS * 1000)
@@ -192,14 +196,52 @@ test('app_cookie decisions: never a throw, the same header decides the same way,
       const expected = holds ? `hit::${own.targetId}` : null
       if (expected !== null && verdict(first.decision) !== expected) throw new Error(`decided ${verdict(first.decision)}, expected ${expected}`)
       if (expected === null && first.decision.outcome === 'hit') throw new Error(`a hit without a binding of ours: ${verdict(first.decision)}`)
+      // Shards holding a binding of this group without the app cookie: a browser withholds a Lax cookie across sites.
+      const withheld = own !== undefined && appValue === undefined
+      if (withheld && verdict(first.decision) !== 'reassigned:app-cookie-withheld:') throw new Error(`the app cookie withheld, decided ${verdict(first.decision)}`)
+
+      const target = first.decision.target?.id ?? null
+      const lines = forward.pin?.atResponse?.(first.state, target, { getHeader: () => setCookie }, { ...requestOf(text), protocol: 'http' }, NOW_SECONDS * 1000, false)
+      if (lines === undefined) throw new Error('an app-cookie route acts at the response')
+      const cleared = lines !== null && lines.length === 4 && lines.every((line) => line.includes('=_remove_; Expires=Thu, 01 Jan 1970'))
+      if (change === 'deletes') {
+        // Logout: the binding ends; the shards go when nothing else is left in them.
+        const left = lines === null ? [] : openShards(sealer, lines)
+        if (left === null || left.some((binding) => binding.group === 'g')) throw new Error(`the app deleted its cookie, the shards still bind g: ${JSON.stringify(lines)}`)
+        if (!cleared && left.length === 0) throw new Error(`logout without a binding left, yet not cleared: ${JSON.stringify(lines)}`)
+        return true
+      }
+      // The client's shards are left alone over a withheld binding: no line at all, not even _remove_.
+      if (withheld) {
+        if (lines !== null) throw new Error(`the app cookie withheld, yet the response writes ${JSON.stringify(lines)}`)
+        return true
+      }
+      if (lines === null || lines.length !== 4) throw new Error(`four AWSALBAPP lines on every other response: ${JSON.stringify(lines)}`)
+      // With an app cookie (the request's, or the one the response sets) the binding follows it to the request's target.
+      const written = openShards(sealer, lines)
+      const boundTo = written?.find((binding) => binding.group === 'g')?.targetId
+      const follows = appValue !== undefined || change === 'sets'
+      if (follows && target !== null && boundTo !== target) throw new Error(`the binding of g names ${String(boundTo)}, not the request's ${target}: ${JSON.stringify(lines)}`)
+      if (!follows && boundTo !== undefined) throw new Error(`no app cookie, yet g is bound to ${boundTo}`)
       return true
     }))
 })
 
+/** The bindings a response's four AWSALBAPP lines carry ([] for four `_remove_`), null when they do not open. */
+function openShards (sealer: AppCookieSealer, lines: readonly string[]): readonly AppBinding[] | null {
+  const value = readAppShards(lines.map((line) => line.split(';')[0]).join('; '))
+  if (value === null) return []
+  return value === 'invalid' ? null : sealer.open(value)
+}
+
+function requestOf (cookie: string | undefined): { headers: Record<string, string>, url: string, raw: { socket: null, headers: Record<string, string> } } {
+  const headers: Record<string, string> = cookie === undefined ? {} : { cookie }
+  return { headers, url: '/', raw: { socket: null, headers } }
+}
+
 /** A forward's decision and state for a request with this Cookie header (the sources read nothing else of it here). */
 function decidedBy (forward: GroupForward, cookie: string | undefined, nowMs: number): Pinned<unknown> {
-  const headers = cookie === undefined ? {} : { cookie }
-  const decided = forward.decide({ headers, url: '/', raw: { socket: null, headers } }, nowMs)
+  const decided = forward.decide(requestOf(cookie), nowMs)
   if (decided instanceof Promise) throw new Error('a cookie source answered with a promise')
   return decided
 }

@@ -312,7 +312,8 @@ test("the target's own 4xx and 5xx pass through untouched, and are never retried
 
 test('redispatch: a client pinned to a stopped target is answered by another and re-pinned there', async (t) => {
   const targets = await startTargets(t, 2)
-  const app = await gatewayOver(t, targets)
+  // The CORS twin on every response (as over HTTPS): both lines must name the new target.
+  const app = await gatewayOver(t, targets, { corsCookies: 'always' })
   exposeAffinity(app)
   const { jar, pinned, other } = await pin(app, targets)
   const again = await app.inject({ url: '/x', headers: jar.headers() })
@@ -379,7 +380,7 @@ test('redispatch: a POST refused by its target reaches the other one with its bo
 
 test('redispatch: false: a refused connection is a 502 and the client stays pinned', async (t) => {
   const targets = await startTargets(t, 2)
-  const app = await gatewayOver(t, targets, { redispatch: false })
+  const app = await gatewayOver(t, targets, { redispatch: false, corsCookies: 'always' })
   exposeAffinity(app)
   const { jar, pinned, other } = await pin(app, targets)
   await pinned.stop()

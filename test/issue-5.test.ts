@@ -139,5 +139,5 @@ test('the app cookie is read from whole cookie-pairs: "note=a sid=x" is no sid, 
   jar.cookies.delete('sid')
   const cookie = `note=a sid=${echoOf(login).target}.1; ${jar.headers().cookie}`
   const res = await app.inject({ url: '/cart', headers: { cookie } })
-  t.equal(res.headers['x-affinity'], 'reassigned;app-cookie-missing', `the request brought no app cookie: ${cookie.slice(0, 40)}…`)
+  t.equal(res.headers['x-affinity'], 'reassigned;app-cookie-withheld', `the request brought no app cookie: ${cookie.slice(0, 40)}…`)
 })

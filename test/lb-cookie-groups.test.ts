@@ -22,6 +22,8 @@ function bindingsOf (value: string | undefined): Array<{ group: string, targetId
 async function gateway (t: Tap, targets: TestTarget[], count: number, now: () => number, names = (i: number) => `g${i}`): Promise<FastifyInstance> {
   const app = await buildGateway(t, {
     now,
+    // The CORS twin on every response, as over HTTPS: the value must fit in its longer name too.
+    corsCookies: 'always',
     targetGroups: Array.from({ length: count }, (_, i) => ({ name: names(i), targets: targets.map(({ id, url }) => ({ id, url })) }))
   })
   exposeAffinity(app)

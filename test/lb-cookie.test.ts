@@ -6,6 +6,10 @@ import { buildGateway, CookieJar, echoOf, exposeAffinity, startTargets, TEST_KEY
 
 const codec = new CookieCodec([Buffer.from(TEST_KEY, 'hex')])
 
+/** Requests that say they came over HTTPS, through a TLS-terminating proxy the gateway trusts (see `gateway`). */
+const HTTPS = { 'x-forwarded-proto': 'https' }
+
+/** A gateway whose every path goes to the lb-cookie group `carts`; it trusts 127.0.0.1's X-Forwarded-Proto (`HTTPS`). */
 async function gateway (t: Parameters<typeof startTargets>[0], targets: TestTarget[], extra: { now?: () => number, durationSeconds?: number } = {}): Promise<FastifyInstance> {
   const app = await buildGateway(t, {
     now: extra.now,
@@ -14,7 +18,7 @@ async function gateway (t: Parameters<typeof startTargets>[0], targets: TestTarg
       targets: targets.map(({ id, url }) => ({ id, url })),
       stickiness: { type: 'lb_cookie', durationSeconds: extra.durationSeconds ?? 86400 }
     }]
-  })
+  }, { trustProxy: '127.0.0.1' })
   app.all('/*', { config: { targetGroup: 'carts' } }, (_request, reply) => reply.forward())
   exposeAffinity(app)
   return app
@@ -38,10 +42,10 @@ test('a client with a cookie jar stays on one target over 100 requests', async (
   t.same(served.filter((hits) => hits > 0), [100], `the other targets got nothing: ${served.join(',')}`)
 })
 
-test('cookies follow ALB’s wire format: Expires now + 7 days, Path=/, the CORS twin, one value', async (t) => {
+test('cookies follow ALB’s wire format over HTTPS: Expires now + 7 days, Path=/, the CORS twin, one value', async (t) => {
   const targets = await startTargets(t, 2)
   const app = await gateway(t, targets)
-  const res = await app.inject({ url: '/' })
+  const res = await app.inject({ url: '/', headers: HTTPS })
   const lines = res.headers['set-cookie'] as string[]
   t.equal(lines.length, 2, `two Set-Cookie lines: ${JSON.stringify(lines)}`)
   const lb = /^AWSALB=([A-Za-z0-9_-]+); Expires=([^;]+); Path=\/$/.exec(lines[0])
@@ -58,6 +62,9 @@ test('cookies follow ALB’s wire format: Expires now + 7 days, Path=/, the CORS
   for (const line of lines) t.notMatch(line, /Domain|Max-Age|HttpOnly|%/i, `no Domain, Max-Age, HttpOnly or URL-encoding: ${line}`)
   const opened = codec.open(COOKIE_PURPOSE_LB, lb[1])
   t.equal(opened?.payload.group, 'carts', 'bound to its target group')
+  // Over plain HTTP no client keeps a Secure cookie (got fails the request on one): AWSALB alone.
+  const plain = await app.inject({ url: '/' })
+  t.same((plain.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ['AWSALB'], `over HTTP: ${JSON.stringify(plain.headers['set-cookie'])}`)
   t.equal(opened?.payload.targetId, echoOf(res).target, 'names the target that answered, by id')
   t.notMatch(Buffer.from(lb[1], 'base64url').toString('latin1'), /127\.0\.0\.1|carts/, 'no address or group name in clear')
 })
@@ -123,19 +130,22 @@ test("a target's own Set-Cookie lines stay on its response: the shared lines are
   const targets = await startTargets(t, 1)
   const now = Date.parse('2026-11-21T12:00:00Z')
   const app = await gateway(t, targets, { now: () => now })
-  const withApp = await app.inject({ url: '/set-cookie' })
-  t.same((withApp.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS', 'app', 'other'])
-  const plain = await app.inject({ url: '/' })
-  t.same((plain.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ['AWSALB', 'AWSALBCORS'], 'the next response in the same second has ours only')
+  for (const headers of [HTTPS, {}]) {
+    const ours = headers === HTTPS ? ['AWSALB', 'AWSALBCORS'] : ['AWSALB']
+    const withApp = await app.inject({ url: '/set-cookie', headers })
+    t.same((withApp.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), [...ours, 'app', 'other'])
+    const plain = await app.inject({ url: '/', headers })
+    t.same((plain.headers['set-cookie'] as string[]).map((line) => line.split('=')[0]), ours, 'the next response in the same second has ours only')
+  }
 })
 
-test('AWSALBCORS alone (a cross-site request) keeps the client on its target', async (t) => {
+test('AWSALBCORS alone (a cross-site request over HTTPS) keeps the client on its target', async (t) => {
   const targets = await startTargets(t, 3)
   const app = await gateway(t, targets)
-  const first = await app.inject({ url: '/' })
+  const first = await app.inject({ url: '/', headers: HTTPS })
   const jar = new CookieJar()
   jar.store(first.headers['set-cookie'])
-  const res = await app.inject({ url: '/', headers: { cookie: `AWSALBCORS=${jar.cookies.get('AWSALBCORS')}` } })
+  const res = await app.inject({ url: '/', headers: { ...HTTPS, cookie: `AWSALBCORS=${jar.cookies.get('AWSALBCORS')}` } })
   t.equal(res.headers['x-affinity'], 'hit')
   t.equal(echoOf(res).target, echoOf(first).target)
 })

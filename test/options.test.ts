@@ -16,7 +16,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, trustedProxies, forwardStickyCookies, connectionsPerTarget, cookiePrefix, cookieSecure, cookieHttpOnly, cookieClockSkewSeconds, learnStore, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, trustedProxies, forwardStickyCookies, connectionsPerTarget, cookiePrefix, cookieSecure, corsCookies, cookieHttpOnly, cookieClockSkewSeconds, learnStore, listeners, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -37,6 +37,8 @@ const cases: Array<[string, unknown, string]> = [
   ['requestBufferBytes negative', { targetGroups: [group], requestBufferBytes: -1 }, 'requestBufferBytes must be an integer from 0 to 16777216, received -1'],
   ['requestBufferBytes above 16 MiB', { targetGroups: [group], requestBufferBytes: 16_777_217 }, 'requestBufferBytes must be an integer from 0 to 16777216, received 16777217'],
   ['cookieSecure a string other than auto', { targetGroups: [group], cookieSecure: 'yes' }, "cookieSecure must be true, false or 'auto', received \"yes\""],
+  ['corsCookies a boolean', { targetGroups: [group], corsCookies: true }, "corsCookies must be 'auto' or 'always', received true"],
+  ['corsCookies another word', { targetGroups: [group], corsCookies: 'never' }, "corsCookies must be 'auto' or 'always', received \"never\""],
   ['cookieHttpOnly not a boolean', { targetGroups: [group], cookieHttpOnly: 1 }, 'cookieHttpOnly must be a boolean, received 1'],
   ['a __Host- prefix without Secure', { targetGroups: [group], cookiePrefix: '__Host-' }, "cookieSecure must be true when cookiePrefix starts with __Host- (browsers drop such cookies without Secure, and 'auto' leaves it off over HTTP), received false"],
   ['a __Secure- prefix with Secure only over HTTPS', { targetGroups: [group], cookiePrefix: '__Secure-', cookieSecure: 'auto' }, "cookieSecure must be true when cookiePrefix starts with __Secure- (browsers drop such cookies without Secure, and 'auto' leaves it off over HTTP), received \"auto\""],
@@ -237,6 +239,8 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
   t.equal(resolved.cookieClockSkewSeconds, 5)
   t.equal(resolved.cookieSecure, false, 'ALB’s output: no Secure on AWSALB')
   t.equal(resolved.cookieHttpOnly, false, 'ALB’s output: no HttpOnly')
+  t.equal(resolved.corsCookies, 'auto', 'the CORS twins where a client keeps them')
+  t.equal(resolveOptions({ targetGroups: [{ name: 'g', targets: [target] }], corsCookies: 'always' }).corsCookies, 'always', "ALB's twins on every response, when asked")
   t.equal(resolveOptions({ targetGroups: [{ name: 'g', targets: [target] }], cookiePrefix: '__Host-', cookieSecure: true }).cookiePrefix, '__Host-', 'a __Host- prefix with Secure is accepted')
   t.equal(resolved.keysGenerated, true, 'no keys: a random one is made')
   t.equal(resolved.keys[0].length, 32)

@@ -244,7 +244,7 @@ test('hop-by-hop response headers are not copied to the client', async (t) => {
 })
 
 test("the target's Set-Cookie lines arrive together with the gateway's AWSALB and AWSALBCORS", async (t) => {
-  const { app } = await echoGateway(t)
+  const { app } = await echoGateway(t, { corsCookies: 'always' })
   for (const url of ['/p/set-cookie', '/x']) {
     const res = await app.inject({ url })
     const lines = res.headers['set-cookie']

@@ -41,7 +41,8 @@ async function loggedGateway (t: Tap, options: FastifyStickyOptions): Promise<{ 
   const warnings: Array<Record<string, unknown>> = []
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(line); warnings.push(JSON.parse(line)) } } } })
   t.teardown(() => app.close())
-  await app.register(fastifySticky, { keys: [TEST_KEY], ...options })
+  // The CORS twins on every response, as over HTTPS: every name of the gateway is written here.
+  await app.register(fastifySticky, { keys: [TEST_KEY], corsCookies: 'always', ...options })
   exposeAffinity(app)
   return { app, logs, warnings }
 }

@@ -58,6 +58,17 @@ export const cookieAttributes: FastifyStickyOptions[] = [
 ]
 // @ts-expect-error Secure is on, off or 'auto'
 export const secureAlways: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], cookieSecure: 'always' }
+export const corsTwins: FastifyStickyOptions[] = [
+  { targetGroups: [{ name: 'a' }], corsCookies: 'auto' },
+  { targetGroups: [{ name: 'a' }], corsCookies: 'always' }
+]
+// @ts-expect-error the CORS twins are written where clients keep them, or always
+export const corsNever: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], corsCookies: false }
+
+/** A handler that tells a cross-site request (the app cookie withheld) from a lost binding. */
+export function isWithheld (affinity: AffinityDecision): boolean {
+  return affinity.outcome === 'reassigned' && affinity.reason === 'app-cookie-withheld'
+}
 
 /** A handler narrowing the reasons, the new one included. */
 export function isFromTheFuture (affinity: AffinityDecision): boolean {

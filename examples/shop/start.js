@@ -102,39 +102,40 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       return backend
     }
     gateway.get('/demo/backends', async () => backends.map(describe))
-    // `carts` and `accounts`: the same three backends, each group with its own health checks.
+    // `carts`, `accounts` and `api`: the same three backends, each group with its own health checks.
     const groups = [...gateway.targetGroups.values()]
     // The gateway's view next to each process's: listed field by field, so that no target address
     // (its origin) reaches the page, whatever describe() grows to hold.
-    const carts = gateway.targetGroups.get('carts')
     const { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold } = check
+    const viewOf = (group, nowMs) => ({
+      group: group.name,
+      degraded: group.degraded,
+      failOpen: group.failOpen,
+      targets: group.targets.map((target) => {
+        const backend = backends.find((candidate) => candidate.id === target.id)
+        const view = {
+          id: target.id,
+          process: backend?.running ? 'running' : 'stopped',
+          state: target.state,
+          reason: target.reason,
+          // An age, not a timestamp: the browser's clock may differ from this one.
+          forMs: Math.max(0, nowMs - target.sinceMs),
+          routable: target.routable,
+          inFlight: target.inFlight
+        }
+        if (typeof target.boundSessions === 'number') view.boundSessions = target.boundSessions
+        // Passive ejection, as a flag: `ejected`, or derived from `ejectedUntilMs` (a time, like sinceMs).
+        if (typeof target.ejected === 'boolean') view.ejected = target.ejected
+        else if (target.ejectedUntilMs !== undefined) view.ejected = typeof target.ejectedUntilMs === 'number' && target.ejectedUntilMs > nowMs
+        return view
+      })
+    })
+    // `carts` at the top level; `groups` holds every group (carts, accounts, api), each with its own
+    // checks and sessions on the same three backends.
     gateway.get('/demo/health', async () => {
-      const group = carts.describe()
       const nowMs = clock()
-      return {
-        group: group.name,
-        degraded: group.degraded,
-        failOpen: group.failOpen,
-        healthCheck: { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold },
-        targets: group.targets.map((target) => {
-          const backend = backends.find((candidate) => candidate.id === target.id)
-          const view = {
-            id: target.id,
-            process: backend?.running ? 'running' : 'stopped',
-            state: target.state,
-            reason: target.reason,
-            // An age, not a timestamp: the browser's clock may differ from this one.
-            forMs: Math.max(0, nowMs - target.sinceMs),
-            routable: target.routable,
-            inFlight: target.inFlight
-          }
-          if (typeof target.boundSessions === 'number') view.boundSessions = target.boundSessions
-          // Passive ejection, as a flag: `ejected`, or derived from `ejectedUntilMs` (a time, like sinceMs).
-          if (typeof target.ejected === 'boolean') view.ejected = target.ejected
-          else if (target.ejectedUntilMs !== undefined) view.ejected = typeof target.ejectedUntilMs === 'number' && target.ejectedUntilMs > nowMs
-          return view
-        })
-      }
+      const views = groups.map((group) => viewOf(group.describe(), nowMs))
+      return { ...views[0], healthCheck: { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold }, groups: views }
     })
     gateway.post('/demo/backends/:id/stop', async (request, reply) => {
       const backend = find(request, reply)

@@ -142,6 +142,12 @@ export interface AppRequestState {
   readonly appValue: string | undefined
   /** With `bindToCookieValue`, its hash (else null): computed once, for the decision and the new binding. */
   readonly appHash: string | null
+  /**
+   * The shards hold a binding of this group but the app cookie did not come: a browser withholds
+   * a live `SameSite=Lax` (or `Strict`) cookie from a cross-site request and sends the shards
+   * (`SameSite=None`), so the shards are left as they are (see `AppCookieSource#appCookies`).
+   */
+  readonly withheld: boolean
 }
 
 /** What an app-cookie source needs of the gateway. */
@@ -177,12 +183,17 @@ export class AppCookieSource implements PinSource<AppRequestState> {
   decide (request: RequestView, nowMs: number, place: Place): Pinned<AppRequestState> {
     const { bindings, appValue, appHash } = this.#read(request.headers.cookie)
     const decision = decideAppAffinity({ group: this.#group, stickiness: this.#stickiness, bindings, appValue, appHash, nowSeconds: Math.floor(nowMs / 1000), skewSeconds: this.#skewSeconds, place })
-    return { decision, state: { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash } }
+    return { decision, state: this.#state(bindings, appValue, appHash) }
   }
 
   stateOf (request: RequestView): AppRequestState {
     const { bindings, appValue, appHash } = this.#read(request.headers.cookie)
-    return { bindings: typeof bindings === 'string' || bindings === null ? NO_BINDINGS : bindings, appValue, appHash }
+    return this.#state(bindings, appValue, appHash)
+  }
+
+  #state (bindings: readonly AppBinding[] | null | 'invalid', appValue: string | undefined, appHash: string | null): AppRequestState {
+    if (typeof bindings === 'string' || bindings === null) return { bindings: NO_BINDINGS, appValue, appHash, withheld: false }
+    return { bindings, appValue, appHash, withheld: appValue === undefined && bindingOf(bindings, this.#group.name) !== undefined }
   }
 
   /** The shards are written at the response, when its app cookie is known. */
@@ -190,7 +201,7 @@ export class AppCookieSource implements PinSource<AppRequestState> {
     return null
   }
 
-  atResponse (state: AppRequestState, targetId: string | null, response: ResponseView, request: ResponseRequest, nowMs: number, secure: boolean): string[] {
+  atResponse (state: AppRequestState, targetId: string | null, response: ResponseView, request: ResponseRequest, nowMs: number, secure: boolean): string[] | null {
     return this.appCookies(state, targetId, response.getHeader('set-cookie'), sameSiteNoneFor(request), nowMs, secure)
   }
 
@@ -209,12 +220,19 @@ export class AppCookieSource implements PinSource<AppRequestState> {
    * bindings of other groups ride along. A response that deletes the app cookie ends the binding,
    * and when none is left the shards are deleted too. With no binding at all, four `_remove_`.
    * `sameSiteNone` adds `SameSite=None; Secure` (see `sameSiteNoneFor`).
+   *
+   * A request that brought a binding of this group without the app cookie (`withheld`) gets no
+   * line (null), unless the response deletes the app cookie: a cross-site request carries the
+   * shards but not a `Lax` app cookie, and the browser would keep whatever the gateway wrote here
+   * (`_remove_`, or a binding to an app cookie it refuses from a cross-site response) over the
+   * binding its next first-party request needs.
    */
-  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number, secure = false): string[] {
+  appCookies (state: AppRequestState, targetId: string | null, setCookie: unknown, sameSiteNone: boolean, nowMs: number, secure = false): string[] | null {
     const app = this.#stickiness
     const nowSeconds = Math.floor(nowMs / 1000)
     const name = this.#group.name
     const change = readAppCookieChange(setCookie, app.cookieName, nowMs)
+    if (state.withheld && change !== 'deleted') return null
     let own: AppBinding | null = null
     const kept: AppBinding[] = []
     for (const binding of state.bindings) {
@@ -278,20 +296,21 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   const place = input.place ?? choose.bind(null, group, stickiness) as Place
   if (bindings === null) return place(null, nowMs)
   if (bindings === 'invalid') return place('undecodable', nowMs)
-  let binding: AppBinding | undefined
-  for (const candidate of bindings) {
-    if (candidate.group === group.name) {
-      binding = candidate
-      break
-    }
-  }
+  const binding = bindingOf(bindings, group.name)
   if (binding === undefined) return place(null, nowMs)
-  // ALB: "clients have to send back both cookies"; an app cookie that expired ends stickiness.
-  if (input.appValue === undefined) return place('app-cookie-missing', nowMs)
+  // ALB: "clients have to send back both cookies". A browser withholds a Lax app cookie from a
+  // cross-site request while it still lives: no stickiness for this request, and the binding stays.
+  if (input.appValue === undefined) return place('app-cookie-withheld', nowMs)
   if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch', nowMs)
   const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
   if (typeof verdict === 'string') return place(verdict, nowMs)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
+}
+
+/** The binding of group `name` in a set, if it holds one. */
+function bindingOf (bindings: readonly AppBinding[], name: string): AppBinding | undefined {
+  for (const binding of bindings) if (binding.group === name) return binding
+  return undefined
 }
 
 /** The `AWSALBAPP` value, split over four shards of cookies named with `prefix`. */

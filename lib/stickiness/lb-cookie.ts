@@ -339,9 +339,10 @@ export class LbCookieSource implements PinSource<readonly AppBinding[]> {
   /**
    * Fresh `AWSALB` + `AWSALBCORS` lines pinning the client to the target `targetId`, with the window
    * starting now (ALB resets it on every request), and keeping the `carried` bindings of other
-   * groups; `secure` adds `Secure`. A new array each call (Fastify appends to the one it is given).
+   * groups; `secure` adds `Secure`; without `cors`, `AWSALB` alone. A new array each call (Fastify
+   * appends to the one it is given).
    */
-  pinLines (carried: readonly AppBinding[], targetId: string, nowMs: number, secure: boolean): string[] {
+  pinLines (carried: readonly AppBinding[], targetId: string, nowMs: number, secure: boolean, cors: boolean): string[] {
     const nowSeconds = Math.floor(nowMs / 1000)
     // A value of this group alone holds group, target, key and whole seconds only: every client
     // pinned to this target in this second gets the same one, sealed once (a fresh nonce each
@@ -384,7 +385,7 @@ export class LbCookieSource implements PinSource<readonly AppBinding[]> {
       if (secure) sealed.secure = lines
       else sealed.plain = lines
     }
-    return [lines[0], lines[1]]
+    return cors ? [lines[0], lines[1]] : [lines[0]]
   }
 
   /** This group's fresh binding first, then the carried ones no window can have ended or that are not from the future; null when none is left. */

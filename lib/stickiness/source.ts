@@ -79,8 +79,8 @@ export interface PinSource<S = unknown> {
   decide (request: RequestView, nowMs: number, place: Place): Pinned<S> | Promise<Pinned<S>>
   /** What the request carries for its response when another source decided (a key ahead of this one). */
   stateOf (request: RequestView, nowMs: number): S
-  /** `Set-Cookie` lines that bind the client to `targetId` at once; null when it binds at the response (or never writes). */
-  pinLines (state: S, targetId: string, nowMs: number, secure: boolean): string[] | null
+  /** `Set-Cookie` lines that bind the client to `targetId` at once; null when it binds at the response (or never writes). `cors`: with a `CORS` twin, where the source writes one. */
+  pinLines (state: S, targetId: string, nowMs: number, secure: boolean, cors: boolean): string[] | null
   /** The names of the cookies `pinLines` writes, replaced when a redispatch binds the client elsewhere. */
   readonly pinNames: readonly string[]
   /** Once the response's headers are known (the target's `Set-Cookie` among them): lines to add, or null. Absent when the source has nothing to do there. */
