@@ -352,13 +352,20 @@ async function websocket (notes) {
   })
   const direct = summary(scenarios.find((s) => s.name === 'ws-direct'))
   const ref = summary(scenarios.find((s) => s.name === 'ws-reference'))
+  const bareRelay = summary(scenarios.find((s) => s.name === 'ws-bare'))
   const rows = scenarios.map((scenario) => {
     const m = summary(scenario)
     return {
       name: scenario.name,
       description: scenario.description,
       median: m,
-      ratio: { mpsPerSocketToDirect: m.mpsPerSocket / direct.mpsPerSocket, mps: m.mps / ref.mps, p99: m.p99Ms / ref.p99Ms },
+      ratio: {
+        mpsPerSocketToDirect: m.mpsPerSocket / direct.mpsPerSocket,
+        mps: m.mps / ref.mps,
+        p99: m.p99Ms / ref.p99Ms,
+        // Steadier than msg/s when other processes share the gateway's CPU.
+        cpuPerMessageToBare: m.cpuUsPerMessage === null ? null : m.cpuUsPerMessage / bareRelay.cpuUsPerMessage
+      },
       rounds: scenario.rounds
     }
   })
@@ -573,6 +580,8 @@ function printWebSocketTable (rows) {
   log(line(header))
   for (const l of lines) log(line(l))
   for (const r of rows) log(`  ${r.name}: ${r.description}`)
+  const sticky = rows.find((r) => r.name === 'ws-sticky')
+  log(`fastify-sticky's tunnel: ${fmt(sticky.ratio.mpsPerSocketToDirect, 2)}× direct per socket, ${fmt(sticky.ratio.mps, 2)}× @fastify/http-proxy, CPU per message ${fmt(sticky.ratio.cpuPerMessageToBare, 2)}× the bare relay's`)
 }
 
 function printAffinity (a) {
