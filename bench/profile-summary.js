@@ -24,7 +24,7 @@ const LAYERS = ['fastify', 'plugin: proxy', 'plugin: affinity', 'bare proxy', 'u
  */
 const SOCKET_WRITES = new Set(['writev', 'writeBuffer', 'writeLatin1String', 'writeUtf8String', 'writeAsciiString', 'writeUcs2String'])
 /** The plugin's files that carry the request to the target and back; the rest of dist/ decides affinity and writes cookies. */
-const PROXY_FILES = new Set(['proxy.js', 'sticky-proxy.js', 'target.js'])
+const PROXY_FILES = new Set(['proxy.js', 'sticky-proxy.js', 'target.js', 'tunnel.js', 'frames.js', 'upgrade.js'])
 /** Layers that ask Node for work, for the second table. */
 const CALLERS = new Set(['fastify', 'plugin: proxy', 'plugin: affinity', 'bare proxy', 'undici'])
 /** Consecutive idle samples that mark the end of start-up (module loading, listen). */

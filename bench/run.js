@@ -3,10 +3,11 @@
 // ceiling of a Node.js gateway on the machine.
 //
 //   node bench/run.js [--rounds 3] [--duration 5] [--warmup 2] [--connections 50]
-//                     [--generator wrk|autocannon] [--only throughput,affinity,memory]
+//                     [--generator wrk|autocannon] [--only throughput,websocket,affinity,memory]
 //                     [--scenarios bare,sticky-new,sticky-returning,source-ip,header,learn-memory,learn-redis,…]
 //                     (the reference always runs; × bare needs bare)
 //                     [--baseline <dist folder of another build>] (adds its sticky rows, to compare builds)
+//                     [--ws-connections 50] [--ws-bytes 100]
 //                     [--clients 1000000] [--json bench/results/latest.json] [--profile] [--smoke]
 //
 // Backends: nginx serving a ~100-byte body when installed, else a minimal node:http server; three
@@ -17,6 +18,11 @@
 // x-session-id; `learn-*` clients each log in once before the runs (their JSESSIONID's first
 // request teaches the store), in memory or in a redis-server of the run's own (skipped with a
 // note when redis-server is not installed); `source-ip` clients all come from 127.0.0.1.
+// The WebSocket row (`websocket`): an echo over --ws-connections sockets, each a closed loop
+// (send a message, wait for its echo, send the next), direct to three `ws` targets, through the
+// plugin (lb_cookie, every socket opened with a cookie that pins it) and through
+// @fastify/http-proxy's `websocket: true`; targets (bench/ws-target.js) and load
+// (bench/ws-load.js) on CPU 0, each gateway on CPU 1, the same interleaved rounds and medians.
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
@@ -47,7 +53,12 @@ const TARGETS = {
   hashingAddsNs: 200,
   /** learn with Redis, returning clients, against lb_cookie returning clients in the same run. */
   learnRedisRatio: 0.9,
-  rssGrowthMiB: 64
+  rssGrowthMiB: 64,
+  /** WebSocket echo through the plugin, messages per second per socket against the same echo direct to the targets. */
+  wsDirectRatio: 0.9,
+  /** The same against @fastify/http-proxy's `websocket: true`: no fewer messages per second, no higher p99. */
+  wsReferenceRatio: 1,
+  wsP99Ratio: 1
 }
 
 
@@ -56,11 +67,12 @@ async function main () {
   const report = {
     date: new Date().toISOString(),
     machine: machine(),
-    settings: { rounds: options.rounds, durationSeconds: options.duration, warmupSeconds: options.warmup, connections: options.connections, smoke: options.smoke },
+    settings: { rounds: options.rounds, durationSeconds: options.duration, warmupSeconds: options.warmup, connections: options.connections, wsConnections: options.wsConnections, wsMessageBytes: options.wsBytes, smoke: options.smoke },
     notes: []
   }
   const only = new Set(options.only)
   if (only.has('throughput')) report.throughput = await throughput(report.notes)
+  if (only.has('websocket')) report.websocket = await websocket(report.notes)
   if (only.has('affinity')) {
     log('\naffinity path (open, decide, seal, Set-Cookie strings), in process:')
     report.affinity = await runAffinityBench({ smoke: options.smoke })
@@ -80,7 +92,7 @@ async function main () {
   writeFileSync(options.json, JSON.stringify(report, null, 2) + '\n')
   for (const note of report.notes) log(`note: ${note}`)
   log(`\nwrote ${options.json} (${report.elapsedSeconds} s)`)
-  const errors = (report.throughput?.scenarios ?? []).reduce((sum, s) => sum + s.rounds.reduce((n, r) => n + r.errors, 0), 0)
+  const errors = [...(report.throughput?.scenarios ?? []), ...(report.websocket?.scenarios ?? [])].reduce((sum, s) => sum + s.rounds.reduce((n, r) => n + r.errors, 0), 0)
   if (errors > 0 || (report.memory !== undefined && report.memory.errors + report.memory.non200 + report.memory.missingCookie + report.memory.wrongTarget > 0)) {
     log('errors were counted: see the table')
     process.exitCode = 1
@@ -263,6 +275,113 @@ async function throughput (notes) {
   printCeiling(rows)
   if (options.profile) notes.push(`CPU profiles (written when the gateways stop; node bench/profile-summary.js reads them): ${Object.values(profiles).join(' ')}`)
   return { generator, backends: backendKind, pinned: pin, scenarios: rows, ...(options.profile ? { profiles } : {}) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+
+/**
+ * The WebSocket row: the same echo over `--ws-connections` sockets direct to the targets (socket
+ * i to target i mod 3), through fastify-sticky (stickyProxy, lb_cookie; socket i opens with its
+ * own cookie pinning it to target i mod 3, and the load checks that it lands there) and through
+ * @fastify/http-proxy with `websocket: true` (one target: it has no balancing). Targets are three
+ * `ws` servers in one process, pinned with the load to CPU 0; each gateway has CPU 1 to itself.
+ */
+async function websocket (notes) {
+  const pin = canPin()
+  const unpinned = 'taskset or a second CPU is missing: processes are not pinned'
+  if (!pin && !notes.includes(unpinned)) notes.push(unpinned)
+  const work = mkdtempSync(join(tmpdir(), 'fastify-sticky-bench-ws-'))
+  cleanups.push(async () => rmSync(work, { recursive: true, force: true }))
+  const targetPorts = await freePorts(TARGET_IDS.length)
+  await startProcess('ws-targets', process.execPath, [join(here, 'ws-target.js'), ...targetPorts.map(String)], { cpu: pin ? 0 : null, readyLine: 'ready' })
+  const origins = targetPorts.map((port) => `http://127.0.0.1:${port}`)
+  const [stickyPort, refPort, barePort] = await freePorts(3)
+  const profiles = {}
+  const sticky = await startNodeGateway('ws-sticky', ['sticky', String(stickyPort), origins.join(',')], pin, profiles)
+  const reference = await startNodeGateway('ws-reference', ['reference-ws', String(refPort), origins[0]], pin, profiles)
+  const bare = await startNodeGateway('ws-bare', ['bare-relay', String(barePort), origins.join(',')], pin, profiles)
+
+  const codec = new CookieCodec([Buffer.from(BENCH_KEY, 'hex')])
+  const nowSeconds = Math.floor(Date.now() / 1000)
+  const pinnedTo = Array.from({ length: options.wsConnections }, (_, i) => TARGET_IDS[i % TARGET_IDS.length])
+  const url = (port) => `ws://127.0.0.1:${port}/`
+  const scenarios = [
+    { name: 'ws-direct', description: 'direct to the three targets (ceiling)', process: null, sockets: pinnedTo.map((id, i) => ({ url: url(targetPorts[i % targetPorts.length]), cookie: '', expect: id })) },
+    { name: 'ws-reference', description: '@fastify/http-proxy, websocket: true, one target', process: reference, sockets: pinnedTo.map(() => ({ url: url(refPort), cookie: '', expect: null })) },
+    // Connections reach it in no set order: which target each socket gets is not checked.
+    { name: 'ws-bare', description: 'node:net, each connection piped to the next target, no HTTP (ceiling of a Node relay)', process: bare, sockets: pinnedTo.map(() => ({ url: url(barePort), cookie: '', expect: null })) },
+    {
+      name: 'ws-sticky',
+      description: 'fastify-sticky stickyProxy, lb_cookie, returning clients (each socket\'s cookie pins it)',
+      process: sticky,
+      sockets: pinnedTo.map((id) => {
+        const value = codec.seal(COOKIE_PURPOSE_LB, { group: 'bench', targetId: id, stickyUntilSeconds: nowSeconds + 86_400, issuedAtSeconds: nowSeconds })
+        return { url: url(stickyPort), cookie: `AWSALB=${value}; AWSALBCORS=${value}`, expect: id, gatewayCookie: true }
+      })
+    }
+  ]
+
+  log(`\nwebsocket: ${scenarios.length} scenarios × ${options.rounds} rounds × ${options.duration} s, echo of ${options.wsBytes}-byte messages over ${options.wsConnections} sockets, closed loop${pin ? ', gateway on CPU 1, load and targets on CPU 0' : ''}`)
+  for (const scenario of scenarios) {
+    // The warm-up's handshakes are checked like a round's: a socket on the wrong target fails the run.
+    if (options.warmup > 0) {
+      const warm = await wsLoad(scenario, options.warmup, work)
+      if (warm.errors > 0) throw new Error(`${scenario.name}: ${warm.errors} errors in the warm-up: ${warm.failures.join('; ')}`)
+    }
+    scenario.rounds = []
+  }
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const scenario of scenarios) {
+      const before = scenario.process === null ? 0 : cpuTicks(scenario.process.pid)
+      const result = await wsLoad(scenario, options.duration, work)
+      const cpuMs = scenario.process === null ? null : (cpuTicks(scenario.process.pid) - before) * (1000 / clockTicks())
+      const row = { ...result, mpsPerSocket: result.sockets === 0 ? 0 : result.mps / result.sockets, cpuUsPerMessage: cpuMs === null || result.messages === 0 ? null : (cpuMs * 1000) / result.messages }
+      scenario.rounds.push(row)
+      log(`  round ${round} ${scenario.name.padEnd(18)} ${fmt(row.mps, 0).padStart(8)} msg/s  p99 ${fmt(row.p99Ms, 2)} ms${row.errors > 0 ? `  ${row.errors} errors: ${row.failures.join('; ')}` : ''}`)
+    }
+  }
+
+  const summary = (scenario) => ({
+    mps: median(scenario.rounds.map((r) => r.mps)),
+    mpsPerSocket: median(scenario.rounds.map((r) => r.mpsPerSocket)),
+    p50Ms: median(scenario.rounds.map((r) => r.p50Ms)),
+    p99Ms: median(scenario.rounds.map((r) => r.p99Ms)),
+    cpuUsPerMessage: scenario.process === null ? null : median(scenario.rounds.map((r) => r.cpuUsPerMessage)),
+    errors: scenario.rounds.reduce((sum, r) => sum + r.errors, 0)
+  })
+  const direct = summary(scenarios.find((s) => s.name === 'ws-direct'))
+  const ref = summary(scenarios.find((s) => s.name === 'ws-reference'))
+  const bareRelay = summary(scenarios.find((s) => s.name === 'ws-bare'))
+  const rows = scenarios.map((scenario) => {
+    const m = summary(scenario)
+    return {
+      name: scenario.name,
+      description: scenario.description,
+      median: m,
+      ratio: {
+        mpsPerSocketToDirect: m.mpsPerSocket / direct.mpsPerSocket,
+        mps: m.mps / ref.mps,
+        p99: m.p99Ms / ref.p99Ms,
+        // Steadier than msg/s when other processes share the gateway's CPU.
+        cpuPerMessageToBare: m.cpuUsPerMessage === null ? null : m.cpuUsPerMessage / bareRelay.cpuUsPerMessage
+      },
+      rounds: scenario.rounds
+    }
+  })
+  printWebSocketTable(rows)
+  if (options.profile) notes.push(`CPU profiles of the WebSocket gateways: ${Object.values(profiles).join(' ')}`)
+  return { sockets: options.wsConnections, messageBytes: options.wsBytes, pinned: pin, scenarios: rows, ...(options.profile ? { profiles } : {}) }
+}
+
+/** Runs bench/ws-load.js, pinned with the targets, against one WebSocket scenario for `seconds`. */
+async function wsLoad (scenario, seconds, work) {
+  // In a file: a thousand sockets' cookies would pass the length of one argument.
+  const file = join(work, `${scenario.name}.json`)
+  writeFileSync(file, JSON.stringify({ sockets: scenario.sockets, seconds, bytes: options.wsBytes }))
+  const args = [join(here, 'ws-load.js'), file]
+  const out = canPin() ? await run('taskset', ['-c', '0', process.execPath, ...args]) : await run(process.execPath, args)
+  return JSON.parse(out.trim().split('\n').pop())
 }
 
 /**
@@ -449,6 +568,22 @@ function printCeiling (rows) {
   for (const line of lines) log(line)
 }
 
+function printWebSocketTable (rows) {
+  const header = ['scenario', 'msg/s', 'per socket', '× direct', '× ref', 'p50 ms', 'p99 ms', 'p99 × ref', 'errors', 'CPU µs/msg']
+  const lines = rows.map((r) => [
+    r.name, fmt(r.median.mps, 0), fmt(r.median.mpsPerSocket, 0), fmt(r.ratio.mpsPerSocketToDirect, 2), fmt(r.ratio.mps, 2), fmt(r.median.p50Ms, 2),
+    fmt(r.median.p99Ms, 2), fmt(r.ratio.p99, 2), String(r.median.errors), r.median.cpuUsPerMessage === null ? '–' : fmt(r.median.cpuUsPerMessage, 1)
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
+  const line = (cells) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
+  log(`\nmedians of ${options.rounds} rounds; × direct = messages per second per socket against the echo direct to the targets, × ref = against @fastify/http-proxy, in this run`)
+  log(line(header))
+  for (const l of lines) log(line(l))
+  for (const r of rows) log(`  ${r.name}: ${r.description}`)
+  const sticky = rows.find((r) => r.name === 'ws-sticky')
+  log(`fastify-sticky's tunnel: ${fmt(sticky.ratio.mpsPerSocketToDirect, 2)}× direct per socket, ${fmt(sticky.ratio.mps, 2)}× @fastify/http-proxy, CPU per message ${fmt(sticky.ratio.cpuPerMessageToBare, 2)}× the bare relay's`)
+}
+
 function printAffinity (a) {
   log(`  returning client: ${fmt(a.returningNs, 0)} ns per request`)
   log(`  new client:       ${fmt(a.newNs, 0)} ns per request`)
@@ -484,6 +619,13 @@ function judgeTargets (report) {
       const added = ns - report.affinity.newNs
       targets.push({ target: `${type} hashing adds ≤ ${TARGETS.hashingAddsNs} ns to a new client's affinity path (ns added)`, value: added, met: added <= TARGETS.hashingAddsNs })
     }
+  }
+  const ws = (name) => report.websocket?.scenarios.find((r) => r.name === name)
+  if (ws('ws-sticky') !== undefined) {
+    const { ratio } = ws('ws-sticky')
+    targets.push({ target: `WebSocket echo through the gateway ≥ ${TARGETS.wsDirectRatio}× direct msg/s per socket`, value: ratio.mpsPerSocketToDirect, met: ratio.mpsPerSocketToDirect >= TARGETS.wsDirectRatio })
+    targets.push({ target: `WebSocket echo through the gateway ≥ ${TARGETS.wsReferenceRatio}× @fastify/http-proxy msg/s`, value: ratio.mps, met: ratio.mps >= TARGETS.wsReferenceRatio })
+    targets.push({ target: `WebSocket echo p99 ≤ ${TARGETS.wsP99Ratio}× @fastify/http-proxy p99`, value: ratio.p99, met: ratio.p99 <= TARGETS.wsP99Ratio })
   }
   if (report.memory !== undefined) {
     targets.push({ target: `RSS growth ≤ ${TARGETS.rssGrowthMiB} MiB over ${report.memory.clients.toLocaleString('en')} clients`, value: report.memory.growth.rssMiB, met: report.memory.growth.rssMiB <= TARGETS.rssGrowthMiB })
@@ -635,7 +777,7 @@ function log (line) {
 }
 
 function parseArgs (argv) {
-  const o = { rounds: 3, duration: 5, warmup: 2, connections: 50, clients: 1_000_000, only: ['throughput', 'affinity', 'memory'], json: join(here, 'results', 'latest.json'), profile: false, smoke: false, generator: undefined }
+  const o = { rounds: 3, duration: 5, warmup: 2, connections: 50, wsConnections: 50, wsBytes: 100, clients: 1_000_000, only: ['throughput', 'websocket', 'affinity', 'memory'], json: join(here, 'results', 'latest.json'), profile: false, smoke: false, generator: undefined }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     const value = () => {
@@ -649,6 +791,8 @@ function parseArgs (argv) {
       case '--warmup': o.warmup = Number(value()); break
       case '--connections': o.connections = positive(arg, value()); break
       case '--clients': o.clients = positive(arg, value()); break
+      case '--ws-connections': o.wsConnections = positive(arg, value()); break
+      case '--ws-bytes': o.wsBytes = positive(arg, value()); break
       case '--only': o.only = value().split(','); break
       case '--scenarios': o.scenarios = value().split(','); break
       case '--json': o.json = value(); break
