@@ -44,7 +44,8 @@ test('every deadline counts from the request’s arrival: 50 requests on 16 conn
   const responses = await pending
   t.same([...new Set(responses.map((res) => res.statusCode))], [504], 'every one a 504')
   const slowest = Math.max(...took)
-  t.ok(slowest <= 1650, `the slowest 504 came ${slowest} ms after its request arrived, within 10 % of 1500 ms (not in batches of 16)`)
+  // Batches of 16 would give 3000 ms; 20 % leaves room for a busy machine's event loop.
+  t.ok(slowest <= 1800, `the slowest 504 came ${slowest} ms after its request arrived, within 20 % of 1500 ms (not in batches of 16)`)
   // A queued request is sent when a connection frees with more than 50 ms of its deadline left:
   // one that arrived over 50 ms after the first may rightly go (a busy machine spreads arrivals).
   const times = [...arrivals.values()].sort((a, b) => a - b)
