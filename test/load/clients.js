@@ -22,6 +22,12 @@ const SLOWEST_KEPT = 5
 /** A WebSocket client reconnects at most this many times in a row before it starts a new session. */
 const MAX_RECONNECT_ATTEMPTS = 30
 const MAX_MESSAGES_PER_SOCKET = 1_000_000
+/**
+ * One message in this many is large (WS_LARGE_BYTES), so that frames span many TCP chunks and
+ * the gateway's Close at a drain or shutdown must wait for a frame's end.
+ */
+const WS_LARGE_EVERY = 20
+const WS_LARGE_BYTES = [16_384, 131_072]
 
 /** Counters of the WebSocket clients in one phase, or in the whole run. */
 export function newWsCounts () {
@@ -41,6 +47,8 @@ export function newWsCounts () {
     lost: 0,
     /** Echoes from another target than the one whose 101 opened the socket. */
     misrouted: 0,
+    /** Of those, large ones (a message of WS_LARGE_BYTES). */
+    large: 0,
     /** Sockets the client did not close itself: close code → count (1006: no Close frame came). */
     closes: {},
     /** Sockets the client closed (1000) at the end of its session. */
@@ -325,7 +333,7 @@ export class Load {
   /** An open socket: at most one message awaiting its echo, and how the socket closed. */
   #wsSocket (session, ws, target) {
     // byClient: 'ended' (closed at the end of its session) or 'dropped' (after a lost message).
-    const socket = { ws, target, closed: false, closedAt: null, code: null, byClient: null, waiting: null, expected: null, closedPromise: null }
+    const socket = { ws, target, closed: false, closedAt: null, code: null, byClient: null, waiting: null, expected: null, large: false, closedPromise: null }
     socket.closedPromise = new Promise((resolve) => {
       ws.on('close', (code) => {
         socket.closed = true
@@ -337,7 +345,9 @@ export class Load {
           if (socket.byClient === 'ended') for (const counts of this.#wsCounts()) counts.closedByClient++
         } else {
           for (const counts of this.#wsCounts()) bump(counts.closes, code)
-          if (this.wsCloses.length < KEEP_DETAILS) this.wsCloses.push({ session: session.id, target, code, at: socket.closedAt, phase: this.phase.name })
+          // largeInFlight: a target that dies while it echoes a large message may cut the frame
+          // the gateway relays, which then cannot be followed by a Close (report.js excuses it).
+          if (this.wsCloses.length < KEEP_DETAILS) this.wsCloses.push({ session: session.id, target, code, largeInFlight: socket.waiting !== null && socket.large, at: socket.closedAt, phase: this.phase.name })
         }
         socket.waiting?.('cut')
         resolve()
@@ -375,15 +385,20 @@ export class Load {
         if (!socket.closed) ws.terminate()
         return 'ended'
       }
-      const message = `${session.id}.${seq}`
+      const large = Math.random() < 1 / WS_LARGE_EVERY
+      const message = large ? `${session.id}.${seq}.${'L'.repeat(Math.round(between(WS_LARGE_BYTES)))}` : `${session.id}.${seq}`
       const sentAt = Date.now()
       const startedAt = performance.now()
-      for (const counts of this.#wsCounts()) counts.sent++
+      for (const counts of this.#wsCounts()) {
+        counts.sent++
+        if (large) counts.large++
+      }
       this.inFlight++
       let timer
       const outcome = await new Promise((resolve) => {
         socket.waiting = resolve
         socket.expected = message
+        socket.large = large
         timer = setTimeout(() => resolve('lost'), this.settings.deadlineMs)
         ws.send(message)
       })
@@ -397,7 +412,7 @@ export class Load {
       }
       if (outcome === 'cut') return 'closed'
       if (outcome === 'lost') {
-        if (this.lostMessages.length < KEEP_DETAILS) this.lostMessages.push({ session: session.id, kind: 'message', path: message, target: socket.target, sentAt, phase: this.phase.name })
+        if (this.lostMessages.length < KEEP_DETAILS) this.lostMessages.push({ session: session.id, kind: 'message', path: large ? `${message.slice(0, 24)}… (${message.length} bytes)` : message, target: socket.target, sentAt, phase: this.phase.name })
         socket.byClient = 'dropped'
         ws.terminate()
         await socket.closedPromise

@@ -77,6 +77,7 @@ function wsData (w) {
     transport: w.transport,
     handshakesLost: w.handshakesLost,
     sent: w.sent,
+    large: w.large,
     echoed: w.echoed,
     cut: w.cut,
     lost: w.lost,
@@ -127,14 +128,18 @@ export function analyse (state) {
   }))
   const unexpected = moves.filter((m) => !m.expected)
 
-  // Sockets the gateway closed: expected only on a target faulted then, and always with 1001.
+  // Sockets the gateway closed: expected only on a target faulted then, and always with 1001 —
+  // unless the target died (kill, reset) while it echoed a large message: a frame cut off
+  // mid-way cannot be followed by a Close, so the connection just closes (README, WebSockets).
+  const diedAt = (id, atMs) => windows.some((w) => w.target === id && w.start <= atMs && atMs <= w.end && /^(kill|reset) /.test(w.fault))
   const wsCloses = (load?.wsCloses ?? []).map((c) => ({
     ...c,
     expected: faultedAt(c.target, c.at, c.at),
+    midFrame: c.code === 1006 && c.largeInFlight && diedAt(c.target, c.at),
     atS: (c.at - state.runStartedAt) / 1000
   }))
   const unexpectedCloses = wsCloses.filter((c) => !c.expected)
-  const closesNot1001 = wsCloses.filter((c) => c.code !== 1001)
+  const closesNot1001 = wsCloses.filter((c) => c.code !== 1001 && !c.midFrame)
   const ws = load === null || load.settings.wsClients === 0 ? null : wsData(load.wsTotals)
   const wsEnd = state.wsShutdown ?? null
 
@@ -294,6 +299,7 @@ export function analyse (state) {
           ...ws,
           moves: { expected: moves.filter((m) => m.channel === 'ws' && m.expected).length, unexpected: moves.filter((m) => m.channel === 'ws' && !m.expected).length },
           closedByGateway: wsCloses.length,
+          closedMidFrame: wsCloses.filter((c) => c.midFrame).length,
           unexpectedCloses,
           closesNot1001,
           atClose: wsEnd,
@@ -438,16 +444,17 @@ export function formatReport (r) {
   if (w !== null) {
     lines.push('')
     lines.push('WebSockets')
-    lines.push(`  messages: sent ${w.sent}, echoed ${w.echoed}, cut ${w.cut} (their socket closed before the echo), lost ${w.lost}` +
+    lines.push(`  messages: sent ${w.sent} (${w.large} of 16–128 KiB), echoed ${w.echoed}, cut ${w.cut} (their socket closed before the echo), lost ${w.lost}` +
       ` (sent = echoed + cut + lost: ${w.sent === w.echoed + w.cut + w.lost ? 'yes' : 'NO'}); echo p50 ${w.echoLatencyMs.p50} ms, p99 ${w.echoLatencyMs.p99} ms, max ${w.echoLatencyMs.max} ms` +
       `${w.misrouted > 0 ? `; ${w.misrouted} echoes from another target than the 101's` : ''}`)
     lines.push(`  upgrades: ${w.handshakes} sent, ${w.opened} opened (101), refused ${statusLine(w.refused)}${Object.keys(w.codes).length === 0 ? '' : ` (${Object.entries(w.codes).map(([code, n]) => `${short(code)} ${n}`).join(', ')})`},` +
       ` transport errors ${Object.entries(w.transport).map(([code, n]) => `${code} ${n}`).join(', ') || '0'}, lost ${w.handshakesLost}; ${w.reconnects} reconnects`)
-    lines.push(`  closes: by the gateway ${w.closedByGateway} (codes ${Object.entries(w.closes).map(([code, n]) => `${code} ×${n}`).join(', ') || '-'}; ${w.unexpectedCloses.length} on a target that was not faulted, ${w.closesNot1001.length} without 1001), by the client at the end of its session ${w.closedByClient}`)
+    lines.push(`  closes: by the gateway ${w.closedByGateway} (codes ${Object.entries(w.closes).map(([code, n]) => `${code} ×${n}`).join(', ') || '-'}; ${w.unexpectedCloses.length} on a target that was not faulted,` +
+      ` ${w.closesNot1001.length} without 1001${w.closedMidFrame > 0 ? `, ${w.closedMidFrame} without a Close while a killed or reset target echoed a large message` : ''}), by the client at the end of its session ${w.closedByClient}`)
     if (w.atClose !== null) lines.push(`  at app.close(): ${w.atClose.open} open, closed with ${Object.entries(w.atClose.codes).map(([code, n]) => `${code} ×${n}`).join(', ') || 'nothing'}${w.atClose.stillOpen > 0 ? `, ${w.atClose.stillOpen} still open` : ''}`)
     lines.push(`  socket moves (a 101 from another target than the session's): ${w.moves.expected} expected, ${w.moves.unexpected} unexpected`)
     for (const c of w.unexpectedCloses.slice(0, LIST_LIMIT)) lines.push(`  closed on a target not faulted at ${c.atS.toFixed(1)} s (${c.phase}): session ${c.session} on ${c.target}, code ${c.code}`)
-    for (const c of w.closesNot1001.filter((c) => c.expected).slice(0, LIST_LIMIT)) lines.push(`  closed without 1001 at ${c.atS.toFixed(1)} s (${c.phase}): session ${c.session} on ${c.target}, code ${c.code}`)
+    for (const c of w.closesNot1001.slice(0, LIST_LIMIT)) lines.push(`  closed without 1001 at ${c.atS.toFixed(1)} s (${c.phase}): session ${c.session} on ${c.target}, code ${c.code}`)
     for (const lost of w.lostList.slice(0, LIST_LIMIT)) lines.push(`  lost: ${lost.kind} ${lost.path} (session ${lost.session}, on ${lost.target ?? '-'}) sent in ${lost.phase}`)
   }
 

@@ -15,10 +15,11 @@
 // cookie jar (sessions of a few seconds back to back), send GETs, small JSON POSTs and some slow
 // GETs through undici keep-alive pools. Beside them, 40 WebSocket clients, each session one
 // cookie jar shared by a socket (opened first: its 101 pins the jar) and GETs every few hundred
-// ms, send a small message every ~100 ms on the socket and wait for its echo; when the gateway
-// closes the socket (or refuses the upgrade) they reconnect with backoff. Meanwhile a schedule
-// runs on the targets one after another, each phase followed by recovery (every target healthy
-// and not ejected again, then a pause):
+// ms, send a small message every ~100 ms on the socket (one in 20 of 16–128 KiB, so that frames
+// span many chunks) and wait for its echo; when the gateway closes the socket (or refuses the
+// upgrade) they reconnect with backoff. Meanwhile a schedule runs on the targets one after
+// another, each phase followed by recovery (every target healthy and not ejected again, then a
+// pause):
 //
 //   kill         close the target's server and all its connections, WebSockets too; start it
 //                again on the same port
