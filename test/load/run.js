@@ -2,7 +2,7 @@
 //
 //   npm run test:load                       # full run: 2 rounds of the schedule, about 4 minutes
 //                                           # (builds dist/ first: the suite imports ../../dist/index.js)
-//   npm run test:load -- --short            # 1 round with shorter faults, about 40 s (CI)
+//   npm run test:load -- --short            # 1 round with shorter faults, about 50 s (CI)
 //   npm run test:load -- --json report.json # also writes the whole report, every move and health change
 //   (--clients <n> changes the number of steady clients, 200 by default; --ws-clients <n> the
 //   number of WebSocket clients, 40 by default)
