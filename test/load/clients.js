@@ -1,9 +1,11 @@
 // The load suite's clients: sticky sessions, each with its own cookie jar, sending requests in a
-// loop through undici keep-alive pools to the gateway, and the bursts of long requests. Every
-// request and every response is counted here, in the totals and per phase: a request in the
-// phase running when it was sent, its outcome in the phase running when that came.
+// loop through undici keep-alive pools to the gateway, the bursts of long requests, and the
+// WebSocket clients (a socket and HTTP requests sharing one jar). Every request, response and
+// message is counted here, in the totals and per phase: a request in the phase running when it
+// was sent, its outcome in the phase running when that came.
 import { createHistogram } from 'node:perf_hooks'
 import { Pool } from 'undici'
+import { WebSocket } from 'ws'
 import { sleep } from './targets.js'
 
 /** Hard bounds on every loop, besides the time bounds. */
@@ -16,6 +18,46 @@ const KEEP_DETAILS = 20_000
 const ITEMS = 500
 /** The slowest answers to steady clients kept per phase. */
 const SLOWEST_KEPT = 5
+
+/** A WebSocket client reconnects at most this many times in a row before it starts a new session. */
+const MAX_RECONNECT_ATTEMPTS = 30
+const MAX_MESSAGES_PER_SOCKET = 1_000_000
+/**
+ * One message in this many is large (WS_LARGE_BYTES), so that frames span many TCP chunks and
+ * the gateway's Close at a drain or shutdown must wait for a frame's end.
+ */
+const WS_LARGE_EVERY = 20
+const WS_LARGE_BYTES = [16_384, 131_072]
+
+/** Counters of the WebSocket clients in one phase, or in the whole run. */
+export function newWsCounts () {
+  return {
+    /** Upgrade requests sent, answered 101, answered otherwise (status → count, gateway code → count). */
+    handshakes: 0,
+    opened: 0,
+    refused: {},
+    codes: {},
+    /** Upgrades that failed in transport (error code → count), or got no answer within the deadline. */
+    transport: {},
+    handshakesLost: 0,
+    /** Messages sent; echoed; cut (their socket closed before the echo); lost (no echo within the deadline, the socket still open). */
+    sent: 0,
+    echoed: 0,
+    cut: 0,
+    lost: 0,
+    /** Echoes from another target than the one whose 101 opened the socket. */
+    misrouted: 0,
+    /** Of those, large ones (a message of WS_LARGE_BYTES). */
+    large: 0,
+    /** Sockets the client did not close itself: close code → count (1006: no Close frame came). */
+    closes: {},
+    /** Sockets the client closed (1000) at the end of its session. */
+    closedByClient: 0,
+    /** Connections opened again after the gateway closed one, or after a refused upgrade. */
+    reconnects: 0,
+    echoLatency: createHistogram()
+  }
+}
 
 /** Counters of one phase, or of the whole run. */
 export function newCounts () {
@@ -88,6 +130,10 @@ export class Load {
    * @param {[number, number]} settings.thinkMs pause between two requests of a client
    * @param {[number, number]} settings.sessionMs how long a client keeps its cookie jar
    * @param {[number, number]} settings.slowPathMs delay of the steady clients' slow paths
+   * @param {number} [settings.wsClients] WebSocket clients
+   * @param {[number, number]} [settings.wsIntervalMs] pause between two messages of a socket
+   * @param {[number, number]} [settings.wsHttpThinkMs] pause between two HTTP requests of a WebSocket client
+   * @param {[number, number]} [settings.wsBackoffMs] a reconnect's first and longest pause
    */
   constructor (settings) {
     this.settings = settings
@@ -103,16 +149,26 @@ export class Load {
     this.lostRequests = []
     this.misroutes = []
     this.nextSession = 0
+    this.wsTotals = newWsCounts()
+    /** Sockets the gateway closed (not their client): their target and when, for report.js to judge. */
+    this.wsCloses = []
+    /** Messages lost, kept in full (all are counted). */
+    this.lostMessages = []
+    /** The sockets left open when the clients stopped, for app.close() to close. */
+    this.openAtStop = new Set()
+    /** What those sockets got: close code → count. */
+    this.shutdownCloses = {}
     // headersTimeout and bodyTimeout off: the suite's own deadline decides what is lost.
     const options = { pipelining: 1, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 30_000 }
-    this.steadyPool = new Pool(settings.gatewayUrl, { ...options, connections: settings.clients + 8 })
+    this.steadyPool = new Pool(settings.gatewayUrl, { ...options, connections: settings.clients + (settings.wsClients ?? 0) + 8 })
     this.burstPool = new Pool(settings.gatewayUrl, { ...options, connections: settings.burstSize + 8 })
     this.loops = []
   }
 
-  /** Starts the steady clients; each runs sessions back to back until `stop()`. */
+  /** Starts the steady and WebSocket clients; each runs sessions back to back until `stop()`. */
   startClients () {
     for (let i = 0; i < this.settings.clients; i++) this.loops.push(this.#client(i))
+    for (let i = 0; i < (this.settings.wsClients ?? 0); i++) this.loops.push(this.#wsClient(i))
   }
 
   async #client (index) {
@@ -126,6 +182,252 @@ export class Load {
         if (!this.stopped) await sleep(between(this.settings.thinkMs))
       }
     }
+  }
+
+  /**
+   * A WebSocket client: sessions back to back, each one cookie jar shared by a socket and HTTP
+   * GETs, as a socket.io-style app's page has. The socket opens first (its 101 pins the jar),
+   * then the GETs start; an upgrade and a GET are never in flight together, so that one answer's
+   * cookie is in the jar before the other is sent (a browser's page could race them). Half the clients go through the bound route (`/ws/…`), half
+   * through stickyProxy (`/upload/ws/…`).
+   */
+  async #wsClient (index) {
+    await sleep(Math.random() * this.settings.wsIntervalMs[1])
+    const path = index % 2 === 0 ? `/ws/w${index}` : `/upload/ws/w${index}`
+    for (let n = 0; n < MAX_SESSIONS_PER_CLIENT && !this.stopped; n++) {
+      const session = this.#newSession('ws', `w${index}`)
+      session.lock = Promise.resolve()
+      const endsAt = Date.now() + between(this.settings.sessionMs)
+      const socket = this.#wsSocketLoop(session, path, endsAt)
+      const http = this.#wsHttpLoop(session, endsAt)
+      await Promise.all([socket, http])
+    }
+  }
+
+  /** Runs `fn` once no other upgrade or request of the session is in flight. */
+  #exclusive (session, fn) {
+    const run = session.lock.then(fn)
+    session.lock = run.catch(() => {})
+    return run
+  }
+
+  /** The session's GETs, once its jar has a cookie (between two sockets too), until the session ends. */
+  async #wsHttpLoop (session, endsAt) {
+    for (let i = 0; i < MAX_REQUESTS_PER_SESSION && !this.stopped && Date.now() < endsAt; i++) {
+      await sleep(between(this.settings.wsHttpThinkMs))
+      if (this.stopped || Date.now() >= endsAt) break
+      // Before the first answer to an upgrade the jar is empty: a GET then would be placed on its own.
+      if (session.jar.cookies.size === 0) continue
+      await this.#exclusive(session, () => this.exchange(this.steadyPool, session, { method: 'GET', path: `/item/${Math.floor(Math.random() * ITEMS)}` }))
+    }
+  }
+
+  /**
+   * The session's socket: opened, messages until the session ends, opened again after the
+   * gateway closed it or refused the upgrade (pauses doubling from wsBackoffMs[0] to
+   * wsBackoffMs[1], at most MAX_RECONNECT_ATTEMPTS in a row). When the clients stop, the open
+   * socket is left open for app.close().
+   */
+  async #wsSocketLoop (session, path, endsAt) {
+    let failures = 0
+    let closedAt = null
+    for (let n = 0; n < MAX_MESSAGES_PER_SOCKET && !this.stopped && Date.now() < endsAt; n++) {
+      if (closedAt !== null || failures > 0) for (const counts of this.#wsCounts()) counts.reconnects++
+      const socket = await this.#exclusive(session, () => this.#wsOpen(session, path, closedAt))
+      if (socket === null) {
+        if (++failures > MAX_RECONNECT_ATTEMPTS) return
+        const [first, longest] = this.settings.wsBackoffMs
+        await sleep(Math.min(longest, first * 2 ** (failures - 1)) * (0.5 + Math.random() / 2))
+        continue
+      }
+      failures = 0
+      const ended = await this.#wsConverse(session, socket, endsAt)
+      if (ended !== 'closed') return
+      closedAt = socket.closedAt
+      const [first] = this.settings.wsBackoffMs
+      await sleep(first * (0.5 + Math.random() / 2))
+    }
+  }
+
+  #wsCounts () {
+    return [this.phase.ws ??= newWsCounts(), this.wsTotals]
+  }
+
+  /**
+   * One upgrade through the gateway with the session's cookies: the socket once open (its 101's
+   * cookies stored, its target from `x-served-by`), or null when it was refused, failed or got
+   * no answer within the deadline. The target it lands on is judged as any response's: a move
+   * when the session was elsewhere (since `since`, when its last socket closed).
+   */
+  #wsOpen (session, path, since) {
+    for (const counts of this.#wsCounts()) counts.handshakes++
+    const sentAt = Date.now()
+    const cookie = session.jar.header()
+    const url = `${this.settings.gatewayUrl.replace(/^http/, 'ws')}${path}`
+    const ws = new WebSocket(url, { headers: cookie === undefined ? {} : { cookie }, perMessageDeflate: false, followRedirects: false })
+    this.inFlight++
+    return new Promise((resolve) => {
+      let done = false
+      const finish = (value) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        this.inFlight--
+        resolve(value)
+      }
+      // No answer to the upgrade within the deadline: lost, as a request would be.
+      const timer = setTimeout(() => {
+        for (const counts of this.#wsCounts()) counts.handshakesLost++
+        if (this.lostMessages.length < KEEP_DETAILS) {
+          this.lostMessages.push({ session: session.id, kind: 'upgrade', path, target: session.current, sentAt, phase: this.phase.name })
+        }
+        finish(null)
+        ws.terminate()
+      }, this.settings.deadlineMs)
+      let served = null
+      let decision = null
+      ws.once('upgrade', (res) => {
+        session.jar.store(res.headers['set-cookie'])
+        served = typeof res.headers['x-served-by'] === 'string' ? res.headers['x-served-by'] : null
+        const affinity = typeof res.headers['x-affinity'] === 'string' ? res.headers['x-affinity'] : null
+        const decided = typeof res.headers['x-affinity-target'] === 'string' ? res.headers['x-affinity-target'] : null
+        // The route decided before the target was tried: a refused connection went elsewhere.
+        decision = decided !== null && decided !== served ? 'reassigned;target-unreachable' : affinity
+      })
+      ws.once('open', () => {
+        if (done) {
+          ws.terminate()
+          return
+        }
+        for (const counts of this.#wsCounts()) counts.opened++
+        const socket = this.#wsSocket(session, ws, served)
+        if (served !== null) this.#observe(session, served, decision, 101, since ?? sentAt, 'ws', path)
+        finish(socket)
+      })
+      ws.once('unexpected-response', (req, res) => {
+        if (done) {
+          ws.terminate()
+          return
+        }
+        session.jar.store(res.headers['set-cookie'])
+        const chunks = []
+        res.on('data', (chunk) => chunks.push(chunk))
+        res.on('error', () => {})
+        res.on('close', () => {
+          for (const counts of this.#wsCounts()) {
+            bump(counts.refused, res.statusCode)
+            if (res.statusCode >= 400) bump(counts.codes, errorCode(Buffer.concat(chunks).toString(), res.statusCode))
+          }
+          ws.terminate()
+          finish(null)
+        })
+      })
+      ws.on('error', (err) => {
+        if (done) return
+        for (const counts of this.#wsCounts()) bump(counts.transport, err.code ?? err.message)
+        finish(null)
+      })
+    })
+  }
+
+  /** An open socket: at most one message awaiting its echo, and how the socket closed. */
+  #wsSocket (session, ws, target) {
+    // byClient: 'ended' (closed at the end of its session) or 'dropped' (after a lost message).
+    const socket = { ws, target, closed: false, closedAt: null, code: null, byClient: null, waiting: null, expected: null, large: false, closedPromise: null }
+    socket.closedPromise = new Promise((resolve) => {
+      ws.on('close', (code) => {
+        socket.closed = true
+        socket.closedAt = Date.now()
+        socket.code = code
+        if (this.openAtStop.delete(socket)) {
+          bump(this.shutdownCloses, code)
+        } else if (socket.byClient !== null) {
+          if (socket.byClient === 'ended') for (const counts of this.#wsCounts()) counts.closedByClient++
+        } else {
+          for (const counts of this.#wsCounts()) bump(counts.closes, code)
+          // largeInFlight: a target that dies while it echoes a large message may cut the frame
+          // the gateway relays, which then cannot be followed by a Close (report.js excuses it).
+          if (this.wsCloses.length < KEEP_DETAILS) this.wsCloses.push({ session: session.id, target, code, largeInFlight: socket.waiting !== null && socket.large, at: socket.closedAt, phase: this.phase.name })
+        }
+        socket.waiting?.('cut')
+        resolve()
+      })
+    })
+    ws.on('error', () => {})
+    ws.on('message', (data) => {
+      const text = String(data)
+      const at = text.indexOf(':')
+      if (text.slice(0, at) !== target) {
+        for (const counts of this.#wsCounts()) counts.misrouted++
+      }
+      if (socket.expected === text.slice(at + 1)) socket.waiting?.('echoed')
+    })
+    return socket
+  }
+
+  /**
+   * Messages on an open socket, each sent once the last was echoed, until the session ends
+   * ('ended': the client closes it with 1000), the clients stop ('stopped': left open), the
+   * socket closes ('closed') or a message is lost ('lost': the socket is dropped).
+   */
+  async #wsConverse (session, socket, endsAt) {
+    const { ws } = socket
+    for (let seq = 0; seq < MAX_MESSAGES_PER_SOCKET; seq++) {
+      if (socket.closed) return 'closed'
+      if (this.stopped) {
+        this.openAtStop.add(socket)
+        return 'stopped'
+      }
+      if (Date.now() >= endsAt) {
+        socket.byClient = 'ended'
+        ws.close(1000)
+        await Promise.race([socket.closedPromise, sleep(this.settings.deadlineMs)])
+        if (!socket.closed) ws.terminate()
+        return 'ended'
+      }
+      const large = Math.random() < 1 / WS_LARGE_EVERY
+      const message = large ? `${session.id}.${seq}.${'L'.repeat(Math.round(between(WS_LARGE_BYTES)))}` : `${session.id}.${seq}`
+      const sentAt = Date.now()
+      const startedAt = performance.now()
+      for (const counts of this.#wsCounts()) {
+        counts.sent++
+        if (large) counts.large++
+      }
+      this.inFlight++
+      let timer
+      const outcome = await new Promise((resolve) => {
+        socket.waiting = resolve
+        socket.expected = message
+        socket.large = large
+        timer = setTimeout(() => resolve('lost'), this.settings.deadlineMs)
+        ws.send(message)
+      })
+      clearTimeout(timer)
+      socket.waiting = null
+      socket.expected = null
+      this.inFlight--
+      for (const counts of this.#wsCounts()) {
+        counts[outcome]++
+        if (outcome === 'echoed') counts.echoLatency.record(Math.max(1, Math.round(performance.now() - startedAt)))
+      }
+      if (outcome === 'cut') return 'closed'
+      if (outcome === 'lost') {
+        if (this.lostMessages.length < KEEP_DETAILS) this.lostMessages.push({ session: session.id, kind: 'message', path: large ? `${message.slice(0, 24)}… (${message.length} bytes)` : message, target: socket.target, sentAt, phase: this.phase.name })
+        socket.byClient = 'dropped'
+        ws.terminate()
+        await socket.closedPromise
+        return 'closed'
+      }
+      await sleep(between(this.settings.wsIntervalMs))
+    }
+    return 'ended'
+  }
+
+  /** Waits until every socket left open at the stop has closed (app.close() closes them), or `boundMs`; true when all did. */
+  async wsShutdown (boundMs) {
+    const deadline = Date.now() + boundMs
+    while (this.openAtStop.size > 0 && Date.now() < deadline) await sleep(20)
+    return this.openAtStop.size === 0
   }
 
   #newSession (kind, client, jar = new Jar()) {
@@ -220,18 +522,7 @@ export class Load {
         for (const counts of all) counts.misrouted++
         if (this.misroutes.length < KEEP_DETAILS) this.misroutes.push({ session: session.id, path, servedBy, target, affinity, at: Date.now(), phase: phase.name })
       }
-      if (target !== null) {
-        session.responses++
-        if (session.current !== null && session.current !== target) {
-          session.moves++
-          this.movesCounted++
-          if (this.moves.length < KEEP_DETAILS) {
-            this.moves.push({ session: session.id, kind: session.kind, from: session.current, to: target, reason: affinity, status, sentAt, at: Date.now(), phase: phase.name })
-          }
-        }
-        session.current = target
-        session.targets.add(target)
-      }
+      if (target !== null) this.#observe(session, target, affinity, status, sentAt, 'http', path)
       return { status, target, affinity }
     } catch (err) {
       clearTimeout(timer)
@@ -252,6 +543,23 @@ export class Load {
     }
   }
 
+  /**
+   * The session was answered by `target` (a response, or a socket's 101): a move when it was
+   * on another one, judged by report.js against the fault windows from `sentAt` to now.
+   */
+  #observe (session, target, affinity, status, sentAt, channel, path) {
+    session.responses++
+    if (session.current !== null && session.current !== target) {
+      session.moves++
+      this.movesCounted++
+      if (this.moves.length < KEEP_DETAILS) {
+        this.moves.push({ session: session.id, kind: session.kind, channel, path, from: session.current, to: target, reason: affinity, status, sentAt, at: Date.now(), phase: this.phase.name })
+      }
+    }
+    session.current = target
+    session.targets.add(target)
+  }
+
   /** Stops every loop after its current request; resolves when all have ended (or `boundMs` passed: false). */
   async stop (boundMs) {
     this.stopped = true
@@ -265,6 +573,7 @@ export class Load {
   }
 
   async close () {
+    for (const socket of this.openAtStop) socket.ws.terminate()
     await Promise.all([this.steadyPool.destroy(), this.burstPool.destroy()])
   }
 }

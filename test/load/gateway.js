@@ -1,7 +1,8 @@
 // The gateway under test, run by test/load/run.js in a child process of its own (so its memory,
 // handles and event loop are its own): a real Fastify on 127.0.0.1:0 with the built plugin, one
 // target group with lb_cookie stickiness and active health checks, `app.all('/*')` forwarding to
-// it, and `/upload/*` mounted with stickyProxy (request bodies stream to the target there).
+// it (WebSockets too), and `/upload/*` mounted with stickyProxy (request bodies stream to the
+// target there; WebSockets are tunnelled, stickyProxy's default).
 // It talks to the driver over IPC only: it reports every target-health change, and runs the
 // driver's deregister / register / stats / close commands.
 import diagnosticsChannel from 'node:diagnostics_channel'
@@ -60,12 +61,14 @@ async function start (config) {
   group = app.targetGroups.get(config.groupName)
   // request.affinity, copied into headers the driver reads: the decision and the target it names.
   app.addHook('onSend', (request, reply, payload, done) => {
-    const affinity = request.affinity
-    if (affinity !== null) {
-      reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-      if (affinity.target !== null) reply.header('x-affinity-target', affinity.target.id)
-    }
+    affinityHeaders(request, reply)
     done(null, payload)
+  })
+  // A 101 is written without onSend: for an upgrade the decision goes on the reply before it is
+  // sent (a refused connection sent on to another target is seen by the driver from x-served-by).
+  app.addHook('preHandler', (request, reply, done) => {
+    if (request.headers.upgrade !== undefined) affinityHeaders(request, reply)
+    done()
   })
   app.addHook('onRequest', (request, reply, done) => { counts.received++; done() })
   app.addHook('onResponse', (request, reply, done) => {
@@ -74,12 +77,20 @@ async function start (config) {
     done()
   })
   app.addHook('onRequestAbort', (request, done) => { counts.aborted++; done() })
-  app.all('/*', { config: { targetGroup: config.groupName } }, (request, reply) => reply.forward())
+  app.all('/*', { config: { targetGroup: config.groupName, websocket: true } }, (request, reply) => reply.forward())
   await app.register(stickyProxy, { prefix: '/upload', targetGroup: config.groupName, rewritePrefix: '/upload' })
   await app.listen({ port: 0, host: '127.0.0.1' })
   eventLoop = monitorEventLoopDelay({ resolution: 10 })
   eventLoop.enable()
   return { port: app.server.address().port }
+}
+
+function affinityHeaders (request, reply) {
+  const affinity = request.affinity
+  if (affinity !== null) {
+    reply.header('x-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
+    if (affinity.target !== null) reply.header('x-affinity-target', affinity.target.id)
+  }
 }
 
 const ops = {

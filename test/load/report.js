@@ -68,6 +68,27 @@ function countsData (c) {
   return { sent: c.sent, answered: c.answered, status: c.status, codes: c.codes, transport: c.transport, lost: c.lost, late: c.late, misrouted: c.misrouted, latencyMs: histogram(c.latency) }
 }
 
+function wsData (w) {
+  return {
+    handshakes: w.handshakes,
+    opened: w.opened,
+    refused: w.refused,
+    codes: w.codes,
+    transport: w.transport,
+    handshakesLost: w.handshakesLost,
+    sent: w.sent,
+    large: w.large,
+    echoed: w.echoed,
+    cut: w.cut,
+    lost: w.lost,
+    misrouted: w.misrouted,
+    closes: w.closes,
+    closedByClient: w.closedByClient,
+    reconnects: w.reconnects,
+    echoLatencyMs: histogram(w.echoLatency)
+  }
+}
+
 function tally (list) {
   const out = {}
   for (const item of list) out[item] = (out[item] ?? 0) + 1
@@ -107,6 +128,21 @@ export function analyse (state) {
   }))
   const unexpected = moves.filter((m) => !m.expected)
 
+  // Sockets the gateway closed: expected only on a target faulted then, and always with 1001 —
+  // unless the target died (kill, reset) while it echoed a large message: a frame cut off
+  // mid-way cannot be followed by a Close, so the connection just closes (README, WebSockets).
+  const diedAt = (id, atMs) => windows.some((w) => w.target === id && w.start <= atMs && atMs <= w.end && /^(kill|reset) /.test(w.fault))
+  const wsCloses = (load?.wsCloses ?? []).map((c) => ({
+    ...c,
+    expected: faultedAt(c.target, c.at, c.at),
+    midFrame: c.code === 1006 && c.largeInFlight && diedAt(c.target, c.at),
+    atS: (c.at - state.runStartedAt) / 1000
+  }))
+  const unexpectedCloses = wsCloses.filter((c) => !c.expected)
+  const closesNot1001 = wsCloses.filter((c) => c.code !== 1001 && !c.midFrame)
+  const ws = load === null || load.settings.wsClients === 0 ? null : wsData(load.wsTotals)
+  const wsEnd = state.wsShutdown ?? null
+
   // Sessions (the probes that find a cookie for a burst are not sessions).
   const sessions = {}
   for (const s of load?.sessions ?? []) {
@@ -130,6 +166,11 @@ export function analyse (state) {
       moves: {
         expected: moves.filter((m) => m.phase === p.name && m.expected).length,
         unexpected: moves.filter((m) => m.phase === p.name && !m.expected).length
+      },
+      ws: p.ws === undefined ? null : wsData(p.ws),
+      socketCloses: {
+        expected: wsCloses.filter((c) => c.phase === p.name && c.expected).length,
+        unexpected: wsCloses.filter((c) => c.phase === p.name && !c.expected).length
       },
       flaps: flaps.filter((f) => f.phase === p.name).length,
       ejectionsOfTargetsNotFaulted: ejections.filter((e) => e.phase === p.name && e.change === 'ejected').length,
@@ -184,14 +225,17 @@ export function analyse (state) {
   const closeBoundS = settings.closeBoundMs / 1000
   const checks = [
     {
-      name: `no request lost (every request answered within ${deadlineS} s)`,
-      ok: totals !== null && totals.lost === 0 && load.inFlight === 0,
-      detail: totals === null ? 'no load ran' : `${totals.lost} lost${load.inFlight > 0 ? `, ${load.inFlight} still in flight at the end` : ''}`
+      name: `no request or message lost silently (every request and upgrade answered, every message echoed or its socket closed, within ${deadlineS} s)`,
+      ok: totals !== null && totals.lost === 0 && load.inFlight === 0 && (ws === null || (ws.lost === 0 && ws.handshakesLost === 0)),
+      detail: totals === null
+        ? 'no load ran'
+        : `${totals.lost} requests lost${ws === null ? '' : `, ${ws.lost} messages lost, ${ws.handshakesLost} upgrades lost`}${load.inFlight > 0 ? `, ${load.inFlight} still in flight at the end` : ''}`
     },
     {
-      name: 'no unexpected session move (a move away from a target that was not faulted)',
-      ok: load !== null && unexpected.length === 0,
-      detail: `${unexpected.length} unexpected, ${moves.length - unexpected.length} expected`
+      name: 'no unexpected move or close (a session or socket leaving a target that was not faulted, a socket closed on one, or closed without 1001)',
+      ok: load !== null && unexpected.length === 0 && unexpectedCloses.length === 0 && closesNot1001.length === 0,
+      detail: `${unexpected.length} unexpected moves, ${moves.length - unexpected.length} expected` +
+        (ws === null ? '' : `; ${wsCloses.length} sockets closed by the gateway, ${unexpectedCloses.length} on a target not faulted, ${closesNot1001.length} without 1001`)
     },
     {
       name: 'no flap of a healthy target (a state change of a target that was not faulted)',
@@ -199,9 +243,11 @@ export function analyse (state) {
       detail: `${flaps.length} flaps, ${faultedChanges} changes of faulted targets`
     },
     {
-      name: `app.close() settled within ${closeBoundS} s`,
-      ok: gatewayEnd !== null && gatewayEnd.closeSettled && gatewayEnd.closeError === null,
-      detail: gatewayEnd === null ? 'the gateway was not closed' : gatewayEnd.closeSettled ? `settled in ${gatewayEnd.closeMs} ms${gatewayEnd.closeError === null ? '' : `, rejected: ${gatewayEnd.closeError.split('\n')[0]}`}` : `still pending after ${gatewayEnd.closeMs} ms`
+      name: `app.close() settled within ${closeBoundS} s${ws === null ? '' : ', every WebSocket still open closed with 1001'}`,
+      ok: gatewayEnd !== null && gatewayEnd.closeSettled && gatewayEnd.closeError === null &&
+        (ws === null || (wsEnd !== null && wsEnd.allClosed && Object.keys(wsEnd.codes).every((code) => code === '1001'))),
+      detail: (gatewayEnd === null ? 'the gateway was not closed' : gatewayEnd.closeSettled ? `settled in ${gatewayEnd.closeMs} ms${gatewayEnd.closeError === null ? '' : `, rejected: ${gatewayEnd.closeError.split('\n')[0]}`}` : `still pending after ${gatewayEnd.closeMs} ms`) +
+        (ws === null ? '' : wsEnd === null ? '; WebSockets at close not measured' : `; ${wsEnd.open} WebSockets open, closed with ${Object.entries(wsEnd.codes).map(([code, n]) => `${code} ×${n}`).join(', ') || 'nothing'}${wsEnd.stillOpen > 0 ? `, ${wsEnd.stillOpen} still open` : ''}`)
     },
     {
       name: 'no crash (gateway process and driver)',
@@ -219,6 +265,11 @@ export function analyse (state) {
     seconds: (Date.now() - state.runStartedAt) / 1000,
     settings: {
       clients: settings.clients,
+      wsClients: settings.wsClients,
+      wsIntervalMs: settings.wsIntervalMs,
+      wsHttpThinkMs: settings.wsHttpThinkMs,
+      wsBackoffMs: settings.wsBackoffMs,
+      websocket: settings.websocket,
       targets: settings.targets,
       rounds: settings.rounds,
       faultMs: settings.faultMs,
@@ -242,6 +293,18 @@ export function analyse (state) {
     totals,
     byKind: load === null ? {} : Object.fromEntries(Object.entries(load.byKind).map(([kind, counts]) => [kind, countsData(counts)])),
     sessions,
+    webSockets: ws === null
+      ? null
+      : {
+          ...ws,
+          moves: { expected: moves.filter((m) => m.channel === 'ws' && m.expected).length, unexpected: moves.filter((m) => m.channel === 'ws' && !m.expected).length },
+          closedByGateway: wsCloses.length,
+          closedMidFrame: wsCloses.filter((c) => c.midFrame).length,
+          unexpectedCloses,
+          closesNot1001,
+          atClose: wsEnd,
+          lostList: load.lostMessages
+        },
     moves: {
       total: load?.movesCounted ?? 0,
       expected: moves.length - unexpected.length,
@@ -274,6 +337,16 @@ export function analyse (state) {
   }
 }
 
+function wsLine (w) {
+  const refused = Object.values(w.refused).reduce((a, b) => a + b, 0)
+  const transport = Object.values(w.transport).reduce((a, b) => a + b, 0)
+  const closes = Object.entries(w.closes).map(([code, n]) => `${code} ×${n}`).join(', ')
+  return `${w.sent} messages, ${w.echoed} echoed, ${w.cut} cut, ${w.lost} lost, echo p99 ${w.echoLatencyMs.p99} ms; ${w.handshakes} upgrades, ${w.opened} opened` +
+    `${refused > 0 ? `, refused ${statusLine(w.refused)}${Object.keys(w.codes).length === 0 ? '' : ` (${Object.entries(w.codes).map(([code, n]) => `${short(code)} ${n}`).join(', ')})`}` : ''}` +
+    `${transport > 0 ? `, transport ${Object.entries(w.transport).map(([code, n]) => `${code} ${n}`).join(', ')}` : ''}${w.handshakesLost > 0 ? `, ${w.handshakesLost} lost` : ''}` +
+    `${closes === '' ? '' : `; closed by the gateway ${closes}`}${w.reconnects > 0 ? `, ${w.reconnects} reconnects` : ''}`
+}
+
 function statusLine (status) {
   const entries = Object.entries(status)
   return entries.length === 0 ? '-' : entries.map(([code, n]) => `${code}: ${n}`).join(', ')
@@ -297,15 +370,19 @@ export function formatReport (r) {
   lines.push(`  ${s.clients} sticky clients (sessions of ${s.sessionMs[0] / 1000}–${s.sessionMs[1] / 1000} s, ${s.thinkMs[0]}–${s.thinkMs[1]} ms between requests), ${s.targets} targets, ${s.rounds} round(s) of 8 phases of ${s.faultMs / 1000} s + recovery`)
   lines.push(`  gateway: idleTimeoutMs ${s.gateway.idleTimeoutMs}, connectTimeoutMs ${s.gateway.connectTimeoutMs}, connectionsPerTarget ${s.gateway.connectionsPerTarget}, deregistrationDelayMs ${s.deregistrationDelayMs};` +
     ` health checks every ${s.healthCheck.intervalMs} ms, timeout ${s.healthCheck.timeoutMs} ms, thresholds ${s.healthCheck.healthyThreshold}/${s.healthCheck.unhealthyThreshold}; passive checks eject for ${s.baseEjectionMs} ms`)
-  lines.push(`  lost = no answer within ${s.deadlineMs / 1000} s; late = answered after ${s.lateMs / 1000} s (connect + idle timeout + 1 s); slow fault +${s.slowMs} ms; bursts of ${s.burstSize} × ${s.burstHoldMs} ms`)
+  if (s.wsClients > 0) {
+    lines.push(`  ${s.wsClients} WebSocket clients (sessions of the same length: one cookie jar for a socket and GETs ${s.wsHttpThinkMs[0]}–${s.wsHttpThinkMs[1]} ms apart; a message every ${s.wsIntervalMs[0]}–${s.wsIntervalMs[1]} ms once the last was echoed;` +
+      ` reconnects after ${s.wsBackoffMs[0]} ms, doubling to ${s.wsBackoffMs[1]} ms while upgrades fail), half on a bound route, half under stickyProxy; websocket.handshakeTimeoutMs ${s.websocket.handshakeTimeoutMs}`)
+  }
+  lines.push(`  lost = no answer within ${s.deadlineMs / 1000} s${s.wsClients > 0 ? ' (a message: no echo within it, its socket still open)' : ''}; late = answered after ${s.lateMs / 1000} s (connect + idle timeout + 1 s); slow fault +${s.slowMs} ms; bursts of ${s.burstSize} × ${s.burstHoldMs} ms`)
 
   const f = (ms) => `${+(ms / 1000).toFixed(1)} s`
   lines.push('')
   lines.push('phases: after a warm-up, faults one after another on t0…t3 in turn, each followed by recovery (every target healthy again, then ' + f(s.recoverMs) + ')')
-  lines.push(`  kill         server.close() and closeAllConnections() for ${f(s.faultMs)}, then listening again on the same port`)
-  lines.push(`  hang         requests read and held unanswered for ${f(Math.max(s.faultMs, s.minHangMs))}, then answered`)
-  lines.push(`  reset        the socket of every request destroyed as it arrives, for ${f(s.faultMs)}`)
-  lines.push(`  slow         every answer (health checks too) ${s.slowMs} ms late, for ${f(s.faultMs)}`)
+  lines.push(`  kill         server.close() and closeAllConnections() (and every WebSocket dropped) for ${f(s.faultMs)}, then listening again on the same port`)
+  lines.push(`  hang         requests and upgrades read and held unanswered for ${f(Math.max(s.faultMs, s.minHangMs))}, then answered; open WebSockets still echo`)
+  lines.push(`  reset        the socket of every request and upgrade destroyed as it arrives, for ${f(s.faultMs)}; every open WebSocket dropped at the start`)
+  lines.push(`  slow         every answer (health checks, 101s and echoes too) ${s.slowMs} ms late, for ${f(s.faultMs)}`)
   lines.push(`  flap         the health-check path answers 500 and 200 in turn, ${f(s.flapPeriodMs)} each, for ${f(s.faultMs)}; traffic answered normally`)
   lines.push(`  deregister   group.deregister(id) (deregistrationDelayMs ${s.deregistrationDelayMs}), once it resolves group.register({ id, url })`)
   lines.push(`  burst        load, not a fault: ${s.burstSize} GETs pinned to the target, each answered after ${s.burstHoldMs} ms, sent again and again for ${f(Math.max(s.faultMs, s.minBurstMs))}`)
@@ -333,6 +410,7 @@ export function formatReport (r) {
     if (p.ejectionsOfTargetsNotFaulted > 0) details.push(`passive checks ejected a target that was not faulted (${p.ejectionsOfTargetsNotFaulted}×)`)
     const logged = Object.entries(p.gatewayLog)
     if (logged.length > 0) details.push(`gateway log lines: ${logged.map(([line, n]) => `${line.replace(/FST_STICKY_/g, '')} ×${n}`).join('; ')}`)
+    if (p.ws !== null) details.push(`ws: ${wsLine(p.ws)}${p.socketCloses.expected + p.socketCloses.unexpected > 0 ? `; closed by the gateway on a faulted target ${p.socketCloses.expected}, on one not faulted ${p.socketCloses.unexpected}` : ''}`)
     const slowest = p.slowest[0]
     if (slowest !== undefined && slowest.ms > 1000) {
       details.push(`slowest steady answer ${slowest.ms} ms: ${slowest.method} ${slowest.path} → ${slowest.status}${slowest.code === null ? '' : ` ${short(slowest.code)}`}, pinned to ${slowest.pinned ?? '-'}, ${slowest.affinity ?? '-'} ${slowest.target ?? '-'}`)
@@ -362,6 +440,24 @@ export function formatReport (r) {
     }
   }
 
+  const w = r.webSockets
+  if (w !== null) {
+    lines.push('')
+    lines.push('WebSockets')
+    lines.push(`  messages: sent ${w.sent} (${w.large} of 16–128 KiB), echoed ${w.echoed}, cut ${w.cut} (their socket closed before the echo), lost ${w.lost}` +
+      ` (sent = echoed + cut + lost: ${w.sent === w.echoed + w.cut + w.lost ? 'yes' : 'NO'}); echo p50 ${w.echoLatencyMs.p50} ms, p99 ${w.echoLatencyMs.p99} ms, max ${w.echoLatencyMs.max} ms` +
+      `${w.misrouted > 0 ? `; ${w.misrouted} echoes from another target than the 101's` : ''}`)
+    lines.push(`  upgrades: ${w.handshakes} sent, ${w.opened} opened (101), refused ${statusLine(w.refused)}${Object.keys(w.codes).length === 0 ? '' : ` (${Object.entries(w.codes).map(([code, n]) => `${short(code)} ${n}`).join(', ')})`},` +
+      ` transport errors ${Object.entries(w.transport).map(([code, n]) => `${code} ${n}`).join(', ') || '0'}, lost ${w.handshakesLost}; ${w.reconnects} reconnects`)
+    lines.push(`  closes: by the gateway ${w.closedByGateway} (codes ${Object.entries(w.closes).map(([code, n]) => `${code} ×${n}`).join(', ') || '-'}; ${w.unexpectedCloses.length} on a target that was not faulted,` +
+      ` ${w.closesNot1001.length} without 1001${w.closedMidFrame > 0 ? `, ${w.closedMidFrame} without a Close while a killed or reset target echoed a large message` : ''}), by the client at the end of its session ${w.closedByClient}`)
+    if (w.atClose !== null) lines.push(`  at app.close(): ${w.atClose.open} open, closed with ${Object.entries(w.atClose.codes).map(([code, n]) => `${code} ×${n}`).join(', ') || 'nothing'}${w.atClose.stillOpen > 0 ? `, ${w.atClose.stillOpen} still open` : ''}`)
+    lines.push(`  socket moves (a 101 from another target than the session's): ${w.moves.expected} expected, ${w.moves.unexpected} unexpected`)
+    for (const c of w.unexpectedCloses.slice(0, LIST_LIMIT)) lines.push(`  closed on a target not faulted at ${c.atS.toFixed(1)} s (${c.phase}): session ${c.session} on ${c.target}, code ${c.code}`)
+    for (const c of w.closesNot1001.slice(0, LIST_LIMIT)) lines.push(`  closed without 1001 at ${c.atS.toFixed(1)} s (${c.phase}): session ${c.session} on ${c.target}, code ${c.code}`)
+    for (const lost of w.lostList.slice(0, LIST_LIMIT)) lines.push(`  lost: ${lost.kind} ${lost.path} (session ${lost.session}, on ${lost.target ?? '-'}) sent in ${lost.phase}`)
+  }
+
   lines.push('')
   lines.push('sessions (a session is one cookie jar: kept = every response from one target)')
   for (const [kind, k] of Object.entries(r.sessions)) {
@@ -372,7 +468,7 @@ export function formatReport (r) {
   lines.push(`    expected, by x-affinity: ${reasons(r.moves.byReason.expected)}`)
   lines.push(`    unexpected, by x-affinity: ${reasons(r.moves.byReason.unexpected)}`)
   for (const m of r.moves.unexpectedList.slice(0, LIST_LIMIT)) {
-    lines.push(`    unexpected at ${m.atS.toFixed(1)} s (${m.phase}): ${m.kind} session ${m.session} ${m.from} → ${m.to}, ${m.reason}, status ${m.status}`)
+    lines.push(`    unexpected at ${m.atS.toFixed(1)} s (${m.phase}): ${m.kind} session ${m.session} ${m.from} → ${m.to}, ${m.reason}, status ${m.status}${m.channel === 'ws' ? ` (a socket's 101, ${m.path})` : ''}`)
   }
   if (r.moves.unexpectedList.length > LIST_LIMIT) lines.push(`    … ${r.moves.unexpectedList.length - LIST_LIMIT} more in the JSON`)
 
@@ -393,6 +489,9 @@ export function formatReport (r) {
   lines.push('targets (what each target server got)')
   for (const t of r.targets) {
     lines.push(`  ${t.id}: ${t.requests} requests, ${t.answered} answered, ${t.abandoned} abandoned, ${t.resets} reset, ${t.held} held by a hang; ${t.healthChecks} health checks; ${t.connections} connections, at most ${t.peakConnections} open`)
+    if (t.wsUpgrades > 0) {
+      lines.push(`      ${t.wsUpgrades} upgrades: ${t.wsAccepted} accepted, ${t.wsHeld} held by a hang, ${t.wsResets} reset; ${t.wsDropped} WebSockets dropped by a fault, at most ${t.peakWebSockets} open; ${t.wsMessages} messages, ${t.wsEchoed} echoed; closes seen ${Object.entries(t.wsCloses).map(([code, n]) => `${code} ×${n}`).join(', ') || '-'}`)
+    }
   }
 
   lines.push('')

@@ -2,36 +2,49 @@
 //
 //   npm run test:load                       # full run: 2 rounds of the schedule, about 4 minutes
 //                                           # (builds dist/ first: the suite imports ../../dist/index.js)
-//   npm run test:load -- --short            # 1 round with shorter faults, about 40 s (CI)
+//   npm run test:load -- --short            # 1 round with shorter faults, about 50 s (CI)
 //   npm run test:load -- --json report.json # also writes the whole report, every move and health change
-//   (--clients <n> changes the number of steady clients, 200 by default)
+//   (--clients <n> changes the number of steady clients, 200 by default; --ws-clients <n> the
+//   number of WebSocket clients, 40 by default)
 //
 // Everything runs on 127.0.0.1: 4 node:http targets (targets.js) and the clients (clients.js) in
 // this process, the gateway (gateway.js: Fastify, the plugin, one lb_cookie target group with
 // active health checks every 500 ms and passive checks ejecting for 4 s, both scaled to the
-// suite's time; `app.all('/*', …, reply.forward())`, and `/upload/*` through stickyProxy) in a
-// child process of its own. 200 steady clients, each with its own cookie jar (sessions of a few
-// seconds back to back), send GETs, small JSON POSTs and some slow GETs through undici
-// keep-alive pools, while a schedule runs on the targets one after another, each phase followed
-// by recovery (every target healthy and not ejected again, then a pause):
+// suite's time; `app.all('/*', …, reply.forward())` with `websocket: true`, and `/upload/*`
+// through stickyProxy) in a child process of its own. 200 steady clients, each with its own
+// cookie jar (sessions of a few seconds back to back), send GETs, small JSON POSTs and some slow
+// GETs through undici keep-alive pools. Beside them, 40 WebSocket clients, each session one
+// cookie jar shared by a socket (opened first: its 101 pins the jar) and GETs every few hundred
+// ms, send a small message every ~100 ms on the socket (one in 20 of 16–128 KiB, so that frames
+// span many chunks) and wait for its echo; when the gateway closes the socket (or refuses the
+// upgrade) they reconnect with backoff. Meanwhile a schedule runs on the targets one after
+// another, each phase followed by recovery (every target healthy and not ejected again, then a
+// pause):
 //
-//   kill         close the target's server and all its connections; start it again on the same port
+//   kill         close the target's server and all its connections, WebSockets too; start it
+//                again on the same port
 //   hang         accept connections and read requests, answer none (at least idleTimeoutMs + 1.5 s);
-//                the held requests are answered at the end
-//   reset        destroy the socket of every request as it arrives
-//   slow         answer everything (health checks too) `slowMs` late
+//                the held requests are answered at the end; upgrades are held too (the gateway's
+//                handshake timeout answers them 504), open WebSockets still echo
+//   reset        destroy the socket of every request and upgrade as it arrives, and every open WebSocket
+//   slow         answer everything (health checks, upgrades and echoes too) `slowMs` late
 //   flap         the health-check path alternates 500 and 200; traffic is answered normally
 //   deregister   group.deregister(id) (drains for up to deregistrationDelayMs), then group.register({ id, url })
 //   burst        load, not a fault: long GETs pinned to one target fill every connection of its pool
 //   slow-bodies  load, not a fault: uploads pinned to one target trickle their small bodies in
 //
-// Every request and response is counted. A session that changes target is a move: expected when
-// the target it left was faulted then (from the fault until it is healthy, and back from any
-// ejection, after the fault was undone; report.js), unexpected otherwise. A target-health change (the plugin's
+// Every request, response and message is counted. A session that changes target (by a response,
+// or by a socket's 101) is a move: expected when the target it left was faulted then (from the
+// fault until it is healthy, and back from any ejection, after the fault was undone; report.js),
+// unexpected otherwise; so is a socket the gateway closes on a target that was not faulted, and
+// every socket the gateway closes must get a Close 1001. A message is echoed, cut (its socket
+// closed first) or lost (no echo within the deadline, the socket still open). The sockets still
+// open at the end must get 1001 from app.close(). A target-health change (the plugin's
 // TARGET_HEALTH_CHANNEL) of a target that was not faulted is a flap. The report ends with
-// `load: N passed, N failed` over five checks — no request lost, no unexpected move, no flap,
-// app.close() settled in time, no crash — and the exit code is 1 when one fails. Every loop is
-// bounded in count and time, and the whole run by a time budget.
+// `load: N passed, N failed` over five checks — no request or message lost silently, no
+// unexpected move or close, no flap, app.close() settled in time (its WebSockets closed with
+// 1001), no crash — and the exit code is 1 when one fails. Every loop is bounded in count and
+// time, and the whole run by a time budget.
 import { fork } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
@@ -52,6 +65,14 @@ const GATEWAY = {
   connectTimeoutMs: 1000,
   connectionsPerTarget: 128
 }
+/**
+ * The group's WebSocket limits: the handshake timeout above the slow fault's delay (a slow
+ * target's 101 still comes in time), below the idle timeout (a hung target's upgrades get 504
+ * before its requests do).
+ */
+const WEBSOCKET = {
+  handshakeTimeoutMs: 1500
+}
 /** Active health checks: short intervals (allowShortIntervals), ALB's minimum thresholds. */
 const HEALTH_CHECK = {
   path: '/health',
@@ -65,6 +86,7 @@ const HEALTH_CHECK = {
 const PROFILES = {
   short: {
     clients: 200,
+    wsClients: 40,
     rounds: 1,
     warmupMs: 2000,
     faultMs: 2000,
@@ -77,6 +99,7 @@ const PROFILES = {
   },
   full: {
     clients: 200,
+    wsClients: 40,
     rounds: 2,
     warmupMs: 10_000,
     faultMs: 8000,
@@ -92,6 +115,11 @@ const PROFILES = {
 /** Shared by both profiles. */
 const COMMON = {
   thinkMs: [20, 80],
+  /** A WebSocket client's pause between two messages (each sent once the last was echoed), and between two of its GETs. */
+  wsIntervalMs: [80, 120],
+  wsHttpThinkMs: [200, 600],
+  /** A reconnect's first pause (doubling at each refused upgrade) and its longest; each with jitter. */
+  wsBackoffMs: [100, 2000],
   slowPathMs: [100, 300],
   /** The slow fault's extra delay: above the health check's timeout, below the gateway's idle timeout. */
   slowMs: 1000,
@@ -114,7 +142,7 @@ const COMMON = {
   exitBoundMs: 5000
 }
 
-const USAGE = 'usage: node test/load/run.js [--short] [--json <file>] [--clients <n>]'
+const USAGE = 'usage: node test/load/run.js [--short] [--json <file>] [--clients <n>] [--ws-clients <n>]'
 
 function parseOptions () {
   const { values } = parseArgs({
@@ -122,6 +150,7 @@ function parseOptions () {
       short: { type: 'boolean', default: false },
       json: { type: 'string' },
       clients: { type: 'string' },
+      'ws-clients': { type: 'string' },
       help: { type: 'boolean', default: false }
     }
   })
@@ -130,11 +159,16 @@ function parseOptions () {
     process.exit(0)
   }
   const profile = values.short ? 'short' : 'full'
-  const settings = { profile, ...PROFILES[profile], ...COMMON, gateway: GATEWAY, healthCheck: HEALTH_CHECK, targets: TARGET_COUNT }
+  const settings = { profile, ...PROFILES[profile], ...COMMON, gateway: GATEWAY, healthCheck: HEALTH_CHECK, websocket: WEBSOCKET, targets: TARGET_COUNT }
   if (values.clients !== undefined) {
     const clients = Number(values.clients)
     if (!Number.isSafeInteger(clients) || clients < 1 || clients > 2000) throw new RangeError(`--clients must be an integer from 1 to 2000, received ${values.clients}`)
     settings.clients = clients
+  }
+  if (values['ws-clients'] !== undefined) {
+    const wsClients = Number(values['ws-clients'])
+    if (!Number.isSafeInteger(wsClients) || wsClients < 0 || wsClients > 1000) throw new RangeError(`--ws-clients must be an integer from 0 to 1000, received ${values['ws-clients']}`)
+    settings.wsClients = wsClients
   }
   // The gateway's own bound on an answer: connect, then idle timeout, plus undici's 1 s tick.
   settings.lateMs = GATEWAY.connectTimeoutMs + GATEWAY.idleTimeoutMs + 1000
@@ -243,6 +277,7 @@ async function main () {
     monitorTo: null,
     gatewayEnd: null,
     gatewayExit: null,
+    wsShutdown: null,
     crashes: [],
     notes: [],
     targets: [],
@@ -309,6 +344,7 @@ async function main () {
           algorithm: 'round_robin',
           stickiness: { type: 'lb_cookie', durationSeconds: 3600 },
           healthCheck: HEALTH_CHECK,
+          websocket: WEBSOCKET,
           deregistrationDelayMs: settings.deregistrationDelayMs,
           // Passive checks (on by default for gateway failures since f76154c), their ejection
           // scaled to the suite's time, as the health checks' interval is.
@@ -336,7 +372,11 @@ async function main () {
       lateMs: settings.lateMs,
       thinkMs: settings.thinkMs,
       sessionMs: settings.sessionMs,
-      slowPathMs: settings.slowPathMs
+      slowPathMs: settings.slowPathMs,
+      wsClients: settings.wsClients,
+      wsIntervalMs: settings.wsIntervalMs,
+      wsHttpThinkMs: settings.wsHttpThinkMs,
+      wsBackoffMs: settings.wsBackoffMs
     })
     state.load = load
     const driverLoop = monitorEventLoopDelay({ resolution: 10 })
@@ -381,7 +421,7 @@ async function main () {
     const schedule = [
       ['kill', 'fault', fault((t) => t.kill(), (t) => t.restart())],
       ['hang', 'fault', fault((t) => { t.mode = 'hang' }, (t) => { t.mode = 'normal'; t.release() }, Math.max(settings.faultMs, settings.minHangMs))],
-      ['reset', 'fault', fault((t) => { t.mode = 'reset' }, (t) => { t.mode = 'normal' })],
+      ['reset', 'fault', fault((t) => { t.mode = 'reset'; t.dropWebSockets() }, (t) => { t.mode = 'normal' })],
       ['slow', 'fault', fault((t) => { t.extraDelayMs = settings.slowMs }, (t) => { t.extraDelayMs = 0 })],
       ['flap', 'fault', async (phase, target) => {
         const window = { target: target.id, fault: phase.name, start: Date.now(), restoredAt: null }
@@ -436,19 +476,23 @@ async function main () {
     await runPhase('cool-down', 'steady', null, () => sleep(settings.cooldownMs))
     state.monitorTo = Date.now()
 
-    log(`stopping ${settings.clients} clients (${load.inFlight} requests in flight)`)
+    log(`stopping ${settings.clients} clients and ${settings.wsClients} WebSocket clients (${load.inFlight} requests and messages in flight)`)
     const stopped = await load.stop(settings.deadlineMs + 5000)
     if (!stopped) state.notes.push(`client loops had not all ended ${(settings.deadlineMs + 5000) / 1000} s after the stop`)
     driverLoop.disable()
 
     log('closing the gateway (app.close())')
     gateway.expectExit = true
+    const openAtClose = load.openAtStop.size
     try {
       state.gatewayEnd = await gateway.rpc('close', { boundMs: settings.closeBoundMs }, settings.closeBoundMs + 10_000)
       state.gatewayEnd.answeredAt = Date.now()
     } catch (err) {
       state.crashes.push(`the gateway's close command failed: ${err.message.split('\n')[0]}`)
     }
+    // The sockets the clients left open: app.close() sends each a Close 1001.
+    const socketsClosed = await load.wsShutdown(settings.closeBoundMs)
+    state.wsShutdown = { open: openAtClose, allClosed: socketsClosed, stillOpen: load.openAtStop.size, codes: { ...load.shutdownCloses } }
     const exit = await gateway.waitExit(settings.exitBoundMs)
     state.gatewayExit = exit === null
       ? { exitedBySelf: false, boundMs: settings.exitBoundMs }

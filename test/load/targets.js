@@ -1,7 +1,9 @@
 // The load suite's targets: real node:http servers on 127.0.0.1, each answering with its id in
-// `x-served-by` and counting what it got, with switches for the faults the suite injects.
+// `x-served-by` and counting what it got, with switches for the faults the suite injects. Each
+// also echoes WebSocket messages on the same port (`ws`, as an app's backend would).
 import { once } from 'node:events'
 import { createServer } from 'node:http'
+import { WebSocketServer } from 'ws'
 
 /** The path the gateway's active health checks ask for. */
 export const HEALTH_PATH = '/health'
@@ -17,6 +19,11 @@ const LISTEN_RETRY_MS = 100
  * `/slow/<ms>`, `/burst/<ms>` answer after that long; every other path at once. Every answer is
  * a small JSON body with `x-served-by: <id>`, after the whole request body was read. The fault
  * switches apply to every path, health checks included, except `healthStatus`.
+ * A WebSocket upgrade on any path is accepted with `x-served-by: <id>` on its 101, and each text
+ * message is echoed as `<id>:<message>`. The faults: `kill` drops every WebSocket (a dead
+ * process); `hang` holds upgrades unanswered (open sockets still echo: only new requests hang);
+ * `reset` destroys every upgrade as it arrives (and, by `dropWebSockets()`, the open sockets);
+ * `slow` answers upgrades and echoes `extraDelayMs` late.
  */
 export class LoadTarget {
   /** @param {string} id */
@@ -45,7 +52,19 @@ export class LoadTarget {
       bodyBytes: 0,
       connections: 0,
       peakConnections: 0,
-      peakInFlight: 0
+      peakInFlight: 0,
+      /** WebSocket upgrades received, accepted (101), held by a hang, destroyed by a reset. */
+      wsUpgrades: 0,
+      wsAccepted: 0,
+      wsHeld: 0,
+      wsResets: 0,
+      /** Open WebSockets destroyed by kill() or dropWebSockets(), without a Close. */
+      wsDropped: 0,
+      wsMessages: 0,
+      wsEchoed: 0,
+      peakWebSockets: 0,
+      /** The close code of each WebSocket that closed, as this target saw it: code → count. */
+      wsCloses: {}
     }
     this.inFlight = 0
     /** @type {Set<() => void>} answers held by the hang fault */
@@ -54,6 +73,10 @@ export class LoadTarget {
     this.sockets = new Set()
     /** @type {import('node:http').Server | null} */
     this.server = null
+    /** @type {Set<import('ws').WebSocket>} */
+    this.webSockets = new Set()
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false })
+    this.wss.on('headers', (headers) => { headers.push(`x-served-by: ${this.id}`) })
   }
 
   get url () {
@@ -72,6 +95,7 @@ export class LoadTarget {
         socket.on('close', () => this.sockets.delete(socket))
       })
       server.on('clientError', (err, socket) => { socket.destroy(err) })
+      server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
       try {
         server.listen(this.port, '127.0.0.1')
         await withTimeout(once(server, 'listening'), SERVER_OP_TIMEOUT_MS, `${this.id} listen`)
@@ -99,6 +123,7 @@ export class LoadTarget {
     const closed = once(server, 'close')
     server.close()
     server.closeAllConnections()
+    this.dropWebSockets()
     for (const socket of this.sockets) socket.destroy()
     await withTimeout(closed, SERVER_OP_TIMEOUT_MS, `${this.id} close`)
   }
@@ -114,6 +139,15 @@ export class LoadTarget {
     const held = [...this.held]
     this.held.clear()
     for (const answer of held) answer()
+  }
+
+  /** Destroys every open WebSocket's connection without a Close, as a reset or a dead process does. */
+  dropWebSockets () {
+    for (const ws of this.webSockets) {
+      this.counts.wsDropped++
+      ws.terminate()
+    }
+    this.webSockets.clear()
   }
 
   /** Stops for good (end of the run). */
@@ -174,6 +208,58 @@ export class LoadTarget {
       const delayMs = (delay === null ? 0 : Number(delay[1])) + this.extraDelayMs
       if (delayMs > 0) setTimeout(answer, delayMs)
       else answer()
+    })
+  }
+
+  /**
+   * @param {import('node:http').IncomingMessage} req
+   * @param {import('node:stream').Duplex} socket
+   * @param {Buffer} head
+   */
+  #upgrade (req, socket, head) {
+    const counts = this.counts
+    counts.wsUpgrades++
+    socket.on('error', () => {})
+    if (this.mode === 'reset') {
+      counts.wsResets++
+      socket.destroy()
+      return
+    }
+    const accept = () => {
+      if (socket.destroyed || !socket.writable) return
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.#echo(ws))
+    }
+    if (this.mode === 'hang') {
+      counts.wsHeld++
+      this.held.add(accept)
+      socket.on('close', () => this.held.delete(accept))
+    } else if (this.extraDelayMs > 0) {
+      setTimeout(accept, this.extraDelayMs)
+    } else {
+      accept()
+    }
+  }
+
+  /** @param {import('ws').WebSocket} ws */
+  #echo (ws) {
+    const counts = this.counts
+    counts.wsAccepted++
+    this.webSockets.add(ws)
+    if (this.webSockets.size > counts.peakWebSockets) counts.peakWebSockets = this.webSockets.size
+    ws.on('error', () => {})
+    ws.on('close', (code) => {
+      this.webSockets.delete(ws)
+      counts.wsCloses[code] = (counts.wsCloses[code] ?? 0) + 1
+    })
+    ws.on('message', (data) => {
+      counts.wsMessages++
+      const send = () => {
+        if (ws.readyState !== ws.OPEN) return
+        counts.wsEchoed++
+        ws.send(`${this.id}:${data}`)
+      }
+      if (this.extraDelayMs > 0) setTimeout(send, this.extraDelayMs)
+      else send()
     })
   }
 }
