@@ -65,7 +65,8 @@ test('Chromium: a cross-site fetch with credentials does not end an app-cookie l
   const me = await page.goto(`${origin}/app/me`, { timeout: TIMEOUT_MS })
   t.same({ affinity: me?.headers()['x-affinity'], body: JSON.parse(await me?.text() ?? '{}') }, { affinity: 'hit', body: { backend, user: 'ann' } }, 'a first-party request: a hit, logged in')
   const cookies = await page.context().cookies(origin)
-  const shards = cookies.filter((cookie) => cookie.name.startsWith('AWSALBAPP-'))
+  // Chromium lists cookies in no promised order: by name.
+  const shards = cookies.filter((cookie) => cookie.name.startsWith('AWSALBAPP-')).sort((a, b) => a.name.localeCompare(b.name))
   t.same(shards.map((cookie) => [cookie.name, cookie.sameSite, cookie.secure]), [0, 1, 2, 3].map((i) => [`AWSALBAPP-${i}`, 'None', true]), 'the shards: SameSite=None; Secure for Chromium over HTTPS')
   t.same(cookies.filter((cookie) => cookie.name === 'sid').map((cookie) => cookie.sameSite), ['Lax'], 'the app cookie has no SameSite: Chromium takes it as Lax')
 
@@ -77,7 +78,7 @@ test('Chromium: a cross-site fetch with credentials does not end an app-cookie l
   }, `${origin}/app/me`)
   t.same({ status: crossSite.status, affinity: crossSite.affinity, user: crossSite.user }, { status: 200, affinity: 'reassigned;app-cookie-withheld', user: null },
     `the other site's fetch brought the shards but not the Lax sid: no app stickiness for it (served by ${crossSite.backend})`)
-  const after = (await page.context().cookies(origin)).filter((cookie) => cookie.name.startsWith('AWSALBAPP-'))
+  const after = (await page.context().cookies(origin)).filter((cookie) => cookie.name.startsWith('AWSALBAPP-')).sort((a, b) => a.name.localeCompare(b.name))
   t.same(after.map((cookie) => `${cookie.name}=${cookie.value}`), shards.map((cookie) => `${cookie.name}=${cookie.value}`), 'the browser still holds the shards it had')
 
   const back = await page.goto(`${origin}/app/me`, { timeout: TIMEOUT_MS })
