@@ -6,13 +6,13 @@ import { buildGateway, CookieJar, echoOf, exposeAffinity, onHealthChange, record
 
 type Tap = Parameters<typeof startTargets>[0]
 
-/** A gateway whose group checks every 40 ms (test-only intervals): 2 in a row decide either way. */
+/** A gateway whose group checks every 100 ms (test-only intervals), with 90 ms to answer so a busy machine does not fail a healthy target: 2 in a row decide either way. */
 async function gateway (t: Tap, targets: TestTarget[], healthCheck: HealthCheckOptions = {}): Promise<FastifyInstance> {
   const app = await buildGateway(t, {
     targetGroups: [{
       name: 'g',
       targets: targets.map(({ id, url }) => ({ id, url })),
-      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true, ...healthCheck }
+      healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true, ...healthCheck }
     }]
   })
   app.all('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
@@ -30,7 +30,7 @@ function stateOf (app: FastifyInstance, id: string): string {
 }
 
 async function waitForState (app: FastifyInstance, id: string, state: string): Promise<void> {
-  await waitFor(() => stateOf(app, id) === state, 3000, `${id} to be ${state} (is ${stateOf(app, id)})`)
+  await waitFor(() => stateOf(app, id) === state, 5000, `${id} to be ${state} (is ${stateOf(app, id)})`)
 }
 
 test('a stopped target turns unhealthy, its sessions move with a new cookie, and it comes back when restarted', async (t) => {
