@@ -55,6 +55,8 @@ async function longLivedTarget (t: Tap, id: string) {
     url,
     get open () { return open.size },
     get cut () { return cut },
+    /** Long polls this target holds now. */
+    get polls () { return polls.size },
     answerPolls () {
       for (const res of polls) res.end(JSON.stringify({ from: id }))
       polls.clear()
@@ -152,7 +154,10 @@ test('event streams and long polls count as in flight: describe(), least outstan
   const poll = fetch(`http://127.0.0.1:${port}/poll`).then(async (res) => await res.json() as { from: string })
   await waitFor(() => inFlight(app, other) === 1, 2000, 'the long poll in flight')
   t.equal(inFlight(app, first), 1, 'one each: the event stream and the long poll')
-  ;(other === 'a' ? a : b).answerPolls()
+  // In flight at the gateway is not yet at the target: answer the poll once the target holds it.
+  const polled = other === 'a' ? a : b
+  await waitFor(() => polled.polls === 1, 2000, 'the long poll at its target')
+  polled.answerPolls()
   t.same(await poll, { from: other })
   stream.close()
   await waitFor(() => inFlight(app, 'a') === 0 && inFlight(app, 'b') === 0, 2000, 'nothing in flight once the client left the stream')
