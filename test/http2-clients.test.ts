@@ -298,7 +298,7 @@ for (const { name, open } of CLIENTS) {
   })
 
   test(`${name}: a careless target's hop-by-hop response fields never reach the client, and cannot crash the gateway`, async (t) => {
-    const response = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n' +
+    const response = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=77, max=3\r\nUpgrade: h2c\r\n' +
       'Proxy-Connection: keep-alive\r\nTE: gzip\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nTrailer: X-Checksum\r\nProxy-Authenticate: Basic\r\n' +
       'Connection: keep-alive, X-Private\r\nX-Private: 1\r\nX-Kept: yes\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'
     const url = await rawServer(t, (socket) => {
@@ -313,9 +313,11 @@ for (const { name, open } of CLIENTS) {
       t.equal(res.status, 200)
       t.equal(res.body, 'ok')
       t.equal(res.headers['x-kept'], 'yes', 'end-to-end fields pass')
-      for (const field of ['keep-alive', 'upgrade', 'proxy-connection', 'te', 'http2-settings', 'trailer', 'proxy-authenticate', 'x-private']) {
+      for (const field of ['upgrade', 'proxy-connection', 'te', 'http2-settings', 'trailer', 'proxy-authenticate', 'x-private']) {
         t.equal(res.headers[field], undefined, `no ${field}`)
       }
+      // The gateway's own HTTP/1.1 server may announce its keep-alive (Node 24 does): never the target's.
+      t.notMatch(String(res.headers['keep-alive'] ?? ''), /timeout=77/, 'not the target\'s keep-alive')
     }
   })
 
