@@ -1,9 +1,8 @@
-import { once } from 'node:events'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifySticky from '../lib/index.js'
-import { exposeAffinity, TEST_KEY } from './setup.js'
+import { exposeAffinity, listenOnLoopback, TEST_KEY } from './setup.js'
 import { localhostCert } from './tls.js'
 
 // What the real-client tests (got, curl, Chromium) talk to: a gateway on loopback that they reach
@@ -63,15 +62,7 @@ export async function startAccountBackends (t: Tap, count: number, sidAttributes
       res.setHeader('content-type', 'application/json')
       res.end(JSON.stringify({ backend: id, user }))
     })
-    server.listen(0, '127.0.0.1')
-    await once(server, 'listening')
-    t.teardown(() => {
-      const closed = once(server, 'close')
-      server.close()
-      server.closeAllConnections()
-      return closed
-    })
-    backends.push({ id, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })
+    backends.push({ id, url: `http://127.0.0.1:${await listenOnLoopback(t, server)}` })
   }
   return backends
 }

@@ -1,9 +1,8 @@
-import { once } from 'node:events'
 import { createServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
 import { test } from 'tap'
 import { noChromium, openProfilePage } from './browser.js'
 import { realNow, SHOP_HOST, startAccountBackends, startClientGateway } from './client-gateway.js'
+import { listenOnLoopback } from './setup.js'
 import { localhostCert } from './tls.js'
 
 // Cross-site requests in a real browser (Debian's Chromium, headless, driven by playwright-core):
@@ -22,15 +21,7 @@ async function otherSite (t: Tap): Promise<string> {
     res.setHeader('content-type', 'text/html; charset=utf-8')
     res.end('<!doctype html><title>news</title><p>Another site.</p>')
   })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    const closed = once(server, 'close')
-    server.close()
-    server.closeAllConnections()
-    return closed
-  })
-  return `https://${OTHER_HOST}:${(server.address() as AddressInfo).port}`
+  return `https://${OTHER_HOST}:${await listenOnLoopback(t, server)}`
 }
 
 /**

@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { stickyProxy, type FastifyStickyOptions } from '../lib/index.js'
-import { buildGateway, parseWireResponse, valuesOf, type WireResponse } from './setup.js'
+import { buildGateway, listenOnLoopback, parseWireResponse, valuesOf, type WireResponse } from './setup.js'
 
 // A real gateway for the end-to-end fuzz properties, reused across the cases of a property:
 // two recording targets behind it, a forbidden server nothing may ever reach, and a raw client
@@ -165,15 +165,7 @@ export async function fuzzGateway (t: Tap, options: Partial<FastifyStickyOptions
       })
     })
     server.keepAliveTimeout = 60_000
-    server.listen(0, '127.0.0.1')
-    await once(server, 'listening')
-    t.teardown(() => {
-      const closed = once(server, 'close')
-      server.close()
-      server.closeAllConnections()
-      return closed
-    })
-    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`
+    const address = `127.0.0.1:${await listenOnLoopback(t, server)}`
     targetAddresses.push(address)
     targets.push({ id, url: `http://${address}` })
   }

@@ -1,5 +1,6 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Server as HttpsServer } from 'node:https'
 import { createConnection, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
@@ -208,9 +209,11 @@ export function recordHealthChanges (t: Tap, group: string, kinds: ReadonlyArray
   return changes
 }
 
-/** A real loopback HTTP server with a custom handler, closed (with its connections) by the test's teardown. */
-export async function startServer (t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server, url: string }> {
-  const server = createServer({ maxHeaderSize: 65_536 }, handler)
+/**
+ * Puts an HTTP or HTTPS server on an ephemeral port of 127.0.0.1, closed (with its connections)
+ * by the test's teardown; resolves to the port.
+ */
+export async function listenOnLoopback (t: Tap, server: Server | HttpsServer): Promise<number> {
   t.teardown(() => {
     const closed = once(server, 'close')
     server.close()
@@ -219,7 +222,14 @@ export async function startServer (t: Tap, handler: (req: IncomingMessage, res: 
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+  return (server.address() as AddressInfo).port
+}
+
+/** A real loopback HTTP server with a custom handler, closed (with its connections) by the test's teardown. */
+export async function startServer (t: Tap, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ server: Server, url: string }> {
+  const server = createServer({ maxHeaderSize: 65_536 }, handler)
+  const port = await listenOnLoopback(t, server)
+  return { server, url: `http://127.0.0.1:${port}` }
 }
 
 /** A raw TCP target on 127.0.0.1: `onRequest` gets each connection's socket at its first request bytes. */

@@ -1,7 +1,5 @@
-import { once } from 'node:events'
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type ServerOptions } from 'node:https'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TLSSocket } from 'node:tls'
@@ -10,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import type { FastifyStickyOptions, TargetGroupOptions, TargetGroupTlsOptions } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
 import { isTlsFailure } from '../lib/target-tls.js'
-import { buildGateway, CookieJar, exposeAffinity, recordHealthChanges, startServer, waitFor } from './setup.js'
+import { buildGateway, CookieJar, exposeAffinity, listenOnLoopback, recordHealthChanges, startServer, waitFor } from './setup.js'
 import { clientCert, localhostCert, selfSignedCert, testCa, wrongNameCert } from './tls.js'
 
 /** What an https test target answers: who it is, and what it saw of the TLS connection. */
@@ -50,15 +48,8 @@ async function startHttpsTarget (t: Test, id: string, options: ServerOptions, ho
   server.on('secureConnection', () => { target.handshakes++ })
   // A refused handshake is the point of several tests; the server's side of it is not.
   server.on('tlsClientError', () => {})
-  t.teardown(async () => {
-    const closed = once(server, 'close')
-    server.close()
-    server.closeAllConnections()
-    await closed
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const target: HttpsTarget = { id, url: `https://${host}:${(server.address() as AddressInfo).port}`, hits: 0, handshakes: 0 }
+  const port = await listenOnLoopback(t, server)
+  const target: HttpsTarget = { id, url: `https://${host}:${port}`, hits: 0, handshakes: 0 }
   return target
 }
 
