@@ -25,7 +25,13 @@ test('bounded load: a hot key\'s first choice at its capacity sends the key\'s n
   t.not(decisions[1].target?.id, firstTarget, 'the second request went to the key\'s next choice')
   const perTarget = group.describe().targets.map((target) => target.inFlight)
   t.ok(Math.max(...perTarget) <= 3, `no target holds more than its capacity (${perTarget.join(', ')})`)
-  for (const target of targets) target.release()
+  // In flight at the gateway is not yet at the target: release until every held request is answered.
+  let answered = 0
+  for (const request of held) void request.then(() => { answered++ })
+  await waitFor(() => {
+    for (const target of targets) target.release()
+    return answered === held.length
+  }, 5000, 'every held request answered')
   const bodies = await Promise.all(held)
   t.equal(bodies.length, 6, 'every held request was answered')
   const calm = await app.inject({ url: '/', headers: { 'x-key': 'hot' } })
@@ -51,8 +57,12 @@ test('bounded load with cookies: pinned clients stay on a hot target, new client
   const others = new Set<string>()
   for (let i = 0; i < 6; i++) others.add(echoOf(await app.inject({ url: '/' })).target)
   t.same([...others], [pinned === 't0' ? 't1' : 't0'], 'every new client went to the other target')
-  for (const target of targets) target.release()
-  await Promise.all(held)
+  let answered = 0
+  for (const request of held) void request.then(() => { answered++ })
+  await waitFor(() => {
+    for (const target of targets) target.release()
+    return answered === held.length
+  }, 5000, 'every held request answered')
 })
 
 test('least_sessions: new sessions go where the fewest are bound, so a target added by scale-out fills first', async (t) => {
