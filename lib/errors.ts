@@ -68,6 +68,10 @@ export const FST_STICKY_FORWARDED_FOR_TOO_LONG = createError<[number]>(
 export const FST_STICKY_REQUEST_INVALID = createError(
   'FST_STICKY_REQUEST_INVALID', 'The request cannot be forwarded as sent', 400)
 
+/** A path under a `stickyProxy` prefix (or given to `reply.from()` of the @fastify/http-proxy entry) would leave its origin or climb out of its rewritten prefix; the message is @fastify/http-proxy's. */
+export const FST_STICKY_PATH_ESCAPES_PREFIX = createError(
+  'FST_STICKY_PATH_ESCAPES_PREFIX', 'source/request contain invalid characters', 400)
+
 /** A CONNECT request: the gateway opens no tunnels (405, with `Allow`). */
 export const FST_STICKY_METHOD_NOT_ALLOWED = createError<[string]>(
   'FST_STICKY_METHOD_NOT_ALLOWED', 'The gateway does not serve %s requests', 405)

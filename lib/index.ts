@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
+import { checkForwardOptions, type ReplyForwardOptions } from './forward-options.js'
 import { GroupForward } from './group-forward.js'
 import { KeyHasher } from './hashing/key-hash.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
@@ -17,14 +18,14 @@ import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, LbSetSealer, TG_COOKIE } from '
 import type { Pinned } from './stickiness/source.js'
 import { TargetGroup } from './target-group.js'
 import type { FastifyStickyOptions, RuleMatch } from './types.js'
-import { listenForUpgrades } from './websocket/upgrade.js'
+import { kWebSocketRoute, listenForUpgrades } from './websocket/upgrade.js'
 
 /** Where a request keeps the forward its affinity was decided on, for `reply.forward()`. */
 const kForward = Symbol('fastify-sticky.forward')
 /** What the route's pinning source kept of the request for its response (see `PinSource`). */
 const kPinState = Symbol('fastify-sticky.pinState')
 
-type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kPinState]: unknown }
+type StickyRequest = FastifyRequest & { [kForward]: GroupForward | null, [kPinState]: unknown, [kWebSocketRoute]: boolean }
 
 async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOptions): Promise<void> {
   const options = resolveOptions(raw)
@@ -74,6 +75,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kForward, null)
   fastify.decorateRequest(kPinState, null)
+  fastify.decorateRequest(kWebSocketRoute, false)
   // Routes added before this plugin finished registering (a missing `await`) were not seen by
   // onRoute: bind them on their first forward, so they work, and say how to bind them earlier.
   const lateRules = new WeakMap<object, RouteBinding | null>()
@@ -94,14 +96,15 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     return (request as StickyRequest)[kForward]
   }
 
-  fastify.decorateReply('forward', function forward (this: FastifyReply, path?: string) {
+  fastify.decorateReply('forward', function forward (this: FastifyReply, path?: string, options?: ReplyForwardOptions) {
     const request = this.request as StickyRequest
+    if (options !== undefined) options = checkForwardOptions(options, 'reply.forward() options')
     const rule = request[kForward] ?? bindLate(request, this)
     if (rule instanceof Promise) {
-      rule.then((bound) => proxy.forward(this, bound, path), (err: Error) => this.send(err))
+      rule.then((bound) => proxy.forward(this, bound, path, options), (err: Error) => this.send(err))
       return this
     }
-    return proxy.forward(this, rule, path)
+    return proxy.forward(this, rule, path, options)
   })
 
   // The paths of routes that tunnel WebSockets, for telling their upgrades from another upgrade listener's.
@@ -121,7 +124,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     }
     // Upgrades on bound routes are tunnelled or refused, never sent on as plain requests.
     stopUpgrades ??= listenForUpgrades(fastify, (raw) => webSocketRoutes.find('GET', pathOf(raw.url)) !== null)
-    route.onRequest = [createAffinityHook(binding), ...hooksOf(route.onRequest)]
+    route.onRequest = [createAffinityHook(binding, route.config?.websocket === true), ...hooksOf(route.onRequest)]
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
     if (forwards.some((forward) => forward.pin?.atResponse !== undefined)) route.onSend = [...hooksOf(route.onSend), pinAtResponse]
@@ -154,8 +157,10 @@ function hooksOf<T> (hooks: T | T[] | undefined): T[] {
 }
 
 /** The route-level onRequest hook that decides `request.affinity` and writes fresh cookies. */
-function createAffinityHook (binding: RouteBinding): onRequestHookHandler {
+function createAffinityHook (binding: RouteBinding, websocket: boolean): onRequestHookHandler {
   return function decideAffinity (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    // Read where the route's config may not show it (stickyProxy keeps its keys out of sight).
+    if (websocket) (request as StickyRequest)[kWebSocketRoute] = true
     // `OPTIONS *` and targets that are no path are answered here, before any cookie or handler.
     const url = request.url
     if (url.charCodeAt(0) !== 47 /* / */ && originFormOf(url) === null) {
@@ -241,6 +246,7 @@ const plugin = fp(fastifySticky, { name: 'fastify-sticky', fastify: '5.x' })
 export default plugin
 export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
+export type { ReplyForwardOptions, ForwardedResponse } from './forward-options.js'
 export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'
 export * from './errors.js'

@@ -26,6 +26,7 @@ import {
   FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED
 } from './errors.js'
 import { PeerTrust } from './client-address.js'
+import { queryOf, type ReplyForwardOptions } from './forward-options.js'
 import { DeadlineList, type Timed } from './deadlines.js'
 import { encodeRequestTarget, originFormOf, refusesPath } from './request-target.js'
 import { GatewayCookieNames, privateCacheControl, stripGatewayCookies } from './gateway-cookies.js'
@@ -36,7 +37,7 @@ import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, t
 import { isTlsFailure } from './target-tls.js'
 import type { AffinityDecision } from './types.js'
 import { Tunnel } from './websocket/tunnel.js'
-import { checkHandshake, upgradeOf, type PendingUpgrade } from './websocket/upgrade.js'
+import { checkHandshake, kWebSocketRoute, upgradeOf, type PendingUpgrade } from './websocket/upgrade.js'
 
 /** The proxy's share of the resolved options. */
 export interface ProxySettings {
@@ -141,6 +142,11 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   upgrade: PendingUpgrade | null = null
   /** The deadline for the target's response headers, for the 504's message. */
   timeoutMs = 0
+  /** The method sent to the target (reply.forward()'s `method`, or the request's). */
+  method = ''
+  /** Milliseconds the target has for its response headers: the plugin's idleTimeoutMs, or less by reply.forward()'s `timeout`. */
+  responseTimeoutMs: number
+  #options: ReplyForwardOptions | null = null
   /** The target whose outstanding count this exchange holds, until its response ends. */
   #counted: Target | null = null
   /** The target whose connection (or place in undici's queue) this exchange holds, until undici ends its request. */
@@ -175,6 +181,21 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     // undici calls the handler in the async context of the pooled socket, which belongs to the
     // request that opened it: the callbacks that reach Fastify run in this request's own.
     super('FASTIFY_STICKY_EXCHANGE', { requireManualDestroy: true })
+    this.method = request.method
+    this.responseTimeoutMs = proxy.idleTimeoutMs
+  }
+
+  /** reply.forward()'s options for this request (see ReplyForwardOptions). */
+  setOptions (options: ReplyForwardOptions, idleTimeoutMs: number): void {
+    this.#options = options
+    if (options.timeout !== undefined) this.responseTimeoutMs = Math.min(options.timeout, idleTimeoutMs)
+  }
+
+  /** Answers with a gateway error, or hands it to reply.forward()'s `onError`. */
+  sendError (error: Error): void {
+    const onError = this.#options?.onError
+    if (onError === undefined) this.reply.send(error)
+    else onError(this.reply, { error })
   }
 
   /**
@@ -209,7 +230,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     this.#inDispatch = true
     target.pool.dispatch({
       path: this.path,
-      method: this.request.method as Dispatcher.HttpMethod,
+      method: this.method as Dispatcher.HttpMethod,
       headers: this.headers,
       body: this.body as Dispatcher.DispatchOptions['body'],
       upgrade: this.upgrade === null ? undefined : 'websocket',
@@ -241,7 +262,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
 
   /** The whole body reached the target: the response deadline starts. */
   resumeDeadline (): void {
-    if (this.phase === 'waiting' && !this.timed) this.startDeadline(this.proxy.idleTimeoutMs)
+    if (this.phase === 'waiting' && !this.timed) this.startDeadline(this.responseTimeoutMs)
   }
 
   /** Ends the outstanding count; safe to call more than once. */
@@ -279,7 +300,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     // deadline: one that first waited for a connection behind a burst is the burst's.
     if (this.connected && !this.waited) this.target.recordOutcome(OUTCOME_GATEWAY)
     this.proxy.logFailure(this, 'UND_ERR_HEADERS_TIMEOUT')
-    this.reply.send(this.upgrade === null ? this.proxy.gatewayError('UND_ERR_HEADERS_TIMEOUT') : new FST_STICKY_TARGET_TIMEOUT(this.timeoutMs))
+    this.sendError(new FST_STICKY_TARGET_TIMEOUT(this.upgrade === null ? this.responseTimeoutMs : this.timeoutMs))
   }
 
   /**
@@ -354,7 +375,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     if (statusCode >= 500) this.target.recordOutcome(OUTCOME_5XX)
     const headers = this.#copyHeaders(rawHeaders)
     const length = headers['content-length']
-    if (headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
+    const onResponse = this.#options?.onResponse
+    if (onResponse === undefined && headers['content-type'] !== undefined && length !== undefined && this.request.method !== 'HEAD' &&
         statusCode !== 204 && statusCode !== 304 && Number(length) <= BUFFERED_RESPONSE_BYTES) {
       this.phase = 'buffering'
       return true
@@ -364,7 +386,8 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     const stream = new ResponseStream(this, resume, this.proxy.idleTimeoutMs)
     this.#stream = stream
     reply.code(statusCode)
-    reply.send(stream)
+    if (onResponse === undefined) reply.send(stream)
+    else onResponse(this.request, reply, { statusCode, headers, stream })
     return true
   }
 
@@ -450,7 +473,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(OUTCOME_GATEWAY)
       this.proxy.logFailure(this, code)
       this.#restoreHeaders()
-      this.reply.send(this.proxy.gatewayError(code))
+      this.sendError(this.proxy.gatewayError(code))
     } else if (phase === 'streaming') {
       const stream = this.#stream
       if (stream === null || stream.destroyed) return
@@ -481,7 +504,9 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
   /** Copies the target's end-to-end headers onto the reply; returns them by lower-case name. */
   #copyHeaders (rawHeaders: Buffer[]): IncomingHttpHeaders {
     const { reply } = this
-    const headers = parseRawHeaders(rawHeaders)
+    let headers = parseRawHeaders(rawHeaders)
+    const rewriteHeaders = this.#options?.rewriteHeaders
+    if (rewriteHeaders !== undefined) headers = rewriteHeaders(headers, this.request)
     // Fastify appends the target's Set-Cookie lines after ours: count ours, copy them only on failure.
     const current = reply.getHeader('set-cookie')
     this.#ownCookieCount = current === undefined ? 0 : Array.isArray(current) ? current.length : 1
@@ -656,7 +681,7 @@ export class Proxy {
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
-  forward (reply: FastifyReply, rule: GroupForward | null, path: string | undefined): FastifyReply {
+  forward (reply: FastifyReply, rule: GroupForward | null, path: string | undefined, options?: ReplyForwardOptions): FastifyReply {
     const request = reply.request
     const res = reply.raw
     // An async handler may forward after the client left: there is nobody to answer.
@@ -664,7 +689,7 @@ export class Proxy {
     if (rule === null || request.affinity === null) throw new FST_STICKY_ROUTE_UNBOUND(`${request.method} ${request.routeOptions.url ?? ''}`)
     // Two Host headers may name two origins: which one the target believes is not ours to guess.
     if (hasRepeatedHost(request.raw.rawHeaders)) return reply.send(new FST_STICKY_REQUEST_INVALID())
-    const headers = this.#requestHeaders(request)
+    let headers = this.#requestHeaders(request)
     if (headers === null) {
       // 463 has no reason phrase for Fastify's error handler to add: write the body here.
       const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
@@ -674,20 +699,28 @@ export class Proxy {
     // since undici would refuse it in a way that leaves a connection slot of its pool busy for good.
     const given = path === undefined ? request.raw.url ?? '/' : encodeRequestTarget(path)
     if (given === null) return reply.send(new FST_STICKY_REQUEST_INVALID())
-    const requestTarget = originFormOf(given)
+    let requestTarget = originFormOf(given)
     if (requestTarget === null) return path === undefined ? answerOtherForm(reply) : reply.send(new FST_STICKY_REQUEST_INVALID())
+    if (options?.queryString !== undefined) requestTarget = withQuery(requestTarget, options.queryString, request)
     // The route matched the path as sent: `/cart/../admin` must not reach `/admin` on the target,
     // nor `/public\admin` reach `/public/admin` on one that reads `\` as `/`.
     if (refusesPath(requestTarget)) return reply.send(new FST_STICKY_REQUEST_INVALID())
     // An upgrade to another protocol (`h2c`, say) is served as the plain request it also is.
     const upgrade = upgradeOf(request.raw)
-    if (upgrade !== undefined) return this.#forwardUpgrade(reply, rule, requestTarget, headers, upgrade)
+    if (upgrade !== undefined) {
+      if (options?.rewriteRequestHeaders !== undefined) headers = rewrittenRequestHeaders(options.rewriteRequestHeaders, request, headers)
+      return this.#forwardUpgrade(reply, rule, requestTarget, headers, upgrade, options)
+    }
+    const method = options?.method ?? request.method
+    const parsed = options?.body !== undefined ? givenBody(options, method, headers) : parsedBody(request, headers)
+    if (options?.rewriteRequestHeaders !== undefined) headers = rewrittenRequestHeaders(options.rewriteRequestHeaders, request, headers)
     const exchange = new Exchange(this, request, reply, rule, requestTarget, headers)
+    exchange.method = method
+    if (options !== undefined) exchange.setOptions(options, this.#settings.idleTimeoutMs)
     res.once('close', () => exchange.onClientClose(res.writableFinished))
-    const parsed = parsedBody(request, headers)
     if (parsed !== null) {
       exchange.body = parsed
-      this.#dispatch(exchange, this.#settings.idleTimeoutMs - reply.elapsedTime)
+      this.#dispatch(exchange, exchange.responseTimeoutMs - reply.elapsedTime)
       return reply
     }
     // The body is still on its way: a small one is received whole before a connection to the
@@ -700,7 +733,7 @@ export class Proxy {
     const timeoutMs = this.#settings.clientBodyTimeoutMs
     if (!whole && limit === 0) {
       exchange.body = new StreamedBody([], raw, timeoutMs, exchange)
-      this.#dispatch(exchange, this.#settings.idleTimeoutMs - reply.elapsedTime)
+      this.#dispatch(exchange, exchange.responseTimeoutMs - reply.elapsedTime)
       return reply
     }
     collectBody(raw, whole ? declared : limit, whole, timeoutMs).then((collected) => {
@@ -708,13 +741,13 @@ export class Proxy {
       if (collected === 'timeout') {
         // The rest of the body is not read: the connection cannot carry another request.
         closeConnectionAfter(reply)
-        reply.send(new FST_STICKY_REQUEST_TIMEOUT(timeoutMs))
+        exchange.sendError(new FST_STICKY_REQUEST_TIMEOUT(timeoutMs))
         return
       }
       if (collected === 'gone') return
       const { chunks } = collected
       exchange.body = whole ? (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)) : new StreamedBody(chunks, raw, timeoutMs, exchange)
-      this.#dispatch(exchange, this.#settings.idleTimeoutMs)
+      this.#dispatch(exchange, exchange.responseTimeoutMs)
     }, noop)
     return reply
   }
@@ -725,15 +758,18 @@ export class Proxy {
    * `websocket.handshakeTimeoutMs`); the target's 101 makes it a tunnel, any other answer
    * passes through.
    */
-  #forwardUpgrade (reply: FastifyReply, rule: GroupForward, path: string, headers: Record<string, string | string[]>, upgrade: PendingUpgrade): FastifyReply {
+  #forwardUpgrade (reply: FastifyReply, rule: GroupForward, path: string, headers: Record<string, string | string[]>, upgrade: PendingUpgrade, options: ReplyForwardOptions | undefined): FastifyReply {
     const request = reply.request
-    if ((request.routeOptions.config as { websocket?: unknown }).websocket !== true) return reply.send(new FST_STICKY_WEBSOCKET_NOT_ALLOWED())
+    if ((request as { [kWebSocketRoute]?: boolean })[kWebSocketRoute] !== true && (request.routeOptions.config as { websocket?: unknown }).websocket !== true) {
+      return reply.send(new FST_STICKY_WEBSOCKET_NOT_ALLOWED())
+    }
     // An HTTP/1.0 request cannot upgrade (RFC 6455 §4.1 asks for HTTP/1.1 or later).
     const fault = request.raw.httpVersion === '1.0' ? 'invalid' : checkHandshake(request.method, request.raw.headers)
     if (fault === 'invalid') return reply.send(new FST_STICKY_WEBSOCKET_HANDSHAKE_INVALID())
     if (fault === 'version') return reply.header('sec-websocket-version', '13').send(new FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED())
     const exchange = new Exchange(this, request, reply, rule, path, headers)
     exchange.upgrade = upgrade
+    if (options !== undefined) exchange.setOptions(options, this.#settings.idleTimeoutMs)
     reply.raw.once('close', () => exchange.onClientClose(reply.raw.writableFinished))
     this.#dispatch(exchange, rule.group.websocket.handshakeTimeoutMs - reply.elapsedTime)
     return reply
@@ -751,7 +787,7 @@ export class Proxy {
       target = targetOf(rule, affinity)
     }
     if (target === undefined) {
-      reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
+      exchange.sendError(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
       return
     }
     exchange.startDeadline(Math.max(0, deadlineMs))
@@ -766,7 +802,7 @@ export class Proxy {
         exchange.settle()
         exchange.clearDeadline()
         exchange.phase = 'done'
-        exchange.reply.send(new FST_STICKY_TARGET_WEBSOCKET_LIMIT(limit))
+        exchange.sendError(new FST_STICKY_TARGET_WEBSOCKET_LIMIT(limit))
         return
       }
     }
@@ -815,12 +851,12 @@ export class Proxy {
     }
     exchange.clearDeadline()
     if (code === TARGET_GONE.code && noOtherTarget) {
-      reply.send(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(rule.group.name))
+      exchange.sendError(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(rule.group.name))
       return
     }
     this.logFailure(exchange, code)
     if (code === 'FST_STICKY_REQUEST_TIMEOUT') closeConnectionAfter(reply)
-    reply.send(this.gatewayError(code))
+    exchange.sendError(this.gatewayError(code))
   }
 
   /**
@@ -1010,6 +1046,57 @@ function parsedBody (request: FastifyRequest, headers: Record<string, string | s
   if ((length === undefined || length === '0') && raw.headers['transfer-encoding'] === undefined && !http2BodyFollows(raw, length)) return undefined
   return null
 }
+
+/** The request target with the query reply.forward()'s `queryString` makes of its own. */
+function withQuery (target: string, option: NonNullable<ReplyForwardOptions['queryString']>, request: FastifyRequest): string {
+  const query = target.indexOf('?')
+  const path = query === -1 ? target : target.slice(0, query)
+  const search = query === -1 ? '' : target.slice(query)
+  return path + queryOf(option, search, request.raw.url ?? '/', request)
+}
+
+/** reply.forward()'s `body` in place of the request's (as reply-from sends it); undefined for none. */
+function givenBody (options: ReplyForwardOptions, method: string, headers: Record<string, string | string[]>): string | Buffer | undefined {
+  const given = options.body
+  if (given === null) {
+    headers['content-length'] = '0'
+    delete headers['content-type']
+    delete headers['transfer-encoding']
+    return undefined
+  }
+  if (method === 'GET' || method === 'HEAD') throw new FST_STICKY_REQUEST_INVALID()
+  let body: string | Buffer
+  if (options.contentType !== undefined && (typeof given === 'string' || Buffer.isBuffer(given))) {
+    body = given
+    headers['content-type'] = options.contentType
+  } else {
+    body = JSON.stringify(given)
+    headers['content-type'] = options.contentType ?? 'application/json'
+  }
+  delete headers['transfer-encoding']
+  headers['content-length'] = String(Buffer.byteLength(body))
+  return body
+}
+
+/**
+ * The headers reply.forward()'s `rewriteRequestHeaders` makes: what it adds that belongs to one
+ * connection is dropped again (undici refuses some, and a pooled connection could wedge).
+ */
+function rewrittenRequestHeaders (rewrite: NonNullable<ReplyForwardOptions['rewriteRequestHeaders']>, request: FastifyRequest, headers: Record<string, string | string[]>): Record<string, string | string[]> {
+  const given = rewrite(request, headers)
+  const result: Record<string, string | string[]> = {}
+  for (const name in given) {
+    const value = given[name]
+    if (value === undefined || value === null) continue
+    const lower = name.toLowerCase()
+    if (REWRITE_DROPPED.has(lower)) continue
+    result[lower] = typeof value === 'number' ? String(value) : value
+  }
+  return result
+}
+
+/** Headers a rewrite may not set: they belong to one connection (x-forwarded-* are the gateway's own to set, and a rewrite may). */
+const REWRITE_DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings', 'expect'])
 
 /**
  * An HTTP/2 request need not declare its body's length, and never says `chunked`: a body

@@ -1,6 +1,7 @@
 import type { TargetStateName, TargetStateReason } from './health/target-state.js'
 import type { RuleConditionsOptions } from './rules/conditions.js'
 import type { TargetGroup } from './target-group.js'
+import type { ReplyForwardOptions } from './forward-options.js'
 
 export type { TargetStateName, TargetStateReason } from './health/target-state.js'
 export type { RuleConditionsOptions } from './rules/conditions.js'
@@ -628,9 +629,10 @@ declare module 'fastify' {
      * Proxies the request to `request.affinity.target` through the plugin's pools and sends
      * the target's response. `path` (path and query) replaces the request's own on the target:
      * origin-form (`/a?b`) or absolute-form (`http://host/a?b`, sent as `/a?b`); anything else is
-     * answered with 400 `FST_STICKY_REQUEST_INVALID`.
+     * answered with 400 `FST_STICKY_REQUEST_INVALID`. `options` are @fastify/reply-from's
+     * per-call options that carry over (see `ReplyForwardOptions`).
      */
-    forward (path?: string): FastifyReply
+    forward (path?: string, options?: ReplyForwardOptions): FastifyReply
   }
   interface FastifyInstance {
     /** The plugin's target groups by name; register and deregister targets here at run time. */

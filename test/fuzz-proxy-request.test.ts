@@ -66,9 +66,10 @@ function canonical (path: string): string {
   return path.replace(/[^\x21-\x7e]|["'<>`{}]/g, (c) => [...Buffer.from(c, 'utf8')].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
 }
 
-/** What a route may send for a routed path: as it is (a user route), or with `/p` rewritten to `/r` (stickyProxy). */
+/** What a route may send for a routed path: as it is (a user route), or with `/p` (as routed: `/%70` too) rewritten to `/r` (stickyProxy). */
 function forwardedPaths (routed: string): string[] {
-  const rest = routed.startsWith('/p') ? routed.slice(2) : routed
+  const prefix = /^\/(?:p|%70)/.exec(routed)?.[0]
+  const rest = prefix === undefined ? routed : routed.slice(prefix.length)
   const proxied = `/r${rest === '' || rest[0] === '?' ? `/${rest}` : rest}`
   return [canonical(routed), canonical(proxied), canonical(`/r${rest}`)]
 }

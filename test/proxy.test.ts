@@ -293,7 +293,8 @@ test('an absolute-form request line or a //host path never picks the origin', as
     { line: 'GET http://evil.example/p/a?q=1 HTTP/1.1', path: '/a?q=1' },
     { line: 'GET http://evil.example HTTP/1.1', path: null },
     { line: 'GET //evil.example/x HTTP/1.1', path: null },
-    { line: 'GET /p//evil.example/x HTTP/1.1', path: '//evil.example/x' },
+    // Under a stickyProxy prefix, as under @fastify/http-proxy's: a path that reads as another origin is refused.
+    { line: 'GET /p//evil.example/x HTTP/1.1', path: null },
     { line: 'GET /p/http://evil.example/x HTTP/1.1', path: '/http://evil.example/x' }
   ]
   for (const { line, path } of cases) {

@@ -37,6 +37,9 @@ export class PendingUpgrade {
   }
 }
 
+/** Set on a request of a route whose `config.websocket` is true (its config as Fastify keeps it may not show it). */
+export const kWebSocketRoute = Symbol('fastify-sticky.webSocketRoute')
+
 /** How long the client has to read a refusal (a non-101 answer) before its socket is destroyed. */
 const REFUSAL_LINGER_MS = 1000
 
