@@ -51,6 +51,8 @@ export class GroupForward {
   readonly stickiness: ResolvedStickiness | null
   /** The source that pins clients (`lb_cookie`, `app_cookie`, `learn`); null when none does. */
   readonly pin: PinSource | null
+  /** The name of the header that tells the client the decision (`exposeDecision`); null when off. */
+  readonly decisionHeader: string | null
   readonly #context: ForwardContext
   /** Key sources tried before the source that pins clients, and after it (all of them when none does). */
   readonly #keysBefore: readonly KeySource[]
@@ -62,6 +64,7 @@ export class GroupForward {
     this.group = group
     this.stickiness = stickiness
     this.#context = context
+    this.decisionHeader = context.decisionHeader ?? null
     this.#keysOnly = stickiness !== null && !pinsClients(stickiness)
     this.pin = createPinSource(group, stickiness, context)
     const before: KeySource[] = []
@@ -76,11 +79,6 @@ export class GroupForward {
     this.#keysAfter = pinned ? after : before
     // The hash table is built now, when the route is added, not at its first request.
     if (before.length + after.length > 0) group.prepareHashing()
-  }
-
-  /** The name of the header that tells the client the decision (`exposeDecision`); null when off. */
-  get decisionHeader (): string | null {
-    return this.#context.decisionHeader ?? null
   }
 
   /** The plugin's clock, in milliseconds: read once per request and handed to `decide`. */
