@@ -763,7 +763,7 @@ export class Proxy {
     let target = targetOf(rule, affinity)
     // Deregistered after the decision (e.g. while an async handler awaited): decide again.
     if (target === undefined && affinity.target !== null) {
-      affinity = choose(rule.group, rule.stickiness, 'target-deregistered', rule.now(), undefined, affinity.target.id)
+      affinity = choose(rule.group, rule.stickiness, 'target-deregistered', rule.now(), undefined, pinnedTo(affinity))
       repin(reply, rule, affinity)
       target = targetOf(rule, affinity)
     }
@@ -815,9 +815,8 @@ export class Proxy {
     let noOtherTarget = false
     if (this.#mayRedispatch(exchange, code, sent)) {
       const nowMs = rule.now()
-      // A client pinned here (a hit, or one reassigned to it) is handed off from the target that refused it.
-      const pinnedHere = exchange.request.affinity?.outcome === 'hit' || exchange.request.affinity?.outcome === 'reassigned'
-      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target, pinnedHere ? target.id : undefined)
+      // A client pinned here is handed off from the target that refused it.
+      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target, exchange.request.affinity === null ? undefined : pinnedTo(exchange.request.affinity))
       const next = targetOf(rule, decision)
       if (next !== undefined) {
         // The client is pinned to `next` now, not to the target that failed it.
@@ -855,17 +854,12 @@ export class Proxy {
     return RESET.has(code) && this.#settings.redispatchIdempotent && isIdempotent(exchange.request)
   }
 
-  /** Sets the hand-off headers when the client moves away from a target it was pinned to (see `handoffHeaders`); takes them off otherwise. */
+  /** Sets the hand-off headers when the client moves away from a target it was pinned to (see `handoffHeaders`). */
   #handOff (headers: Record<string, string | string[]>, decision: AffinityDecision): void {
     const names = this.#settings.handoffHeaders
-    if (names === null) return
-    if (decision.outcome === 'reassigned' && decision.previousTargetId !== undefined) {
-      headers[names.previousTarget] = decision.previousTargetId
-      headers[names.reason] = decision.reason
-    } else if (headers[names.previousTarget] !== undefined) {
-      delete headers[names.previousTarget]
-      delete headers[names.reason]
-    }
+    if (names === null || decision.outcome !== 'reassigned' || decision.previousTargetId === undefined) return
+    headers[names.previousTarget] = decision.previousTargetId
+    headers[names.reason] = decision.reason
   }
 
   logFailure (exchange: Exchange, code: string): void {
@@ -1247,6 +1241,14 @@ function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecis
   if (rule.pin !== null && rule.pin.pinNames.length > 0) replaceStickyCookies(reply, rule.pin.pinNames, lines)
   const decisionHeader = rule.decisionHeader
   if (decisionHeader !== null) reply.header(decisionHeader, decisionHeaderValue(decision))
+}
+
+/**
+ * The target a client was pinned to before this request (a `hit`, or a `reassigned` one moved
+ * there), for the hand-off headers when it must move again; a new client was pinned nowhere.
+ */
+function pinnedTo (decision: AffinityDecision): string | undefined {
+  return decision.outcome === 'hit' || decision.outcome === 'reassigned' ? decision.target.id : undefined
 }
 
 /** The registered target, with its pool, that a decision names; undefined when it is gone. */

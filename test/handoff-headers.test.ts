@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import type { FastifyStickyOptions, TargetGroupOptions } from '../lib/index.js'
-import { buildGateway, CookieJar, echoOf, type Echo, startTargets, type TestTarget } from './setup.js'
+import { buildGateway, CookieJar, echoOf, type Echo, startTargets, type TestTarget, waitFor } from './setup.js'
 
 type Tap = Parameters<typeof buildGateway>[0]
 
@@ -123,4 +123,31 @@ test('handoffHeaders names the headers; clients\' copies of both names are taken
   const moved = echoOf(await app.inject({ url: '/', headers: { ...jar.headers(), ...forged } }))
   t.same(handoffOf(moved, 'x-from', 'x-why'), { previous: pinned, reason: 'target-deregistered' })
   t.same(handoffOf(moved), NONE, 'not under the default names')
+})
+
+test('a target deregistered while the handler awaited hands its pinned client off', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: targets.map(({ id, url }) => ({ id, url })), drainingKeepsSessions: false }] })
+  let gate: Promise<unknown> = Promise.resolve()
+  const outcomes: string[] = []
+  app.get('/*', { config: { targetGroup: 'g' } }, async (request, reply) => {
+    outcomes.push(request.affinity?.outcome ?? 'none')
+    await gate
+    return reply.forward()
+  })
+  const jar = new CookieJar()
+  const first = await app.inject({ url: '/' })
+  jar.store(first.headers['set-cookie'])
+  const pinned = echoOf(first).target
+
+  let open!: () => void
+  gate = new Promise<void>((resolve) => { open = resolve })
+  const pending = app.inject({ url: '/', headers: jar.headers() })
+  await waitFor(() => outcomes.length === 2, 2000, 'the handler to hold the second request')
+  t.equal(outcomes[1], 'hit', 'decided on the pinned target')
+  await app.targetGroups.get('g')!.deregister(pinned)
+  open()
+  const moved = echoOf(await pending)
+  t.not(moved.target, pinned)
+  t.same(handoffOf(moved), { previous: pinned, reason: 'target-deregistered' }, 'the new target learns where the client was')
 })
