@@ -35,6 +35,8 @@ export interface ForwardContext {
   readonly peers: PeerTrust
   /** The learn store, made when a route first needs it. */
   readonly learnStore: () => LearnStore
+  /** The name of the header that tells the client the decision (`exposeDecision`); null when off. */
+  readonly decisionHeader?: string | null
   readonly now: () => number
 }
 
@@ -49,6 +51,8 @@ export class GroupForward {
   readonly stickiness: ResolvedStickiness | null
   /** The source that pins clients (`lb_cookie`, `app_cookie`, `learn`); null when none does. */
   readonly pin: PinSource | null
+  /** The name of the header that tells the client the decision (`exposeDecision`); null when off. */
+  readonly decisionHeader: string | null
   readonly #context: ForwardContext
   /** Key sources tried before the source that pins clients, and after it (all of them when none does). */
   readonly #keysBefore: readonly KeySource[]
@@ -60,6 +64,7 @@ export class GroupForward {
     this.group = group
     this.stickiness = stickiness
     this.#context = context
+    this.decisionHeader = context.decisionHeader ?? null
     this.#keysOnly = stickiness !== null && !pinsClients(stickiness)
     this.pin = createPinSource(group, stickiness, context)
     const before: KeySource[] = []
@@ -94,7 +99,7 @@ export class GroupForward {
       return { decision: this.#byKey(source, key, nowMs), state: pin === null ? null : pin.stateOf(request, nowMs) }
     }
     // A closure over the request only when keys come after the pin; else one made once.
-    const place = this.#keysAfter.length === 0 ? this.#byAlgorithm : (reason: ReassignReason | null, now: number): AffinityDecision => this.#placeAfter(request, reason, now)
+    const place = this.#keysAfter.length === 0 ? this.#byAlgorithm : (reason: ReassignReason | null, now: number, previousTargetId?: string): AffinityDecision => this.#placeAfter(request, reason, now, previousTargetId)
     if (pin !== null) return pin.decide(request, nowMs, place)
     return { decision: place(null, nowMs), state: null }
   }
@@ -122,15 +127,15 @@ export class GroupForward {
   }
 
   /** The group's algorithm places the client. */
-  readonly #byAlgorithm: Place = (reason, nowMs) => choose(this.group, this.stickiness, reason, nowMs)
+  readonly #byAlgorithm: Place = (reason, nowMs, previousTargetId) => choose(this.group, this.stickiness, reason, nowMs, undefined, previousTargetId)
 
   /** A client no pinning source kept: the first key after it decides, else the algorithm. */
-  #placeAfter (request: RequestView, reason: ReassignReason | null, nowMs: number): AffinityDecision {
+  #placeAfter (request: RequestView, reason: ReassignReason | null, nowMs: number, previousTargetId?: string): AffinityDecision {
     for (const source of this.#keysAfter) {
       const key = source.key(request)
       if (key !== null) return this.#byKey(source, key, nowMs)
     }
-    return choose(this.group, this.stickiness, reason, nowMs)
+    return choose(this.group, this.stickiness, reason, nowMs, undefined, previousTargetId)
   }
 
   #byKey (source: KeySource, key: string, nowMs: number): AffinityDecision {

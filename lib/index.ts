@@ -15,6 +15,7 @@ import { answerOtherForm, Proxy } from './proxy.js'
 import { originFormOf } from './request-target.js'
 import { APP_COOKIE_PREFIX, AppCookieSealer, AppCookieWriter } from './stickiness/app-cookie.js'
 import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, LbSetSealer, TG_COOKIE } from './stickiness/lb-cookie.js'
+import { decisionHeaderValue } from './stickiness/affinity.js'
 import type { Pinned } from './stickiness/source.js'
 import { TargetGroup } from './target-group.js'
 import type { FastifyStickyOptions, RuleMatch } from './types.js'
@@ -66,6 +67,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     listeners,
     cookiePrefix: prefix,
     clockSkewSeconds: options.cookieClockSkewSeconds,
+    decisionHeader: options.exposeDecision,
     now: options.now
   }
   const listenerContext = { ...context, tgWriter: new LbCookieWriter(prefix + TG_COOKIE, options.cookieHttpOnly) }
@@ -198,6 +200,8 @@ function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned:
     const lines = forward.pinLines(pinned.state, affinity.target.id, nowMs, forward.secureFor(request), forward.corsFor(request))
     if (lines !== null) reply.header('set-cookie', lines)
   }
+  const decisionHeader = forward.decisionHeader
+  if (decisionHeader !== null) reply.header(decisionHeader, decisionHeaderValue(affinity))
   ;(request as StickyRequest)[kPinState] = pinned.state
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
   ;(request as StickyRequest)[kForward] = forward

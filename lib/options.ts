@@ -78,7 +78,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'exposeDecision', 'handoffHeaders', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls']
 const WEBSOCKET_KEYS = ['maxConnectionsPerTarget', 'handshakeTimeoutMs', 'idleTimeoutMs', 'closeOnUnhealthy']
@@ -97,6 +97,16 @@ const GROUP_STICKINESS_KEYS = ['enabled', 'durationSeconds']
 /** RFC 6265 §4.1.1: a cookie-name is an RFC 2616 token. */
 const COOKIE_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
 const COOKIE_PREFIX_PATTERN = /^[A-Za-z0-9_-]*$/
+/** RFC 9110 §5.1: a field name is a token. */
+const HEADER_NAME_PATTERN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+/** Header names that frame a message, belong to one connection or that the gateway writes itself: no option may take them. */
+const RESERVED_HEADER_NAMES = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect',
+  'http2-settings', 'content-length', 'content-type', 'content-encoding', 'host', 'cookie', 'set-cookie', 'cache-control', 'location',
+  'authorization', 'proxy-authorization', 'proxy-authenticate', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-host', 'forwarded'])
+export const DEFAULT_DECISION_HEADER = 'x-sticky-decision'
+export const DEFAULT_PREVIOUS_TARGET_HEADER = 'x-sticky-previous-target'
+export const DEFAULT_HANDOFF_REASON_HEADER = 'x-sticky-handoff-reason'
+const HANDOFF_KEYS = ['previousTarget', 'reason']
 /** ALB refuses app cookie names starting with `AWSALB`, `AWSALBAPP` or `AWSALBTG`: the first covers all three. */
 const RESERVED_COOKIE_PREFIX = 'AWSALB'
 
@@ -242,7 +252,17 @@ export interface ResolvedOptions {
   readonly cookieClockSkewSeconds: number
   readonly learnStore: ResolvedLearnStore
   readonly listeners: readonly ResolvedListener[]
+  /** The lower-case name of the decision header; null when off. */
+  readonly exposeDecision: string | null
+  /** The lower-case names of the hand-off headers; null when off. */
+  readonly handoffHeaders: ResolvedHandoffHeaders | null
   readonly now: () => number
+}
+
+/** The hand-off headers' names, lower case. */
+export interface ResolvedHandoffHeaders {
+  readonly previousTarget: string
+  readonly reason: string
 }
 
 /** Checks the plugin's options once and returns them frozen, with every default filled in. */
@@ -302,8 +322,36 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     cookieClockSkewSeconds: optionalInteger(options.cookieClockSkewSeconds, 'cookieClockSkewSeconds', 0, MAX_COOKIE_CLOCK_SKEW_SECONDS, DEFAULT_COOKIE_CLOCK_SKEW_SECONDS),
     learnStore: resolveLearnStore(options.learnStore),
     listeners,
+    exposeDecision: resolveExposeDecision(options.exposeDecision),
+    handoffHeaders: resolveHandoffHeaders(options.handoffHeaders),
     now: resolveNow(options.now)
   })
+}
+
+function resolveExposeDecision (raw: unknown): string | null {
+  if (raw === undefined || raw === false) return null
+  if (raw === true) return DEFAULT_DECISION_HEADER
+  if (typeof raw !== 'string') invalid('exposeDecision', `true, false or a header name (e.g. '${DEFAULT_DECISION_HEADER}')`, raw)
+  return requireHeaderName(raw, 'exposeDecision', DEFAULT_DECISION_HEADER)
+}
+
+function resolveHandoffHeaders (raw: unknown): ResolvedHandoffHeaders | null {
+  if (raw === false) return null
+  if (raw === undefined || raw === true) return { previousTarget: DEFAULT_PREVIOUS_TARGET_HEADER, reason: DEFAULT_HANDOFF_REASON_HEADER }
+  const names = requireObject(raw, 'handoffHeaders', 'true, false or an object { previousTarget, reason } of header names')
+  refuseUnknownKeys(names, HANDOFF_KEYS, 'handoffHeaders.')
+  const previousTarget = names.previousTarget === undefined ? DEFAULT_PREVIOUS_TARGET_HEADER : requireHeaderName(names.previousTarget, 'handoffHeaders.previousTarget', DEFAULT_PREVIOUS_TARGET_HEADER)
+  const reason = names.reason === undefined ? DEFAULT_HANDOFF_REASON_HEADER : requireHeaderName(names.reason, 'handoffHeaders.reason', DEFAULT_HANDOFF_REASON_HEADER)
+  if (previousTarget === reason) invalid('handoffHeaders.reason', `another name than handoffHeaders.previousTarget ('${previousTarget}')`, names.reason ?? reason)
+  return Object.freeze({ previousTarget, reason })
+}
+
+/** A header name, lower-cased, that HTTP or the gateway does not use for something else. */
+function requireHeaderName (raw: unknown, path: string, example: string): string {
+  if (typeof raw !== 'string' || !HEADER_NAME_PATTERN.test(raw)) invalid(path, `a header name (a token of 1 to 128 characters, e.g. '${example}')`, raw)
+  const name = raw.toLowerCase()
+  if (RESERVED_HEADER_NAMES.has(name)) invalid(path, 'a header name that HTTP or the gateway does not use for something else', raw)
+  return name
 }
 
 function resolveCorsCookies (raw: unknown): 'auto' | 'always' {

@@ -31,8 +31,9 @@ import { DeadlineList, type Timed } from './deadlines.js'
 import { encodeRequestTarget, originFormOf, refusesPath } from './request-target.js'
 import { GatewayCookieNames, privateCacheControl, stripGatewayCookies } from './gateway-cookies.js'
 import type { GroupForward } from './group-forward.js'
+import { DEFAULT_HANDOFF_REASON_HEADER, DEFAULT_PREVIOUS_TARGET_HEADER, type ResolvedHandoffHeaders } from './options.js'
 import { pinsClients } from './stickiness/source.js'
-import { choose } from './stickiness/affinity.js'
+import { choose, decisionHeaderValue } from './stickiness/affinity.js'
 import { OUTCOME_5XX, OUTCOME_GATEWAY, OUTCOME_OK, POOL_REPLACED, type Target, type TargetRequest } from './target.js'
 import { isTlsFailure } from './target-tls.js'
 import type { AffinityDecision } from './types.js'
@@ -53,6 +54,10 @@ export interface ProxySettings {
   /** Send the gateway's own cookies (`<cookiePrefix>AWSALB…`) on to the target too. */
   readonly forwardStickyCookies: boolean
   readonly cookiePrefix: string
+  /** The decision header's name (`exposeDecision`); null when off. */
+  readonly exposeDecision: string | null
+  /** The hand-off headers' names; null when off. */
+  readonly handoffHeaders: ResolvedHandoffHeaders | null
 }
 
 /** ALB answers 463 when X-Forwarded-For carries more addresses than this. */
@@ -514,7 +519,7 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
     const listed = connection === undefined ? null : listedHeaders(connection)
     const copied = this.#copied
     for (const name in headers) {
-      if (HOP_BY_HOP_RESPONSE.has(name) || (listed !== null && listed.has(name))) continue
+      if (this.proxy.droppedResponseHeaders.has(name) || (listed !== null && listed.has(name))) continue
       let value = headers[name]
       if (value === undefined) continue
       if (name === 'set-cookie') {
@@ -671,6 +676,11 @@ export class Proxy {
   readonly peers: PeerTrust
   /** Called with the target's 101 on the reply, before it is written: the route's pinning source acts on it as on any response. */
   onUpgradeResponse: ((request: FastifyRequest, reply: FastifyReply) => void) | null = null
+  /** Response headers never copied from a target: hop-by-hop ones, and the decision header, which only the gateway writes. */
+  readonly droppedResponseHeaders: ReadonlySet<string>
+  /** Request headers not passed on from a trusted peer, and from any other: hop-by-hop ones, and the hand-off headers, which only the gateway writes. */
+  readonly #droppedTrusted: ReadonlySet<string>
+  readonly #droppedUntrusted: ReadonlySet<string>
 
   constructor (settings: ProxySettings & { readonly cookiePrefix: string }) {
     this.#settings = settings
@@ -678,6 +688,13 @@ export class Proxy {
     this.idleTimeoutMs = settings.idleTimeoutMs
     this.gatewayCookies = new GatewayCookieNames(settings.cookiePrefix)
     this.peers = new PeerTrust(settings.trustedProxies)
+    // A client never sends the hand-off headers on: not even the default names when they are off,
+    // so an app written for them is never fooled.
+    const handoff = [DEFAULT_PREVIOUS_TARGET_HEADER, DEFAULT_HANDOFF_REASON_HEADER]
+    if (settings.handoffHeaders !== null) handoff.push(settings.handoffHeaders.previousTarget, settings.handoffHeaders.reason)
+    this.#droppedTrusted = new Set([...HOP_BY_HOP_REQUEST, ...handoff])
+    this.#droppedUntrusted = new Set([...UNTRUSTED_REQUEST, ...handoff])
+    this.droppedResponseHeaders = settings.exposeDecision === null ? HOP_BY_HOP_RESPONSE : new Set([...HOP_BY_HOP_RESPONSE, settings.exposeDecision])
   }
 
   /** Forwards `reply.request` to its affinity's target; `path` replaces the request's own path and query. */
@@ -782,7 +799,7 @@ export class Proxy {
     let target = targetOf(rule, affinity)
     // Deregistered after the decision (e.g. while an async handler awaited): decide again.
     if (target === undefined && affinity.target !== null) {
-      affinity = choose(rule.group, rule.stickiness, 'target-deregistered', rule.now())
+      affinity = choose(rule.group, rule.stickiness, 'target-deregistered', rule.now(), undefined, pinnedTo(affinity))
       repin(reply, rule, affinity)
       target = targetOf(rule, affinity)
     }
@@ -790,6 +807,7 @@ export class Proxy {
       exchange.sendError(new FST_STICKY_TARGET_GROUP_UNAVAILABLE(affinity.targetGroup))
       return
     }
+    this.#handOff(exchange.headers, affinity)
     exchange.startDeadline(Math.max(0, deadlineMs))
     this.send(exchange, target)
   }
@@ -833,7 +851,8 @@ export class Proxy {
     let noOtherTarget = false
     if (this.#mayRedispatch(exchange, code, sent)) {
       const nowMs = rule.now()
-      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target)
+      // A client pinned here is handed off from the target that refused it.
+      const decision = choose(rule.group, rule.stickiness, 'target-unreachable', nowMs, target, exchange.request.affinity === null ? undefined : pinnedTo(exchange.request.affinity))
       const next = targetOf(rule, decision)
       if (next !== undefined) {
         // The client is pinned to `next` now, not to the target that failed it.
@@ -843,6 +862,7 @@ export class Proxy {
           request.log.info({ targetGroup: rule.group.name, target: target.id, to: next.id, code, suppressed }, 'fastify-sticky: target did not take the request, redispatching')
         }
         repin(reply, rule, decision)
+        this.#handOff(exchange.headers, decision)
         exchange.redispatched = true
         this.send(exchange, next)
         return
@@ -868,6 +888,14 @@ export class Proxy {
     if (exchange.redispatched || REQUEST_FAULTS.has(code) || !isReplayable(exchange.body)) return false
     if (!sent) return this.#settings.redispatch
     return RESET.has(code) && this.#settings.redispatchIdempotent && isIdempotent(exchange.request)
+  }
+
+  /** Sets the hand-off headers when the client moves away from a target it was pinned to (see `handoffHeaders`). */
+  #handOff (headers: Record<string, string | string[]>, decision: AffinityDecision): void {
+    const names = this.#settings.handoffHeaders
+    if (names === null || decision.outcome !== 'reassigned' || decision.previousTargetId === undefined) return
+    headers[names.previousTarget] = decision.previousTargetId
+    headers[names.reason] = decision.reason
   }
 
   logFailure (exchange: Exchange, code: string): void {
@@ -913,7 +941,7 @@ export class Proxy {
     const incoming = request.raw.headers
     const socket = request.raw.socket as TLSSocket | undefined
     const trusted = this.peers.trusts(socket)
-    const dropped = trusted ? HOP_BY_HOP_REQUEST : UNTRUSTED_REQUEST
+    const dropped = trusted ? this.#droppedTrusted : this.#droppedUntrusted
     const cookiePrefix = this.#settings.forwardStickyCookies ? null : this.#settings.cookiePrefix
     const headers: Record<string, string | string[]> = {}
     const connection = incoming.connection
@@ -1298,6 +1326,16 @@ function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecis
   const request = reply.request
   const lines = decision.target === null ? null : rule.repinLines(request, decision.target.id, rule.now(), rule.secureFor(request))
   if (rule.pin !== null && rule.pin.pinNames.length > 0) replaceStickyCookies(reply, rule.pin.pinNames, lines)
+  const decisionHeader = rule.decisionHeader
+  if (decisionHeader !== null) reply.header(decisionHeader, decisionHeaderValue(decision))
+}
+
+/**
+ * The target a client was pinned to before this request (a `hit`, or a `reassigned` one moved
+ * there), for the hand-off headers when it must move again; a new client was pinned nowhere.
+ */
+function pinnedTo (decision: AffinityDecision): string | undefined {
+  return decision.outcome === 'hit' || decision.outcome === 'reassigned' ? decision.target.id : undefined
 }
 
 /** The registered target, with its pool, that a decision names; undefined when it is gone. */

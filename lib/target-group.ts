@@ -34,6 +34,8 @@ const POOL_WATCH_MS = 1000
 export interface HashPick {
   readonly target: Target | undefined
   readonly reason: ReassignReason | null
+  /** The key's first choice, when `reason` says why it did not take the key. */
+  readonly first?: Target
 }
 
 const NO_HASH_PICK: HashPick = Object.freeze({ target: undefined, reason: null })
@@ -250,9 +252,9 @@ export class TargetGroup {
     const reason: ReassignReason = first.unpinReason ?? (first.routable ? 'target-overloaded' : 'target-deregistered')
     for (let probe = 1; probe < table.size; probe++) {
       const target = members[table.lookup(hash, probe)]
-      if (target.routable && !(bounded && this.#overloaded(target))) return { target, reason }
+      if (target.routable && !(bounded && this.#overloaded(target))) return { target, reason, first }
     }
-    return { target: this.#leastLoaded(undefined), reason }
+    return { target: this.#leastLoaded(undefined), reason, first }
   }
 
   /**

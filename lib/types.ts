@@ -392,8 +392,33 @@ export interface FastifyStickyOptions {
   learnStore?: LearnStoreOptions
   /** Named sets of listener rules, bound to routes with `config.listener`. Default none. */
   listeners?: ListenerOptions[]
+  /**
+   * Adds a header saying what the gateway decided to every response of a bound route (the
+   * gateway's own 502, 503 and 504 and a WebSocket's 101 included), for debugging:
+   * `<outcome>;<why>;<target id>`, e.g. `hit;lb_cookie;cart-a`, `new;round_robin;cart-b`,
+   * `reassigned;target-unreachable;cart-c` (`why`: `decidedBy` for `hit` and `new`, `reason`
+   * for `reassigned`), or `unavailable;;`. Target ids only, never addresses. `true` names it
+   * `x-sticky-decision`; a string names it (a header name). Default `false`.
+   */
+  exposeDecision?: boolean | string
+  /**
+   * When a client is re-pinned (`reassigned` away from a target its binding named, or moved
+   * by a redispatch), the request to its new target carries that target's id and the reason,
+   * so the app can take the session over from it: `x-sticky-previous-target` and
+   * `x-sticky-handoff-reason` with `true` (the default), other names with an object, none
+   * with `false`. Copies of these headers that clients send are never passed on.
+   */
+  handoffHeaders?: boolean | HandoffHeadersOptions
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
   now?: () => number
+}
+
+/** The names of the hand-off headers (see `handoffHeaders`). */
+export interface HandoffHeadersOptions {
+  /** Carries the id of the target the client was pinned to. Default `x-sticky-previous-target`. */
+  previousTarget?: string
+  /** Carries why it was re-pinned (a `ReassignReason`). Default `x-sticky-handoff-reason`. */
+  reason?: string
 }
 
 /**
@@ -608,6 +633,11 @@ export interface AffinityReassigned extends AffinityBase {
   readonly target: TargetRef
   /** The algorithm, or the key whose hash walked past its first choice (which gave `reason`). */
   readonly decidedBy: Algorithm | KeyStickinessType
+  /**
+   * The id of the target the client was pinned to (its cookie's or learned binding's, its key's
+   * first choice, or the target that refused the connection), when known and not `target`.
+   */
+  readonly previousTargetId?: string
 }
 
 /** The group has no routable target (none registered, or none healthy with `failOpen: false`): the gateway answers 503. */

@@ -149,3 +149,25 @@ test('the shop page on a phone 390 px wide: no sideways scrolling, every target 
   t.match(await page.textContent('#items'), /The cart is empty/, `another backend answers, with an empty cart: ${await page.textContent('#served-by')}`)
   t.same(errors, [], 'no script error on the page')
 })
+
+test('the shop page in Chromium: Drain on the cart\'s backend moves the cart, items and all, to another backend', { skip: noChromium }, async (t) => {
+  const shop = await startShop({ port: 0, now: () => Math.round(performance.timeOrigin + performance.now()) })
+  t.teardown(() => shop.close())
+  const { page, errors } = await openPage(t)
+  await page.goto(shop.url)
+
+  await page.click('text=+ Coffee beans')
+  await page.waitForFunction(() => document.getElementById('items')?.textContent?.includes('Coffee beans'), null, { timeout: TIMEOUT_MS })
+  const cartBackend = await page.textContent('#served-by') ?? ''
+  await page.click(`#backends > li:has(.id:text-is("${cartBackend}")) button:text-is("Drain")`)
+  await page.waitForFunction(() => !(document.getElementById('notice')?.hidden ?? true), null, { timeout: TIMEOUT_MS })
+  t.match(await page.textContent('#notice'), /takes your cart over/, 'the page says what a drain does')
+
+  await page.click('#reload')
+  await page.waitForFunction((id) => { const by = document.getElementById('served-by')?.textContent; return by !== id && by !== '–' }, cartBackend, { timeout: TIMEOUT_MS })
+  const second = await page.textContent('#served-by')
+  t.match(await page.textContent('#items'), /Coffee beans/, `the cart came along to ${second}`)
+  t.equal(await page.textContent('#session'), `taken over by ${second} from ${cartBackend}`)
+  t.equal(await page.textContent('#affinity'), 'reassigned;target-deregistered')
+  t.same(errors, [], 'no script error on the page')
+})

@@ -92,8 +92,27 @@ function pinnedBy (value: string | undefined): string {
   return codec.open(COOKIE_PURPOSE_LB, value)?.payload.targetId ?? `(undecodable: ${value})`
 }
 
+/**
+ * The gateway's decision as the page reads it from `x-sticky-decision` (the plugin's
+ * `exposeDecision`): `hit`, `new` or `reassigned;<reason>`; null without the header.
+ */
+function affinityOf (res: { headers: Headers }): string | null {
+  const value = res.headers.get('x-sticky-decision')
+  if (value === null) return null
+  const [outcome, why] = value.split(';')
+  return outcome === 'reassigned' ? `reassigned;${why}` : outcome
+}
+
+/** What decided a hit or a new client (`lb_cookie`, `round_robin`, …), from `x-sticky-decision`; null for any other outcome. */
+function decidedByOf (res: { headers: Headers }): string | null {
+  const value = res.headers.get('x-sticky-decision')
+  if (value === null) return null
+  const [outcome, why] = value.split(';')
+  return outcome === 'hit' || outcome === 'new' ? why : null
+}
+
 function describe (res: Response): string {
-  return `${res.status} x-served-by=${res.headers.get('x-served-by')} x-sticky-affinity=${res.headers.get('x-sticky-affinity')} x-sticky-decided-by=${res.headers.get('x-sticky-decided-by')} body=${res.body.slice(0, 200)}`
+  return `${res.status} x-served-by=${res.headers.get('x-served-by')} x-sticky-decision=${res.headers.get('x-sticky-decision')} body=${res.body.slice(0, 200)}`
 }
 
 test('node examples/shop/start.js: the cart stays on one backend, and moves with a new cookie when it stops', async (t) => {
@@ -131,7 +150,7 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
   t.equal(added.status, 200, `POST /cart/items: ${describe(added)}`)
   const pinned = added.headers.get('x-served-by') ?? '(no x-served-by)'
   t.match(pinned, /^cart-[abc]$/, `a demo backend served it: ${describe(added)}`)
-  t.equal(added.headers.get('x-sticky-affinity'), 'new', `a first visit is a new pin: ${describe(added)}`)
+  t.equal(affinityOf(added), 'new', `a first visit is a new pin: ${describe(added)}`)
   t.same(added.json().items, [{ name: 'Teapot', quantity: 1 }], `the item is in the cart: ${added.body}`)
   t.equal(pinnedBy(jar.cookies.get('AWSALB')), pinned, `the AWSALB cookie pins ${pinned}`)
   t.ok(jar.cookies.has('shop_session'), `the backend set its session cookie: ${[...jar.cookies.keys()].join(', ')}`)
@@ -139,7 +158,7 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
   for (let i = 1; i <= 10; i++) {
     const res = await send('GET', '/cart')
     t.same(
-      { status: res.status, servedBy: res.headers.get('x-served-by'), affinity: res.headers.get('x-sticky-affinity'), items: res.json().items },
+      { status: res.status, servedBy: res.headers.get('x-served-by'), affinity: affinityOf(res), items: res.json().items },
       { status: 200, servedBy: pinned, affinity: 'hit', items: [{ name: 'Teapot', quantity: 1 }] },
       `GET /cart #${i} is a hit on ${pinned} with the item: ${describe(res)}`)
   }
@@ -160,7 +179,7 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
   t.equal(moved.status, 200, `GET /cart after the stop: ${describe(moved)}`)
   t.not(newTarget, pinned, `another backend than ${pinned} answers: ${describe(moved)}`)
   t.match(newTarget, /^cart-[abc]$/, `a demo backend answers: ${describe(moved)}`)
-  t.equal(moved.headers.get('x-sticky-affinity'), 'reassigned;target-unreachable', `the affinity says why: ${describe(moved)}`)
+  t.equal(affinityOf(moved), 'reassigned;target-unreachable', `the affinity says why: ${describe(moved)}`)
   const newCookie = jar.cookies.get('AWSALB')
   t.not(newCookie, oldCookie, `a new AWSALB value came: ${moved.headers.getSetCookie().join(' | ')}`)
   t.equal(pinnedBy(newCookie), newTarget, `the new AWSALB cookie pins ${newTarget}: ${newCookie}`)
@@ -169,7 +188,7 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
 
   const again = await send('GET', '/cart')
   t.equal(again.headers.get('x-served-by'), newTarget, `the next request stays on ${newTarget}: ${describe(again)}`)
-  t.equal(again.headers.get('x-sticky-affinity'), 'hit', `and is a hit: ${describe(again)}`)
+  t.equal(affinityOf(again), 'hit', `and is a hit: ${describe(again)}`)
 
   child.kill('SIGTERM')
   const deadline = setTimeout(() => child.kill('SIGKILL'), 5000)
@@ -199,7 +218,7 @@ test('startShop(): a restarted backend has the same port and lost its carts; clo
 
   const res = await send('GET', '/cart')
   t.equal(res.headers.get('x-served-by'), pinned, `the cookie still pins the restarted ${pinned}: ${describe(res)}`)
-  t.equal(res.headers.get('x-sticky-affinity'), 'hit', `a hit: ${describe(res)}`)
+  t.equal(affinityOf(res), 'hit', `a hit: ${describe(res)}`)
   t.same(res.json().items, [], `the restarted process lost the cart: ${res.body}`)
   t.equal(res.json().sessionKnown, false, `and the session: ${res.body}`)
 
@@ -380,8 +399,8 @@ function accountView (res: Response): { status: number, servedBy: string | null,
   return {
     status: res.status,
     servedBy: res.headers.get('x-served-by'),
-    affinity: res.headers.get('x-sticky-affinity'),
-    decidedBy: res.headers.get('x-sticky-decided-by'),
+    affinity: affinityOf(res),
+    decidedBy: decidedByOf(res),
     body
   }
 }
@@ -446,7 +465,7 @@ test('the account app: without its AWSALBAPP-* cookies a request is new; without
   sidOnly.jar.cookies.set('connect.sid', sid)
   const unbound = await sidOnly.send('GET', '/account/me')
   const picked = unbound.headers.get('x-served-by') ?? '(no x-served-by)'
-  t.same({ affinity: unbound.headers.get('x-sticky-affinity'), decidedBy: unbound.headers.get('x-sticky-decided-by') }, { affinity: 'new', decidedBy: 'round_robin' },
+  t.same({ affinity: affinityOf(unbound), decidedBy: decidedByOf(unbound) }, { affinity: 'new', decidedBy: 'round_robin' },
     `connect.sid without the shards: ALB needs both, so a new pick: ${describe(unbound)}`)
   t.same(bindingsOf(sidOnly.jar), { accounts: picked }, `the gateway binds the app cookie it saw to ${picked}, the backend that answered`)
 
@@ -454,7 +473,7 @@ test('the account app: without its AWSALBAPP-* cookies a request is new; without
   for (const [name, value] of jar.cookies) if (name.startsWith('AWSALBAPP-')) shardsOnly.jar.cookies.set(name, value)
   t.equal(shardsOnly.jar.cookies.size, 4, `the four shards copied: ${[...shardsOnly.jar.cookies.keys()].join(', ')}`)
   const orphan = await shardsOnly.send('GET', '/account/me')
-  t.equal(orphan.headers.get('x-sticky-affinity'), 'reassigned;app-cookie-withheld', `the shards without connect.sid (as a cross-site request brings them): ${describe(orphan)}`)
+  t.equal(affinityOf(orphan), 'reassigned;app-cookie-withheld', `the shards without connect.sid (as a cross-site request brings them): ${describe(orphan)}`)
   t.same(orphan.json().user, null, `nobody is logged in: ${orphan.body}`)
   t.same(shardLines(orphan), [], `no AWSALBAPP line: the binding stays for the first-party requests: ${describe(orphan)}`)
 
@@ -478,7 +497,7 @@ test('the account app: logout deletes connect.sid and AWSALBAPP-0..3, and the ne
   t.same([...jar.cookies.keys()].filter((name) => name === 'connect.sid' || name.startsWith('AWSALBAPP-')), [], `the jar dropped them all: ${[...jar.cookies.keys()].join(', ')}`)
 
   const after = await send('GET', '/account/me')
-  t.equal(after.headers.get('x-sticky-affinity'), 'new', `no binding is left: a new pick: ${describe(after)}`)
+  t.equal(affinityOf(after), 'new', `no binding is left: a new pick: ${describe(after)}`)
   t.same({ user: after.json().user, sessionKnown: after.json().sessionKnown }, { user: null, sessionKnown: false }, `nobody is logged in: ${after.body}`)
 
   // Had the backend kept the session, the old cookie would still open it there.
@@ -486,6 +505,61 @@ test('the account app: logout deletes connect.sid and AWSALBAPP-0..3, and the ne
   const direct = await fetch(new URL('/account/me', holder.url), { headers: { cookie: `connect.sid=${sid}` } })
   const directBody = await direct.text()
   t.same(JSON.parse(directBody), { backend, user: null, sessionKnown: false, visits: 0 }, `${backend} forgot the session: ${directBody}`)
+})
+
+test('a drained backend hands its carts over: a graceful scale-down loses no cart', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { jar, send } = client(shop.url)
+  await send('POST', '/cart/items', { name: 'Teapot' })
+  const added = await send('POST', '/cart/items', { name: 'Mug' })
+  const first = added.headers.get('x-served-by') ?? '(no x-served-by)'
+  const items = [{ name: 'Teapot', quantity: 1 }, { name: 'Mug', quantity: 1 }]
+  t.same(added.json().items, items, `two items on ${first}: ${describe(added)}`)
+  const session = jar.cookies.get('shop_session')
+
+  const drained = await send('POST', `/demo/backends/${first}/drain`)
+  t.same({ status: drained.status, body: drained.json() }, { status: 200, body: { id: first, state: 'running' } }, `drain ${first}: its process keeps running: ${drained.body}`)
+  const moved = await send('GET', '/cart')
+  const second = moved.headers.get('x-served-by') ?? '(no x-served-by)'
+  t.not(second, first, `another backend answers: ${describe(moved)}`)
+  t.equal(affinityOf(moved), 'reassigned;target-deregistered', `the gateway moved the client off the drained backend: ${describe(moved)}`)
+  t.same(moved.json(), { servedBy: second, sessionKnown: true, items, takenOverFrom: first }, `${second} took the cart over from ${first}: ${moved.body}`)
+  t.equal(jar.cookies.get('shop_session'), session, 'under the same session')
+  t.equal(pinnedBy(jar.cookies.get('AWSALB')), second, `the client is pinned to ${second} now`)
+
+  const more = await send('POST', '/cart/items', { name: 'Teapot' })
+  t.same({ affinity: affinityOf(more), servedBy: more.headers.get('x-served-by'), body: more.json() },
+    { affinity: 'hit', servedBy: second, body: { servedBy: second, sessionKnown: true, items: [{ name: 'Teapot', quantity: 2 }, { name: 'Mug', quantity: 1 }] } },
+    `the cart goes on on ${second}, nothing taken over again: ${describe(more)}`)
+
+  const gone = (await pollHealth(send, (view) => view.groups.every((group) => !group.targets.some(({ id }) => id === first)), `${first} out of every group`)).at(-1) as HealthView & { backends: unknown }
+  t.same(gone.backends, ['cart-a', 'cart-b', 'cart-c'].map((id) => ({ id, state: 'running' })), `the drained process is still listed, running: ${JSON.stringify(gone.backends)}`)
+  const registered = await send('POST', `/demo/backends/${first}/register`)
+  t.equal(registered.status, 200, `register ${first} again: ${registered.body}`)
+  await pollHealth(send, (view) => view.groups.every((group) => group.targets.some(({ id, state }) => id === first && state === 'healthy')), `${first} healthy in every group again`)
+
+  // The internal endpoint answers peers only: not through the gateway, not without the token.
+  const probe = await send('GET', `/api/internal/cart/${session ?? ''}`)
+  t.equal(probe.status, 404, `no cart through the gateway: ${describe(probe)}`)
+  const direct = await fetch(new URL(`/internal/cart/${session ?? ''}`, shop.backends.find(({ id }) => id === second)?.url))
+  t.equal(direct.status, 404, `nor without the peers' token: ${direct.status}`)
+})
+
+test('a drained backend hands its logins over too', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+  const first = await logIn(t, send, 'fay')
+  await send('POST', `/demo/backends/${first}/drain`)
+  const moved = await send('GET', '/account/me')
+  const second = moved.headers.get('x-served-by') ?? '(no x-served-by)'
+  t.not(second, first, `another backend answers: ${describe(moved)}`)
+  t.same(accountView(moved), { status: 200, servedBy: second, affinity: 'reassigned;target-deregistered', decidedBy: null, body: { backend: second, user: 'fay', sessionKnown: true, visits: 1, takenOverFrom: first } },
+    `${second} took the login over from ${first}: ${describe(moved)}`)
+  const again = await send('GET', '/account/me')
+  t.same(accountView(again), { status: 200, servedBy: second, affinity: 'hit', decidedBy: 'app_cookie', body: { backend: second, user: 'fay', sessionKnown: true, visits: 2 } },
+    `and keeps it: ${describe(again)}`)
 })
 
 test('the account app: when its backend stops the login is bound to another, and stays there once the first is back', async (t) => {
@@ -502,7 +576,7 @@ test('the account app: when its backend stops the login is bound to another, and
   t.match(second, /^cart-[abc]$/, `a demo backend answers: ${describe(moved)}`)
   t.not(second, first, `not the stopped ${first}: ${describe(moved)}`)
   // Refused by the stopped process (redispatched), or already taken out by its failed health checks.
-  t.ok(['reassigned;target-unreachable', 'reassigned;target-unhealthy'].includes(moved.headers.get('x-sticky-affinity') ?? ''), `the affinity says why: ${describe(moved)}`)
+  t.ok(['reassigned;target-unreachable', 'reassigned;target-unhealthy'].includes(affinityOf(moved) ?? ''), `the affinity says why: ${describe(moved)}`)
   t.same(moved.json(), { backend: second, user: null, sessionKnown: false, visits: 0 }, `the session lived in ${first}'s memory: ${second} does not know it: ${moved.body}`)
   t.same(bindingsOf(jar), { accounts: second }, `AWSALBAPP now binds the login to ${second}`)
   t.equal(jar.cookies.get('connect.sid'), sid, 'connect.sid is unchanged: no backend set or deleted it')
@@ -589,7 +663,7 @@ test('the page has the account panel: login form, who am I, logout, and the AWSA
     'The gateway writes <code>AWSALBAPP-*</code> only once the backend sets <code>connect.sid</code>; logging out deletes both.',
     'id="login-form"', 'id="user"', 'maxlength="32"', 'id="whoami"', 'id="logout"', 'id="app-cookies"', 'id="account-sid"', 'id="account-affinity"', 'id="account-served-by"',
     "accountRequest('POST', '/account/login', { user: $('user').value })", "accountRequest('GET', '/account/me')", "accountRequest('POST', '/account/logout')",
-    "'AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3'", "'_remove_'", 'document.cookie', "'x-sticky-affinity'", "'x-sticky-decided-by'", 'HttpOnly',
+    "'AWSALBAPP-0', 'AWSALBAPP-1', 'AWSALBAPP-2', 'AWSALBAPP-3'", "'_remove_'", 'document.cookie', "'x-sticky-decision'", 'HttpOnly',
     'event.preventDefault()'
   ]) t.ok(page.includes(part), `the page has ${part}`)
   // form-action 'none' blocks a real submission: the form is sent by fetch only.
@@ -611,7 +685,7 @@ test('the cookie-less view: /api/cart with an x-session-id header and no cookie 
       const res = await fetch(new URL('/api/cart', shop.url), { headers: { 'x-session-id': session }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
       t.equal(res.status, 200)
       t.same(res.headers.getSetCookie().filter((line) => line.startsWith('AWSALB')), [], 'no gateway cookie')
-      t.equal(res.headers.get('x-sticky-decided-by'), 'header')
+      t.equal(decidedByOf(res), 'header')
       seen.add(String(res.headers.get('x-served-by')))
       await res.arrayBuffer()
     }
@@ -620,6 +694,6 @@ test('the cookie-less view: /api/cart with an x-session-id header and no cookie 
   }
   t.ok(servedBy.size > 1, 'sessions spread over the backends')
   const anonymous = await fetch(new URL('/api/cart', shop.url), { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
-  t.equal(anonymous.headers.get('x-sticky-decided-by'), 'source_ip', 'without the header, the client address decides')
+  t.equal(decidedByOf(anonymous), 'source_ip', 'without the header, the client address decides')
   await anonymous.arrayBuffer()
 })

@@ -16,7 +16,7 @@ const cases: Array<[string, unknown, string]> = [
   ['options not an object', 'x', 'options must be an object, received "x"'],
   ['no targetGroups', {}, 'targetGroups must be a non-empty array of target groups, received undefined'],
   ['empty targetGroups', { targetGroups: [] }, 'targetGroups must be a non-empty array of target groups, received an array of 0'],
-  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, trustedProxies, forwardStickyCookies, connectionsPerTarget, cookiePrefix, cookieSecure, corsCookies, cookieHttpOnly, cookieClockSkewSeconds, learnStore, listeners, now)'],
+  ['unknown option', { targetGroups: [group], targetGroup: 'g' }, 'targetGroup is not an option (known: keys, targetGroups, idleTimeoutMs, connectTimeoutMs, redispatch, redispatchIdempotent, requestBufferBytes, clientBodyTimeoutMs, xForwardedFor, trustedProxies, forwardStickyCookies, connectionsPerTarget, cookiePrefix, cookieSecure, corsCookies, cookieHttpOnly, cookieClockSkewSeconds, learnStore, listeners, exposeDecision, handoffHeaders, now)'],
   ['group not an object', { targetGroups: [null] }, 'targetGroups[0] must be an object, received null'],
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
@@ -136,6 +136,15 @@ const cases: Array<[string, unknown, string]> = [
   ['forwardStickyCookies not a boolean', { targetGroups: [group], forwardStickyCookies: 'yes' }, 'forwardStickyCookies must be a boolean, received "yes"'],
   ['connectionsPerTarget zero', { targetGroups: [group], connectionsPerTarget: 0 }, 'connectionsPerTarget must be an integer from 1 to 65536, received 0'],
   ['now not a function', { targetGroups: [group], now: 5 }, 'now must be a function returning milliseconds since the epoch, received 5'],
+  ['exposeDecision a number', { targetGroups: [group], exposeDecision: 1 }, "exposeDecision must be true, false or a header name (e.g. 'x-sticky-decision'), received 1"],
+  ['exposeDecision not a header name', { targetGroups: [group], exposeDecision: 'x decision' }, "exposeDecision must be a header name (a token of 1 to 128 characters, e.g. 'x-sticky-decision'), received \"x decision\""],
+  ['exposeDecision empty', { targetGroups: [group], exposeDecision: '' }, "exposeDecision must be a header name (a token of 1 to 128 characters, e.g. 'x-sticky-decision'), received \"\""],
+  ['exposeDecision a reserved name', { targetGroups: [group], exposeDecision: 'Set-Cookie' }, 'exposeDecision must be a header name that HTTP or the gateway does not use for something else, received "Set-Cookie"'],
+  ['handoffHeaders a string', { targetGroups: [group], handoffHeaders: 'x-from' }, 'handoffHeaders must be true, false or an object { previousTarget, reason } of header names, received "x-from"'],
+  ['handoffHeaders unknown key', { targetGroups: [group], handoffHeaders: { target: 'x-from' } }, 'handoffHeaders.target is not an option (known: previousTarget, reason)'],
+  ['handoffHeaders previousTarget not a header name', { targetGroups: [group], handoffHeaders: { previousTarget: 'x:from' } }, "handoffHeaders.previousTarget must be a header name (a token of 1 to 128 characters, e.g. 'x-sticky-previous-target'), received \"x:from\""],
+  ['handoffHeaders reason a forwarding header', { targetGroups: [group], handoffHeaders: { reason: 'X-Forwarded-For' } }, 'handoffHeaders.reason must be a header name that HTTP or the gateway does not use for something else, received "X-Forwarded-For"'],
+  ['handoffHeaders one name for both', { targetGroups: [group], handoffHeaders: { reason: 'X-Sticky-Previous-Target' } }, "handoffHeaders.reason must be another name than handoffHeaders.previousTarget ('x-sticky-previous-target'), received \"X-Sticky-Previous-Target\""],
   // Application-cookie stickiness (issue 5)
   ['app_cookie without cookieName', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie' } }] }, "targetGroups[0].stickiness.cookieName must be the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID'), required with type 'app_cookie', received undefined"],
   ['app cookie name with a space', { targetGroups: [{ name: 'g', stickiness: { type: 'app_cookie', cookieName: 'my session' } }] }, "targetGroups[0].stickiness.cookieName must be the application's cookie name (a token of 1 to 128 characters, e.g. 'JSESSIONID'), required with type 'app_cookie', received \"my session\""],
@@ -229,6 +238,12 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
   t.equal(resolved.xForwardedFor, 'append')
   t.equal(resolved.trustedProxies, null, 'no peer is trusted')
   t.equal(resolved.forwardStickyCookies, false, 'the gateway’s cookies stay at the gateway')
+  t.equal(resolved.exposeDecision, null, 'no decision header unless asked')
+  t.equal(resolveOptions({ targetGroups: [group], exposeDecision: true }).exposeDecision, 'x-sticky-decision')
+  t.equal(resolveOptions({ targetGroups: [group], exposeDecision: 'X-Route' }).exposeDecision, 'x-route', 'a name is lower-cased')
+  t.same(resolved.handoffHeaders, { previousTarget: 'x-sticky-previous-target', reason: 'x-sticky-handoff-reason' }, 'hand-off headers on by default')
+  t.equal(resolveOptions({ targetGroups: [group], handoffHeaders: false }).handoffHeaders, null)
+  t.same(resolveOptions({ targetGroups: [group], handoffHeaders: { reason: 'X-Why' } }).handoffHeaders, { previousTarget: 'x-sticky-previous-target', reason: 'x-why' })
   for (const [form, trustedProxies] of [['true', true], ['a string', '10.0.0.0/8, ::1, loopback'], ['an array', ['fd00::/8', '192.168.0.0/255.255.0.0']]] as const) {
     const trust = resolveOptions({ targetGroups: [group], trustedProxies }).trustedProxies
     t.equal(typeof trust, 'function', `${form} compiles to a function`)

@@ -26,6 +26,17 @@ const options: FastifyStickyOptions = {
   }]
 }
 
+export const withHeaders: FastifyStickyOptions = { targetGroups: [{ name: 'x' }], exposeDecision: 'x-route', handoffHeaders: { previousTarget: 'x-from' } }
+// @ts-expect-error exposeDecision is true, false or a header name
+export const badDecision: FastifyStickyOptions = { targetGroups: [{ name: 'x' }], exposeDecision: 1 }
+
+/** Where a re-pinned client was: only `reassigned` may say. */
+export function previousOf (affinity: AffinityDecision): string | undefined {
+  // @ts-expect-error only `reassigned` carries previousTargetId
+  if (affinity.outcome === 'hit') return affinity.previousTargetId
+  return affinity.outcome === 'reassigned' ? affinity.previousTargetId : undefined
+}
+
 // @ts-expect-error targetGroups is required
 export const missing: FastifyStickyOptions = { keys: [] }
 // @ts-expect-error algorithms are ALB's names

@@ -17,6 +17,12 @@ const MAX_SESSIONS = 10_000
 const MAX_ACCOUNT_SESSIONS = 1000
 /** How often the live feed tells each socket about its cart. */
 const LIVE_TICK_MS = 1000
+/** The gateway's hand-off header: the backend a re-pinned client was on (see the plugin's `handoffHeaders`). */
+export const PREVIOUS_TARGET_HEADER = 'x-sticky-previous-target'
+/** Proves a request to `/internal/*` comes from a peer backend, not a client through the gateway. */
+const INTERNAL_TOKEN_HEADER = 'x-internal-token'
+/** How long a backend waits for a peer's cart before it answers without it. */
+const HANDOFF_TIMEOUT_MS = 1000
 
 /**
  * Starts one demo backend on an ephemeral port of 127.0.0.1, with two apps that keep their
@@ -39,6 +45,13 @@ const LIVE_TICK_MS = 1000
  *
  * And `GET /health` → `{ status: 'ok', servedBy }`, for the gateway's health checks (no session).
  *
+ * Taking sessions over: a `/cart` (or `/account`) request whose `x-sticky-previous-target` header
+ * (the gateway's hand-off header) names a peer, for a `shop_session` (or `connect.sid`) this
+ * process does not know, first copies that cart (or login) from the peer (`GET
+ * /internal/cart/<id>` or `/internal/account/<id>` on it, with `internalToken`); its answer then
+ * says `takenOverFrom: <peer id>`. `peerUrl(id)` gives a running peer's URL, or undefined. A
+ * drained backend that still runs so hands its sessions to the backends its clients move to.
+ *
  * The live feed, a WebSocket at `/cart/live`: once a second, and whenever its cart changes, it
  * sends `{ servedBy, sessionKnown, count }` for the cart its `shop_session` cookie names (on this
  * process). Through the gateway it lands on the same backend as the cart, by the same cookie.
@@ -46,7 +59,7 @@ const LIVE_TICK_MS = 1000
  * `stop()` closes the server and every connection, so connections are refused, and forgets
  * every cart and login, like a killed process; `start()` listens again on the same port.
  */
-export async function startBackend (id) {
+export async function startBackend (id, { peerUrl = () => undefined, internalToken = null } = {}) {
   let carts = new Map()
   /** Login sessions by `connect.sid` value: `{ user, visits }`, oldest first. */
   let accounts = new Map()
@@ -70,6 +83,18 @@ export async function startBackend (id) {
     const path = (req.url ?? '/').split('?')[0]
     // Before sessionOf(): a health check must not make a session, nor a cookie, every few seconds.
     if (path === '/health' && req.method === 'GET') return sendJson(res, 200, { status: 'ok', servedBy: id })
+    if (path.startsWith('/internal/') && req.method === 'GET') return answerInternal(req, res, path)
+    // A client moved here from a peer: take its cart or login over before answering.
+    const previous = req.headers[PREVIOUS_TARGET_HEADER]
+    const kind = path.startsWith('/cart') ? 'cart' : path.startsWith('/account') ? 'account' : null
+    if (kind !== null && typeof previous === 'string' && previous !== id) {
+      takeOver(req, kind, previous).then(() => route(req, res, path))
+      return
+    }
+    route(req, res, path)
+  }
+
+  function route (req, res, path) {
     if (path === '/cart' && req.method === 'GET') return answerCart(req, res)
     if (path === '/cart/items' && req.method === 'DELETE') {
       const session = sessionOf(req, res)
@@ -79,9 +104,60 @@ export async function startBackend (id) {
     }
     if (path === '/cart/items' && req.method === 'POST') return addItem(req, res)
     if (path === '/account/login' && req.method === 'POST') return login(req, res)
-    if (path === '/account/me' && req.method === 'GET') return answerAccount(res, accountOf(req), true)
+    if (path === '/account/me' && req.method === 'GET') return answerAccount(res, accountOf(req), true, req.takenOverFrom)
     if (path === '/account/logout' && req.method === 'POST') return logout(req, res)
     sendJson(res, 404, { error: 'Not Found', message: `${req.method} ${path} is not a route of ${id}`, servedBy: id })
+  }
+
+  /**
+   * A peer asks for a session to take over (`/internal/cart/<shop_session>` or
+   * `/internal/account/<connect.sid>`): only with the peers' token, so never for a client through
+   * the gateway. A real deployment would authenticate its peers (mTLS) or share a store instead.
+   */
+  function answerInternal (req, res, path) {
+    const match = /^\/internal\/(cart|account)\/([^/]+)$/.exec(path)
+    let sessionId = null
+    try {
+      sessionId = match === null ? null : decodeURIComponent(match[2])
+    } catch {}
+    const found = sessionId === null ? undefined : match[1] === 'cart' ? carts.get(sessionId) : accounts.get(sessionId)
+    if (internalToken === null || req.headers[INTERNAL_TOKEN_HEADER] !== internalToken || found === undefined) {
+      return sendJson(res, 404, { error: 'Not Found', message: 'no such session', servedBy: id })
+    }
+    if (match[1] === 'cart') return sendJson(res, 200, { servedBy: id, items: [...found].map(([name, quantity]) => ({ name, quantity })) })
+    sendJson(res, 200, { servedBy: id, user: found.user, visits: found.visits })
+  }
+
+  /**
+   * Copies the request's cart (`kind` 'cart') or login ('account') from peer `peerId` when this
+   * process does not know its session; a peer that is gone or slow leaves the request as it is.
+   */
+  async function takeOver (req, kind, peerId) {
+    const sessions = kind === 'cart' ? carts : accounts
+    const sessionId = readCookie(req.headers.cookie, kind === 'cart' ? SESSION_COOKIE : ACCOUNT_COOKIE)
+    const url = peerUrl(peerId)
+    if (sessionId === undefined || sessions.has(sessionId) || url === undefined || internalToken === null) return
+    try {
+      const res = await fetch(`${url}/internal/${kind}/${encodeURIComponent(sessionId)}`, {
+        headers: { [INTERNAL_TOKEN_HEADER]: internalToken },
+        signal: AbortSignal.timeout(HANDOFF_TIMEOUT_MS)
+      })
+      if (!res.ok) return
+      const body = await res.json()
+      // The process may have been stopped meanwhile (its maps replaced), or the session made here.
+      const current = kind === 'cart' ? carts : accounts
+      if (current.has(sessionId)) return
+      if (kind === 'cart') {
+        if (!Array.isArray(body.items)) return
+        if (carts.size >= MAX_SESSIONS) carts.delete(carts.keys().next().value)
+        carts.set(sessionId, new Map(body.items.map(({ name, quantity }) => [String(name), Number(quantity)])))
+      } else {
+        if (typeof body.user !== 'string') return
+        if (accounts.size >= MAX_ACCOUNT_SESSIONS) accounts.delete(accounts.keys().next().value)
+        accounts.set(sessionId, { user: body.user, visits: Number(body.visits) || 0 })
+      }
+      req.takenOverFrom = peerId
+    } catch {}
   }
 
   /** The request's session; a new one (and its cookie) when the cookie names none of this process. */
@@ -99,7 +175,9 @@ export async function startBackend (id) {
 
   function answerCart (req, res, session = sessionOf(req, res)) {
     const items = [...session.items].map(([name, quantity]) => ({ name, quantity }))
-    sendJson(res, 200, { servedBy: id, sessionKnown: session.known, items })
+    const body = { servedBy: id, sessionKnown: session.known, items }
+    if (req.takenOverFrom !== undefined) body.takenOverFrom = req.takenOverFrom
+    sendJson(res, 200, body)
   }
 
   function addItem (req, res) {
@@ -126,14 +204,16 @@ export async function startBackend (id) {
     return account === undefined ? undefined : { sessionId, account }
   }
 
-  function answerAccount (res, session, visit = false) {
+  function answerAccount (res, session, visit = false, takenOverFrom = undefined) {
     if (session !== undefined && visit) session.account.visits++
-    sendJson(res, 200, {
+    const body = {
       backend: id,
       user: session?.account.user ?? null,
       sessionKnown: session !== undefined,
       visits: session?.account.visits ?? 0
-    })
+    }
+    if (takenOverFrom !== undefined) body.takenOverFrom = takenOverFrom
+    sendJson(res, 200, body)
   }
 
   function login (req, res) {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -14,6 +15,12 @@ export const BACKEND_IDS = ['cart-a', 'cart-b', 'cart-c']
  * is `unhealthy` within about 10 s and a restarted one `healthy` again within about 10 s.
  */
 export const DEMO_HEALTH_CHECK = Object.freeze({ path: '/health', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2 })
+/**
+ * A drained backend's clients move at their next request (`drainingKeepsSessions: false`), each
+ * new backend taking the session over through the hand-off header; its open requests and
+ * sockets get this long.
+ */
+export const DEMO_DRAIN = Object.freeze({ drainingKeepsSessions: false, deregistrationDelayMs: 30_000 })
 
 const PAGE = new URL('./index.html', import.meta.url)
 // The page needs nothing from elsewhere and talks only to this gateway; the policy keeps it so.
@@ -25,6 +32,8 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src '
  * `/cart` keeps a client on one backend with the `AWSALB` cookie (group `carts`), `/account`
  * with `AWSALBAPP-*` once a login sets `connect.sid` (group `accounts`), `/api/*` without any
  * cookie, by the hash of the `x-session-id` header, else of the client's address (group `api`).
+ * Every response of those says what the gateway decided (`x-sticky-decision`, the plugin's
+ * `exposeDecision`); a client moved off a backend brings its session along (see `startBackend`).
  * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals); `now` is the
  * gateway's clock in ms (default Date.now).
  * Resolves to `{ url, gateway, backends, close() }`.
@@ -41,44 +50,41 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
   }
 
   try {
-    for (const id of BACKEND_IDS) backends.push(await startBackend(id))
+    // The backends know each other, to take sessions over from a peer the gateway moved a client off.
+    const internalToken = randomBytes(16).toString('hex')
+    const peerUrl = (peerId) => backends.find((backend) => backend.id === peerId && backend.running)?.url
+    for (const id of BACKEND_IDS) backends.push(await startBackend(id, { peerUrl, internalToken }))
     const page = await readFile(PAGE)
 
     await gateway.register(fastifySticky, {
       keys: [DEMO_KEY],
       // The gateway's clock: Date.now unless a test gives another.
       now: clock,
+      // `x-sticky-decision: hit;lb_cookie;cart-a` on every response, for the page (and curl) to show.
+      exposeDecision: true,
       targetGroups: [{
         name: 'carts',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
         stickiness: { type: 'lb_cookie', durationSeconds: 3600 },
-        healthCheck: check
+        healthCheck: check,
+        ...DEMO_DRAIN
       }, {
         // ALB's application-based stickiness: nothing binds a client until a backend sets the app's
         // own session cookie, and the binding ends when the app deletes it (logout).
         name: 'accounts',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
         stickiness: { type: 'app_cookie', cookieName: ACCOUNT_COOKIE, durationSeconds: 3600 },
-        healthCheck: check
+        healthCheck: check,
+        ...DEMO_DRAIN
       }, {
         // For clients without cookies (apps, curl): the x-session-id header's hash picks the
         // backend, the same one every time; without the header, the client's address does.
         name: 'api',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
         stickiness: [{ type: 'header', name: 'x-session-id' }, { type: 'source_ip' }],
-        healthCheck: check
+        healthCheck: check,
+        ...DEMO_DRAIN
       }]
-    })
-
-    // Shows the page (and anyone with curl) what the gateway decided for each proxied request.
-    gateway.addHook('onSend', async (request, reply, payload) => {
-      const affinity = request.affinity
-      if (affinity !== null) {
-        reply.header('x-sticky-affinity', affinity.outcome === 'reassigned' ? `reassigned;${affinity.reason}` : affinity.outcome)
-        // The cookie that kept the client (`lb_cookie`, `app_cookie`), or the algorithm that chose anew.
-        if (affinity.decidedBy !== undefined) reply.header('x-sticky-decided-by', affinity.decidedBy)
-      }
-      return payload
     })
 
     await gateway.register(stickyProxy, { prefix: '/cart', targetGroup: 'carts', rewritePrefix: '/cart' })
@@ -135,7 +141,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     gateway.get('/demo/health', async () => {
       const nowMs = clock()
       const views = groups.map((group) => viewOf(group.describe(), nowMs))
-      return { ...views[0], healthCheck: { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold }, groups: views }
+      // `backends`: every process, registered or not (a drained one is in no group any more).
+      return { ...views[0], healthCheck: { path, intervalMs, timeoutMs, healthyThreshold, unhealthyThreshold }, groups: views, backends: backends.map(describe) }
     })
     gateway.post('/demo/backends/:id/stop', async (request, reply) => {
       const backend = find(request, reply)
@@ -157,8 +164,28 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
         if (!wasRunning && target?.state === 'unhealthy') {
           await group.deregister(backend.id)
           group.register({ id: backend.id, url: backend.url })
+        } else if (!wasRunning && target === undefined) {
+          // Drained before it stopped: it comes back as a new target.
+          group.register({ id: backend.id, url: backend.url })
         }
       }))
+      return describe(backend)
+    })
+    // A graceful scale-down: the backend leaves every group and drains; its process keeps running,
+    // so the backends its clients move to take their carts and logins over from it.
+    gateway.post('/demo/backends/:id/drain', async (request, reply) => {
+      const backend = find(request, reply)
+      if (backend === undefined) return reply
+      for (const group of groups) void group.deregister(backend.id)
+      return describe(backend)
+    })
+    // Back into every group it left, once its draining has ended.
+    gateway.post('/demo/backends/:id/register', async (request, reply) => {
+      const backend = find(request, reply)
+      if (backend === undefined) return reply
+      const targets = groups.map((group) => group.describe().targets.find(({ id }) => id === backend.id))
+      if (targets.some((target) => target?.state === 'draining')) return reply.code(409).send({ error: 'Conflict', message: `${backend.id} is still draining` })
+      groups.forEach((group, i) => { if (targets[i] === undefined) group.register({ id: backend.id, url: backend.url }) })
       return describe(backend)
     })
 

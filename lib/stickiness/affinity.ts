@@ -2,22 +2,29 @@ import type { ResolvedStickiness } from '../options.js'
 import { pinsClients } from './source.js'
 import type { Target } from '../target.js'
 import type { TargetGroup } from '../target-group.js'
-import type { AffinityDecision, KeyStickinessType, ReassignReason } from '../types.js'
+import type { AffinityDecision, Algorithm, KeyStickinessType, ReassignReason, StickinessType, TargetRef } from '../types.js'
 
 // What every stickiness source decides with: the algorithm's pick, a binding's verdict, a key's
 // hash and a learned entry. Pure: the group's state and `now` are the only inputs.
 
 /**
- * A new pick by the group's algorithm: `new`, or `reassigned` with `reason`; `unavailable` when
- * no target is routable. On a sticky route the client's session now counts on the target.
+ * A new pick by the group's algorithm: `new`, or `reassigned` with `reason` (and the target the
+ * client was pinned to, `previousTargetId`, when known); `unavailable` when no target is
+ * routable. On a sticky route the client's session now counts on the target.
  */
-export function choose (group: TargetGroup, stickiness: ResolvedStickiness | null, reason: ReassignReason | null, nowMs: number, except?: Target): AffinityDecision {
+export function choose (group: TargetGroup, stickiness: ResolvedStickiness | null, reason: ReassignReason | null, nowMs: number, except?: Target, previousTargetId?: string): AffinityDecision {
   const target = group.pick(nowMs, except)
   const type = stickiness === null ? 'none' : stickiness.type
   if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: type }
   if (pinsClients(stickiness)) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
   if (reason === null) return { outcome: 'new', targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
-  return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: type, decidedBy: group.algorithm }
+  return reassigned(reason, group.name, target.ref, type, group.algorithm, previousTargetId)
+}
+
+/** A `reassigned` decision, naming the previous target only when there was one and it is not the new one. */
+function reassigned (reason: ReassignReason, targetGroup: string, target: TargetRef, stickiness: StickinessType, decidedBy: Algorithm | KeyStickinessType, previousTargetId: string | undefined): AffinityDecision {
+  if (previousTargetId === undefined || previousTargetId === target.id) return { outcome: 'reassigned', reason, targetGroup, target, stickiness, decidedBy }
+  return { outcome: 'reassigned', reason, targetGroup, target, stickiness, decidedBy, previousTargetId }
 }
 
 /** A binding's target if it is inside its window and keeps its clients; else why not. */
@@ -43,11 +50,11 @@ export function judgeTarget (group: TargetGroup, durationSeconds: number, target
  * the learn store) and its session counts on the target.
  */
 export function decideByKey (group: TargetGroup, stickiness: ResolvedStickiness, type: KeyStickinessType, hash: number, keep: boolean, nowMs: number): AffinityDecision {
-  const { target, reason } = group.pickByHash(hash, keep)
+  const { target, reason, first } = group.pickByHash(hash, keep)
   if (target === undefined) return { outcome: 'unavailable', targetGroup: group.name, target: null, stickiness: stickiness.type }
   if (!keep) target.sessions.start(stickiness.durationSeconds, Math.floor(nowMs / 1000))
   if (reason === null) return { outcome: 'hit', targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: type }
-  return { outcome: 'reassigned', reason, targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: type }
+  return reassigned(reason, group.name, target.ref, stickiness.type, type, first?.id)
 }
 
 /**
@@ -61,4 +68,16 @@ export function judgeLearned (group: TargetGroup, stickiness: ResolvedStickiness
   const nowSeconds = Math.floor(nowMs / 1000)
   target.sessions.refresh(stickiness.durationSeconds, nowSeconds, nowSeconds)
   return { outcome: 'hit', targetGroup: group.name, target: target.ref, stickiness: stickiness.type, decidedBy: 'learn' }
+}
+
+/**
+ * The decision header's value (see `exposeDecision`): `<outcome>;<why>;<target id>`, `why` being
+ * what decided for `hit` and `new`, the reason for `reassigned`; `unavailable;;` when no target is routable.
+ */
+export function decisionHeaderValue (decision: AffinityDecision): string {
+  switch (decision.outcome) {
+    case 'reassigned': return `reassigned;${decision.reason};${decision.target.id}`
+    case 'unavailable': return 'unavailable;;'
+    default: return `${decision.outcome};${decision.decidedBy};${decision.target.id}`
+  }
 }

@@ -293,7 +293,7 @@ export interface AppAffinityInput {
 export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   const { group, stickiness, bindings } = input
   const nowMs = input.nowSeconds * 1000
-  const place = input.place ?? choose.bind(null, group, stickiness) as Place
+  const place: Place = input.place ?? ((reason, now, previousTargetId) => choose(group, stickiness, reason, now, undefined, previousTargetId))
   if (bindings === null) return place(null, nowMs)
   if (bindings === 'invalid') return place('undecodable', nowMs)
   const binding = bindingOf(bindings, group.name)
@@ -303,7 +303,7 @@ export function decideAppAffinity (input: AppAffinityInput): AffinityDecision {
   if (input.appValue === undefined) return place('app-cookie-withheld', nowMs)
   if (stickiness.bindToCookieValue && binding.valueHash !== input.appHash) return place('app-cookie-mismatch', nowMs)
   const verdict = judgeTarget(group, stickiness.durationSeconds, binding.targetId, binding.issuedAtSeconds, input.nowSeconds, input.skewSeconds)
-  if (typeof verdict === 'string') return place(verdict, nowMs)
+  if (typeof verdict === 'string') return place(verdict, nowMs, binding.targetId)
   return { outcome: 'hit', targetGroup: group.name, target: verdict.ref, stickiness: 'app_cookie', decidedBy: 'app_cookie' }
 }
 

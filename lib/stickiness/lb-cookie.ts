@@ -171,11 +171,13 @@ export function decideAffinity (input: AffinityInput): AffinityDecision {
 export function decideLbAffinity (input: AffinityInput): LbAffinity {
   const { group, stickiness } = input
   const nowMs = input.nowSeconds * 1000
-  const place = input.place ?? choose.bind(null, group, stickiness) as Place
+  const place: Place = input.place ?? ((reason, now, previousTargetId) => choose(group, stickiness, reason, now, undefined, previousTargetId))
   if (stickiness === null || input.cookies.length === 0) return { decision: place(null, nowMs), state: NO_BINDINGS }
 
   const name = group.name
   let reason: ReassignReason | null = null
+  // The target the first binding of this group named: the client's session may still be there.
+  let previous: string | undefined
   let carried: readonly AppBinding[] | null = null
   for (const value of input.cookies) {
     const opened = openLbValue(input.codec, value)
@@ -207,8 +209,9 @@ export function decideLbAffinity (input: AffinityInput): LbAffinity {
       return { decision: { outcome: 'hit', targetGroup: name, target: verdict.ref, stickiness: stickiness.type, decidedBy: 'lb_cookie' }, state: carried ?? NO_BINDINGS }
     }
     reason ??= verdict
+    previous ??= own.targetId
   }
-  return { decision: place(reason, nowMs), state: carried ?? NO_BINDINGS }
+  return { decision: place(reason, nowMs, previous), state: carried ?? NO_BINDINGS }
 }
 
 /** The bindings of groups other than `groupName` in the first of `cookies` that opens; none when none does. */

@@ -115,7 +115,7 @@ export class LearnSource implements PinSource<LearnState> {
     if (found === null) return { decision: place(null, nowMs), state: { key, found: null } }
     if (found === 'unavailable') return { decision: place('store-unavailable', nowMs), state: { key, found: null } }
     const judged = judgeLearned(this.#group, this.#stickiness, found, nowMs)
-    return { decision: typeof judged === 'string' ? place(judged, nowMs) : judged, state: { key, found } }
+    return { decision: typeof judged === 'string' ? place(judged, nowMs, found) : judged, state: { key, found } }
   }
 
   stateOf (request: RequestView): LearnState {

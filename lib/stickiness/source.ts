@@ -49,8 +49,8 @@ export function asKey (value: string | undefined): string | null {
   return value
 }
 
-/** How a source hands on a client it does not keep: `reason` says why (null: the request had nothing of it). */
-export type Place = (reason: ReassignReason | null, nowMs: number) => AffinityDecision
+/** How a source hands on a client it does not keep: `reason` says why (null: the request had nothing of it), `previousTargetId` the target its binding named. */
+export type Place = (reason: ReassignReason | null, nowMs: number, previousTargetId?: string) => AffinityDecision
 
 /** A decision, and what the deciding forward keeps of the request for its response. */
 export interface Pinned<S> {
