@@ -147,7 +147,7 @@ test('the first answer is registered before the app is ready; a new address is r
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3', '127.0.0.4'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3'))
   const changes = recordHealthChanges(t, 'carts')
-  const { app, group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] })
+  const { app, group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] })
 
   const port = targets.port
   t.same(group.describe().targets.map(({ id, origin, weight, state }) => ({ id, origin, weight, state })).sort((x, y) => x.origin.localeCompare(y.origin)), [
@@ -172,7 +172,7 @@ test('a first resolution that fails does not fail the start: the group answers 5
   const started = Date.now()
   const { app, group, logs } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 100, tries: 2, servers: [dns.server] })
   const waited = Date.now() - started
-  t.ok(waited >= 250 && waited < 3000, `ready waited for the first resolution, bounded by timeoutMs and tries (${waited} ms)`)
+  t.ok(waited >= 250 && waited < 5000, `ready waited for the first resolution, bounded by timeoutMs and tries (${waited} ms)`)
   t.same(group.targets, [], 'no target yet')
   t.equal((await app.inject({ url: '/' })).statusCode, 503, 'an empty group answers 503')
   t.match(logs.filter((line) => line.level === 40), [{ targetGroup: 'carts', code: 'ETIMEOUT', targets: 0 }], 'the failure is reported')
@@ -187,8 +187,8 @@ test('a new address goes through initialState and health checks, as a target reg
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2'))
   const changes = recordHealthChanges(t, 'carts')
-  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] }, {
-    healthCheck: { allowShortIntervals: true, intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, initialState: 'initial' }
+  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] }, {
+    healthCheck: { allowShortIntervals: true, intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, initialState: 'initial' }
   })
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3'))
   const id = idOf('127.0.0.3', targets.port)
@@ -202,7 +202,7 @@ test('the first answer takes traffic at full weight at once; a later address slo
   const dns = await startDns(t)
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3', '127.0.0.4'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3'))
-  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] }, { slowStartMs: 30_000 })
+  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] }, { slowStartMs: 30_000 })
   t.same(group.describe().targets.map((target) => target.slowStartEndsMs), [null, null], 'registered together into an empty group: no slow start (as targets given at registration)')
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3', '127.0.0.4'))
   await waitFor(() => group.targets.length === 3, 5000, 'the new address to be registered')
@@ -215,7 +215,7 @@ test('a vanished address drains (its request in flight finishes) and is deregist
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3'))
   const changes = recordHealthChanges(t, 'carts')
-  const { app, group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] })
+  const { app, group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] })
   const leaving = idOf('127.0.0.3', targets.port)
 
   // Round robin: of two requests, one is held on each target.
@@ -239,10 +239,14 @@ test('a failing DNS server keeps the last targets and is reported once in the lo
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2', '127.0.0.3'))
   const events = recordDiscovery(t)
-  const { app, group, logs } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 50, tries: 1, servers: [dns.server] })
+  // A short timeout, so timeouts come quickly: under load the first answer may come only at a retry.
+  const { app, group, logs } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 300, tries: 1, servers: [dns.server] })
+  await waitFor(() => group.targets.length === 2, 5000, 'the first answer')
   const before = originsOf(group)
-  t.equal(before.length, 2)
-  t.match(events.splice(0), [{ outcome: 'resolved', error: null }], 'the first answer is published')
+  t.match(events.filter((event) => event.outcome === 'resolved'), [{ outcome: 'resolved', error: null, registered: [{}, {}] }], 'the first answer is published')
+  t.ok(logs.some((line) => line.targetGroup === 'carts' && line.level === 30 && /registered 2/.test(String(line.msg))), 'the registrations are logged')
+  const startLogs = logs.splice(0)
+  events.splice(0)
 
   const failures = async (code: string, count: number): Promise<void> => {
     const from = events.length
@@ -251,7 +255,7 @@ test('a failing DNS server keeps the last targets and is reported once in the lo
     t.same([...await servedBy(app, 4)].sort(), ['200 127.0.0.2', '200 127.0.0.3'], `${code}: and take traffic`)
   }
   dns.mode = 'silent'
-  await failures('ETIMEOUT', 3)
+  await failures('ETIMEOUT', 2)
   dns.mode = 'servfail'
   await failures('ESERVFAIL', 2)
   dns.mode = 'answer'
@@ -270,8 +274,7 @@ test('a failing DNS server keeps the last targets and is reported once in the lo
   const resolved = events.find((event) => event.outcome === 'resolved')
   t.same(resolved?.deregistered, [idOf('127.0.0.3', targets.port)], 'the next good answer applies')
   t.ok(logs.some((line) => line.level === 30 && /resolves again/.test(String(line.msg))), 'the recovery is logged')
-  const own = logs.filter((line) => line.targetGroup === 'carts')
-  t.ok(own.some((line) => line.level === 30 && /registered 2/.test(String(line.msg))), 'the registrations are logged')
+  const own = [...startLogs, ...logs].filter((line) => line.targetGroup === 'carts')
   t.notOk(own.some((line) => (line.level as number) >= 30 && /127\.0\.0\./.test(JSON.stringify(line))), 'no address at info or above')
 })
 
@@ -289,7 +292,7 @@ test('SRV records: the lowest priority only, each record its own port, its weigh
   dns.zone.set('A a.carts.test', a('a.carts.test', '127.0.0.2'))
   dns.zone.set('A b.carts.test', a('b.carts.test', '127.0.0.3'))
   dns.zone.set('A c.carts.test', a('c.carts.test', '127.0.0.4'))
-  const { app, group } = await discoveringGateway(t, { hostname: name, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] }, { algorithm: 'weighted_random' })
+  const { app, group } = await discoveringGateway(t, { hostname: name, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] }, { algorithm: 'weighted_random' })
 
   t.same(group.describe().targets.map(({ id, origin, weight }) => ({ id, origin, weight })).sort((x, y) => x.origin.localeCompare(y.origin)), [
     { id: idOf('127.0.0.2', first.port), origin: `http://127.0.0.2:${first.port}`, weight: 3 },
@@ -307,9 +310,9 @@ test('family 6 asks AAAA records; family 0 takes A and AAAA, either may be empty
   const targets = await startLoopbackTargets(t, ['127.0.0.2'])
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2'))
   dns.zone.set('AAAA carts.test', [{ type: 'AAAA', name: 'carts.test', ttl: 30, data: 'fd00::5' }])
-  const six = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, family: 6, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] })
+  const six = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, family: 6, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] })
   t.same(originsOf(six.group), [`http://[fd00::5]:${targets.port}`], 'family 6: an IPv6 origin')
-  const both = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, family: 0, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] })
+  const both = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, family: 0, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] })
   t.same(originsOf(both.group), [`http://127.0.0.2:${targets.port}`, `http://[fd00::5]:${targets.port}`], 'family 0: both')
   dns.zone.set('AAAA carts.test', [])
   await waitFor(() => both.group.targets.length === 1, 5000, 'the IPv6 address to vanish')
@@ -321,7 +324,7 @@ test('https targets found in DNS are verified against the discovery host name, n
   // The certificate names *.example.test and 127.0.0.1, not 127.0.0.2.
   const targets = await startLoopbackTargets(t, ['127.0.0.2'], true)
   dns.zone.set('A carts.example.test', a('carts.example.test', '127.0.0.2'))
-  const { app, group } = await discoveringGateway(t, { hostname: 'carts.example.test', port: targets.port, intervalMs: 20, timeoutMs: 200, tries: 1, servers: [dns.server] }, { tls: { ca: testCa } })
+  const { app, group } = await discoveringGateway(t, { hostname: 'carts.example.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] }, { tls: { ca: testCa } })
   t.same(originsOf(group), [`https://127.0.0.2:${targets.port}`])
   const res = await app.inject({ url: '/' })
   t.equal(res.statusCode, 200, `verified by name: ${res.body}`)
@@ -333,7 +336,7 @@ test("the answer's smallest TTL sets the next refresh, within intervalMs", async
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3'])
   dns.zone.set('A carts.test', [{ type: 'A', name: 'carts.test', ttl: 1, data: '127.0.0.2' }, { type: 'A', name: 'carts.test', ttl: 600, data: '127.0.0.3' }])
   const started = Date.now()
-  await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 3_600_000, timeoutMs: 200, tries: 1, servers: [dns.server] })
+  await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 3_600_000, timeoutMs: 1000, tries: 1, servers: [dns.server] })
   t.equal(dns.queries.length, 1, 'one query at start')
   await waitFor(() => dns.queries.length === 2, 5000, 'the refresh after the 1 s TTL')
   const elapsed = Date.now() - started
