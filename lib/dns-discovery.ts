@@ -10,6 +10,8 @@ import type { DnsDiscoveryEvent, TargetOptions, TargetRef } from './types.js'
 export const DNS_DISCOVERY_CHANNEL = 'fastify-sticky:dns-discovery'
 const discoveryChannel = diagnosticsChannel.channel(DNS_DISCOVERY_CHANNEL)
 
+/** The longest the plugin's registration waits for the first answers (half of Fastify's `pluginTimeout` when lower). */
+export const MAX_DISCOVERY_START_WAIT_MS = 5000
 /** The shortest refresh a TTL asks for; `intervalMs` below it wins. */
 const MIN_TTL_REFRESH_MS = 1000
 /** While resolutions keep failing, one warning per this long. */
@@ -79,9 +81,19 @@ export class DnsDiscovery {
     if (options.servers !== null) this.#resolver.setServers([...options.servers])
   }
 
-  /** Resolves once (the plugin waits for it, so the group starts with its targets), then keeps refreshing. */
-  start (): Promise<void> {
-    return this.#refresh()
+  /**
+   * Resolves once, then keeps refreshing. Settles when the first resolution ends, or after
+   * `maxWaitMs` (the plugin waits for it, so the group starts with its targets; a slower answer
+   * registers them when it comes).
+   */
+  start (maxWaitMs: number): Promise<void> {
+    const first = this.#refresh()
+    let timer: NodeJS.Timeout | undefined
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, maxWaitMs)
+      timer.unref()
+    })
+    return Promise.race([first, waited]).finally(() => clearTimeout(timer))
   }
 
   /** Stops refreshing and cancels a resolution under way; the targets stay registered (the group closes them). */

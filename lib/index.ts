@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
-import { DnsDiscovery } from './dns-discovery.js'
+import { DnsDiscovery, MAX_DISCOVERY_START_WAIT_MS } from './dns-discovery.js'
 import { GroupForward } from './group-forward.js'
 import { KeyHasher } from './hashing/key-hash.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
@@ -152,8 +152,11 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
       done()
     })
   }
-  // The first DNS answers, so discovered groups serve from the start (bounded by each one's timeoutMs and tries).
-  await Promise.all(discoveries.map((discovery) => discovery.start()))
+  // The first DNS answers, so discovered groups serve from the start; bounded, so that a silent DNS
+  // server never makes the registration overrun Fastify's pluginTimeout.
+  const pluginTimeoutMs = fastify.initialConfig.pluginTimeout ?? 0
+  const startWaitMs = pluginTimeoutMs > 0 ? Math.min(MAX_DISCOVERY_START_WAIT_MS, pluginTimeoutMs / 2) : MAX_DISCOVERY_START_WAIT_MS
+  await Promise.all(discoveries.map((discovery) => discovery.start(startWaitMs)))
 }
 
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {

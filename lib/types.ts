@@ -178,7 +178,7 @@ export interface TargetGroupOptions {
   name: string
   /** Initial targets; more can be registered at run time. Default none. Not with `discovery`. */
   targets?: TargetOptions[]
-  /** Targets found in DNS (a Kubernetes headless service, Consul) instead of `targets`, and followed as the answer changes. */
+  /** Targets found in DNS (a Kubernetes headless service, Consul) instead of `targets`, and followed as the answer changes; `app.ready()` waits up to 5 s for the first answer. */
   discovery?: DnsDiscoveryOptions
   /** Default `round_robin`. */
   algorithm?: Algorithm

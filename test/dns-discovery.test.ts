@@ -10,6 +10,7 @@ import { DNS_DISCOVERY_CHANNEL, type DnsDiscoveryEvent, type FastifyStickyOption
 import { discoveredTargetId } from '../lib/dns-discovery.js'
 import { resolveOptions } from '../lib/options.js'
 import type { TargetGroup } from '../lib/target-group.js'
+import type { FastifyServerOptions } from 'fastify'
 import { buildGateway, recordHealthChanges, waitFor } from './setup.js'
 import { localhostCert, testCa } from './tls.js'
 
@@ -106,12 +107,12 @@ async function startLoopbackTargets (t: Tap, addresses: string[], https = false)
 }
 
 /** A gateway with one discovered group `carts` on every path; its log lines are collected. */
-async function discoveringGateway (t: Tap, discovery: Record<string, unknown>, group: Partial<TargetGroupOptions> = {}) {
+async function discoveringGateway (t: Tap, discovery: Record<string, unknown>, group: Partial<TargetGroupOptions> = {}, serverOptions: FastifyServerOptions = {}) {
   const logs: Array<Record<string, unknown>> = []
   const stream = { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>) } }
   const app = await buildGateway(t, {
     targetGroups: [{ name: 'carts', stickiness: false, deregistrationDelayMs: 5000, ...group, discovery } as unknown as TargetGroupOptions]
-  }, { logger: { level: 'debug', stream } })
+  }, { ...serverOptions, logger: { level: 'debug', stream } })
   app.all('/*', { config: { targetGroup: 'carts' } }, (_request, reply) => reply.forward())
   return { app, logs, group: app.targetGroups.get('carts') as TargetGroup }
 }
@@ -180,6 +181,21 @@ test('a first resolution that fails does not fail the start: the group answers 5
   dns.zone.set('A carts.test', a('carts.test', '127.0.0.2'))
   await waitFor(() => group.targets.length === 1, 5000, 'the answer to come')
   t.equal((await app.inject({ url: '/' })).headers['x-served-by'], '127.0.0.2')
+})
+
+test('the start waits for a slow first answer at most half of Fastify\'s pluginTimeout (5 s at most); the answer registers its targets when it comes', async (t) => {
+  const dns = await startDns(t)
+  const targets = await startLoopbackTargets(t, ['127.0.0.2'])
+  dns.mode = 'silent'
+  const started = Date.now()
+  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 3000, tries: 1, servers: [dns.server] }, {}, { pluginTimeout: 1000 })
+  const waited = Date.now() - started
+  t.ok(waited >= 450 && waited < 2500, `ready after half the plugin timeout, not the query's 3 s (${waited} ms)`)
+  t.same(group.targets, [], 'no target yet')
+  dns.mode = 'answer'
+  dns.zone.set('A carts.test', a('carts.test', '127.0.0.2'))
+  await waitFor(() => group.targets.length === 1, 8000, 'the answer after the timed-out query')
+  t.pass(`registered ${Date.now() - started} ms after the start`)
 })
 
 test('a new address goes through initialState and health checks, as a target registered at run time', async (t) => {
