@@ -175,6 +175,8 @@ export class DnsDiscovery {
   #apply (found: Map<string, Found>): void {
     const added: Found[] = []
     for (const entry of found.values()) if (!this.#known.has(entry.id)) added.push(entry)
+    // In id order, whatever order the DNS server rotated the records into: every gateway registers alike.
+    added.sort((x, y) => (x.id < y.id ? -1 : 1))
     const registered: TargetRef[] = []
     const results = this.#group.registerTogether(added.map((entry): TargetOptions => ({ id: entry.id, url: entry.url, weight: entry.weight })))
     results.forEach((result, i) => {
@@ -199,6 +201,8 @@ export class DnsDiscovery {
       this.#warnedAtMs = -Infinity
     }
     if (registered.length > 0 || deregistered.length > 0) {
+      // Addresses at debug only; ids at info.
+      this.#log.debug({ targetGroup: this.#group.name, hostname: this.#options.hostname, registered }, `fastify-sticky: DNS discovery of '${this.#options.hostname}' registered ${registered.map((ref) => `${ref.id} (${ref.origin})`).join(', ') || 'no target'}`)
       this.#log.info({ targetGroup: this.#group.name, hostname: this.#options.hostname, registered: registered.map((ref) => ref.id), deregistered }, `fastify-sticky: DNS discovery of '${this.#options.hostname}' registered ${registered.length} and deregistered ${deregistered.length} targets`)
     }
     if (recovered || registered.length > 0 || deregistered.length > 0) this.#publish('resolved', registered, deregistered, null)

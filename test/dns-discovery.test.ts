@@ -214,6 +214,18 @@ test('a new address goes through initialState and health checks, as a target reg
   t.equal(group.targets.length, 2)
 })
 
+test('targets are registered in id order, whatever the order of the records', async (t) => {
+  const dns = await startDns(t)
+  const addresses = ['127.0.0.2', '127.0.0.3', '127.0.0.4']
+  const targets = await startLoopbackTargets(t, addresses)
+  const byIdDescending = [...addresses].sort((x, y) => (idOf(x, targets.port) < idOf(y, targets.port) ? 1 : -1))
+  dns.zone.set('A carts.test', a('carts.test', ...byIdDescending))
+  const { group } = await discoveringGateway(t, { hostname: 'carts.test', port: targets.port, intervalMs: 20, timeoutMs: 1000, tries: 1, servers: [dns.server] })
+  const ids = group.targets.map(({ id }) => id)
+  t.same(ids, [...ids].sort(), `ascending ids (records sent as ${byIdDescending.join(', ')})`)
+  t.equal(ids.length, 3)
+})
+
 test('the first answer takes traffic at full weight at once; a later address slow-starts', async (t) => {
   const dns = await startDns(t)
   const targets = await startLoopbackTargets(t, ['127.0.0.2', '127.0.0.3', '127.0.0.4'])
