@@ -4,6 +4,7 @@ import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
 import { refuseConnect } from './connect-method.js'
 import { checkForwardOptions, type ReplyForwardOptions } from './forward-options.js'
+import { DnsDiscovery, MAX_DISCOVERY_START_WAIT_MS } from './dns-discovery.js'
 import { GroupForward } from './group-forward.js'
 import { KeyHasher } from './hashing/key-hash.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
@@ -41,8 +42,11 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     now: options.now
   }
   const groups = new Map<string, TargetGroup>()
+  const discoveries: DnsDiscovery[] = []
   for (const group of options.targetGroups) {
-    groups.set(group.name, new TargetGroup(group, poolSettings))
+    const targetGroup = new TargetGroup(group, poolSettings)
+    groups.set(group.name, targetGroup)
+    if (group.discovery != null) discoveries.push(new DnsDiscovery(targetGroup, group.discovery, group.tls !== null, fastify.log, options.now))
     if (group.tls?.rejectUnauthorized === false) {
       fastify.log.warn({ targetGroup: group.name }, `fastify-sticky: target group '${group.name}' has tls.rejectUnauthorized: false, so its targets' certificates are not verified: anyone on the path to them can read and change its traffic`)
     }
@@ -136,6 +140,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   // for ever would hold app.close() for ever. Closing starts before that: in-flight requests get
   // an idle timeout to finish, then they end, so app.close() always settles.
   fastify.addHook('preClose', (done) => {
+    for (const discovery of discoveries) discovery.stop()
     for (const group of groups.values()) void group.close()
     done()
   })
@@ -152,6 +157,11 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
       done()
     })
   }
+  // The first DNS answers, so discovered groups serve from the start; bounded, so that a silent DNS
+  // server never makes the registration overrun Fastify's pluginTimeout.
+  const pluginTimeoutMs = fastify.initialConfig.pluginTimeout ?? 0
+  const startWaitMs = pluginTimeoutMs > 0 ? Math.min(MAX_DISCOVERY_START_WAIT_MS, pluginTimeoutMs / 2) : MAX_DISCOVERY_START_WAIT_MS
+  await Promise.all(discoveries.map((discovery) => discovery.start(startWaitMs)))
 }
 
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {
@@ -253,5 +263,6 @@ export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
 export type { ReplyForwardOptions, ForwardedResponse } from './forward-options.js'
 export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'
+export { DNS_DISCOVERY_CHANNEL } from './dns-discovery.js'
 export * from './errors.js'
 export * from './types.js'

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto'
+import { Resolver } from 'node:dns'
+import { isIP } from 'node:net'
 import proxyAddr from '@fastify/proxy-addr'
 import { FST_STICKY_OPTION_INVALID } from './errors.js'
 import { parseMatcher, type StatusMatcher } from './health/matcher.js'
@@ -12,7 +14,7 @@ import { pinsClients, type ResolvedLearnSource, type ResolvedLink } from './stic
 import { requireHttpsTarget, resolveTls, type ResolvedTls } from './target-tls.js'
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
-  Algorithm, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
+  Algorithm, DnsDiscoveryOptions, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
   OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WebSocketOptions, WeightedTargetGroupOptions
 } from './types.js'
 
@@ -72,6 +74,14 @@ export const MAX_LEARN_LOCAL_CACHE_MS = 60_000
 export const MAX_WEBSOCKETS_PER_TARGET = 1_000_000
 export const DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT_MS = 10_000
 export const MAX_WEBSOCKET_IDLE_TIMEOUT_MS = 86_400_000
+export const DEFAULT_DISCOVERY_INTERVAL_MS = 30_000
+export const MIN_DISCOVERY_INTERVAL_MS = 10
+export const MAX_DISCOVERY_INTERVAL_MS = 3_600_000
+export const DEFAULT_DISCOVERY_TIMEOUT_MS = 2_000
+export const MAX_DISCOVERY_TIMEOUT_MS = 60_000
+export const DEFAULT_DISCOVERY_TRIES = 2
+export const MAX_DISCOVERY_TRIES = 10
+export const MAX_DISCOVERY_SERVERS = 8
 
 const ALGORITHMS: readonly Algorithm[] = ['round_robin', 'least_outstanding_requests', 'weighted_random', 'least_sessions']
 const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
@@ -80,7 +90,12 @@ const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
   'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'exposeDecision', 'handoffHeaders', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
-  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls']
+  'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls', 'discovery']
+const DISCOVERY_KEYS = ['hostname', 'port', 'srv', 'family', 'intervalMs', 'timeoutMs', 'tries', 'servers']
+/** RFC 1123 labels, and RFC 2782's `_service._proto` ones. */
+const DISCOVERY_HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/
+const SRV_NAME = /^_[^.]+\._[^.]+\./
+const DNS_SERVER_EXPECTED = "an IP address with an optional port, such as '10.0.0.2', '127.0.0.1:5353' or '[fd00::53]:53'"
 const WEBSOCKET_KEYS = ['maxConnectionsPerTarget', 'handshakeTimeoutMs', 'idleTimeoutMs', 'closeOnUnhealthy']
 const HEALTH_CHECK_KEYS = ['path', 'port', 'intervalMs', 'timeoutMs', 'healthyThreshold', 'unhealthyThreshold', 'matcher', 'initialState', 'allowShortIntervals']
 const OUTLIER_KEYS = ['consecutiveErrors', 'consecutiveGatewayErrors', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent', 'keepSessions']
@@ -199,6 +214,22 @@ export interface ResolvedTargetGroup {
   /** Null when the group has no `tls` (its https targets then use Node's defaults). */
   readonly tls: ResolvedTls | null
   readonly websocket: ResolvedWebSocket
+  /** Null (or absent, in groups built by hand) when the group's targets are not found in DNS. */
+  readonly discovery?: ResolvedDiscovery | null
+}
+
+/** A group's DNS discovery after defaults (see `DnsDiscoveryOptions`). */
+export interface ResolvedDiscovery {
+  readonly hostname: string
+  /** Null with SRV (each record names its port). */
+  readonly port: number | null
+  readonly srv: boolean
+  readonly family: 0 | 4 | 6
+  readonly intervalMs: number
+  readonly timeoutMs: number
+  readonly tries: number
+  /** Null: the system's servers. */
+  readonly servers: readonly string[] | null
 }
 
 export interface ResolvedWebSocket {
@@ -476,8 +507,12 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string, i
     return resolved
   })
 
-  const tls = resolveTls(group.tls, `${path}.tls`)
+  let tls = resolveTls(group.tls, `${path}.tls`)
   if (tls !== null) targets.forEach((target, i) => requireHttpsTarget(target.origin, `${path}.targets[${i}].url`))
+  const discovery = resolveDiscovery(group.discovery, `${path}.discovery`)
+  if (discovery !== null && group.targets !== undefined) invalid(`${path}.targets`, 'absent when discovery is given (DNS finds the targets)', group.targets)
+  // Discovered targets are registered by address: TLS still names the service, never the IP.
+  if (discovery !== null && tls !== null && tls.servername === null) tls = Object.freeze({ ...tls, servername: discoveryServername(discovery.hostname) })
   const stickiness = resolveStickiness(group.stickiness, defaultStickiness(), `${path}.stickiness`, cookiePrefix)
   // ALB refuses stickiness on weighted_random target groups.
   if (stickiness !== null && algorithm === 'weighted_random') {
@@ -519,8 +554,62 @@ function resolveTargetGroup (raw: unknown, path: string, cookiePrefix: string, i
     outlierDetection,
     boundedLoadFactor,
     websocket: resolveWebSocket(group.websocket, `${path}.websocket`, idleTimeoutMs),
-    tls
+    tls,
+    discovery
   })
+}
+
+function resolveDiscovery (raw: unknown, path: string): ResolvedDiscovery | null {
+  if (raw === undefined) return null
+  const options = requireObject(raw, path, '{ hostname, port } (A/AAAA records) or { hostname } (SRV records)') as Partial<DnsDiscoveryOptions>
+  refuseUnknownKeys(options, DISCOVERY_KEYS, `${path}.`)
+  const hostname = options.hostname
+  if (typeof hostname !== 'string' || !DISCOVERY_HOST_NAME.test(hostname) || isIP(hostname) !== 0) {
+    invalid(`${path}.hostname`, 'a DNS name such as carts.default.svc.cluster.local or _http._tcp.carts.service.consul (not an IP address: list fixed targets in targets)', hostname)
+  }
+  const srv = optionalBoolean(options.srv, `${path}.srv`, SRV_NAME.test(hostname))
+  let port: number | null = null
+  if (srv) {
+    if (options.port !== undefined) invalid(`${path}.port`, 'absent with SRV records (each record names its port)', options.port)
+  } else {
+    if (options.port === undefined) invalid(`${path}.port`, "the targets' port, an integer from 1 to 65535 (required for A/AAAA records)", undefined)
+    port = optionalInteger(options.port, `${path}.port`, 1, 65_535, 0)
+  }
+  const family = options.family ?? 4
+  if (family !== 0 && family !== 4 && family !== 6) invalid(`${path}.family`, '4 (A records), 6 (AAAA) or 0 (both)', family)
+  return Object.freeze({
+    hostname,
+    port,
+    srv,
+    family,
+    intervalMs: optionalInteger(options.intervalMs, `${path}.intervalMs`, MIN_DISCOVERY_INTERVAL_MS, MAX_DISCOVERY_INTERVAL_MS, DEFAULT_DISCOVERY_INTERVAL_MS),
+    timeoutMs: optionalInteger(options.timeoutMs, `${path}.timeoutMs`, 1, MAX_DISCOVERY_TIMEOUT_MS, DEFAULT_DISCOVERY_TIMEOUT_MS),
+    tries: optionalInteger(options.tries, `${path}.tries`, 1, MAX_DISCOVERY_TRIES, DEFAULT_DISCOVERY_TRIES),
+    servers: resolveDnsServers(options.servers, `${path}.servers`)
+  })
+}
+
+function resolveDnsServers (raw: unknown, path: string): readonly string[] | null {
+  if (raw === undefined) return null
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_DISCOVERY_SERVERS) {
+    invalid(path, `an array of 1 to ${MAX_DISCOVERY_SERVERS} DNS servers, each ${DNS_SERVER_EXPECTED}`, raw)
+  }
+  const probe = new Resolver()
+  raw.forEach((server, i) => {
+    if (typeof server !== 'string') invalid(`${path}[${i}]`, DNS_SERVER_EXPECTED, server)
+    // Node's own parser decides: what it takes here, the resolver takes at registration.
+    try {
+      probe.setServers([server])
+    } catch {
+      invalid(`${path}[${i}]`, DNS_SERVER_EXPECTED, server)
+    }
+  })
+  return Object.freeze([...raw as string[]])
+}
+
+/** The TLS server name of discovered targets: the discovery name without its SRV labels or final dot. */
+function discoveryServername (hostname: string): string {
+  return hostname.replace(SRV_NAME, '').replace(/\.$/, '')
 }
 
 function resolveWebSocket (raw: unknown, path: string, idleTimeoutMs: number): ResolvedWebSocket {

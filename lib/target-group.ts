@@ -323,6 +323,27 @@ export class TargetGroup {
    * FST_STICKY_TARGET_DRAINING for one still draining.
    */
   register (options: TargetOptions): TargetRef {
+    return this.#register(options, false)
+  }
+
+  /**
+   * Registers targets found together (a DNS answer), each as `register` does; into a group with
+   * no registered target they take traffic at full weight at once, as the targets given at
+   * registration do (ALB). Each entry is the target's ref, or the error its registration threw.
+   * @internal
+   */
+  registerTogether (list: readonly TargetOptions[]): Array<TargetRef | Error> {
+    const exempt = this.#refs.length === 0
+    return list.map((options) => {
+      try {
+        return this.#register(options, exempt)
+      } catch (err) {
+        return err as Error
+      }
+    })
+  }
+
+  #register (options: TargetOptions, slowStartExempt: boolean): TargetRef {
     if (this.#closing !== null) throw new FST_STICKY_TARGET_GROUP_CLOSED(this.name)
     const resolved = resolveTarget(options, `targetGroups.get('${this.name}').register(target)`)
     if (this.#settings.tls != null) requireHttpsTarget(resolved.origin, `targetGroups.get('${this.name}').register(target).url`)
@@ -332,6 +353,7 @@ export class TargetGroup {
       throw new FST_STICKY_TARGET_DUPLICATE(this.name, resolved.id)
     }
     const target = new Target(resolved, this.#settings, this.#newHealth())
+    target.slowStartExempt = slowStartExempt
     if (target.health.state === 'healthy') this.#startSlowly(target, target.health.sinceMs)
     this.#add(target)
     this.#deregistered.delete(target.id)

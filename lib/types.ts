@@ -177,8 +177,10 @@ export interface HealthCheckOptions {
 export interface TargetGroupOptions {
   /** Unique name, bound into its cookies: 1 to 64 of `A-Z a-z 0-9 . _ : -`. */
   name: string
-  /** Initial targets; more can be registered at run time. Default none. */
+  /** Initial targets; more can be registered at run time. Default none. Not with `discovery`. */
   targets?: TargetOptions[]
+  /** Targets found in DNS (a Kubernetes headless service, Consul) instead of `targets`, and followed as the answer changes; `app.ready()` waits up to 5 s for the first answer. */
+  discovery?: DnsDiscoveryOptions
   /** Default `round_robin`. */
   algorithm?: Algorithm
   /** Default `{ type: 'lb_cookie', durationSeconds: 86400 }`; `false` for none. */
@@ -232,6 +234,55 @@ export interface TargetGroupOptions {
    * `https://` targets are verified against Node's public CAs.
    */
   tls?: TargetGroupTlsOptions
+}
+
+/**
+ * A target group's targets, found in DNS and followed as the answer changes: a new address is
+ * registered (through `healthCheck.initialState` and slow start), a vanished one deregistered
+ * (it drains). A failed or empty answer keeps the targets of the last good one. Targets are
+ * `https://` when the group has `tls` (`tls: {}` for Node's defaults), and their TLS server name
+ * is `tls.servername` or else this host name, never the address. Their ids are
+ * `<group name>-<12 hex digits of the address and port's SHA-256>`, the same on every gateway.
+ *
+ * @example
+ * discovery: { hostname: 'carts.default.svc.cluster.local', port: 8080, intervalMs: 10000 }
+ */
+export interface DnsDiscoveryOptions {
+  /** The name to resolve: A/AAAA records, or SRV records for an RFC 2782 name such as `_http._tcp.carts.service.consul`. */
+  hostname: string
+  /** The targets' port, 1 to 65535: required for A/AAAA, absent with SRV (each record names its own). */
+  port?: number
+  /** Ask for SRV records (priority: only the lowest is used; weight: the target's weight, 1 to 1000). Default: true for a `_service._proto.` name. */
+  srv?: boolean
+  /** Address family: 4 (A records), 6 (AAAA) or 0 (both). Default 4. */
+  family?: 0 | 4 | 6
+  /** The longest time between two resolutions, 10 to 3600000 ms; a shorter TTL (at least 1 s) refreshes sooner. Failed resolutions are retried after it. Default 30000. */
+  intervalMs?: number
+  /** How long one DNS query waits for an answer before it is sent again, 1 to 60000 ms. Default 2000. */
+  timeoutMs?: number
+  /** How often a query is sent before the resolution fails, 1 to 10. Default 2. */
+  tries?: number
+  /** The DNS servers to ask, such as `['10.0.0.2', '127.0.0.1:5353', '[fd00::53]:53']`, 1 to 8. Default: the system's. */
+  servers?: string[]
+}
+
+/**
+ * Published on the diagnostics channel `fastify-sticky:dns-discovery` when a resolution changes a
+ * group's targets, fails, or succeeds after failing.
+ */
+export interface DnsDiscoveryEvent {
+  readonly targetGroup: string
+  readonly hostname: string
+  /** `resolved`: an answer with addresses came; `failed`: none came (error, timeout or empty answer), the targets stay as they were. */
+  readonly outcome: 'resolved' | 'failed'
+  /** Targets registered from this answer. */
+  readonly registered: readonly TargetRef[]
+  /** Ids of the targets deregistered (now draining) because the answer no longer holds them. */
+  readonly deregistered: readonly string[]
+  /** The resolver's error code (`ETIMEOUT`, `ENOTFOUND`, `ENODATA`, `ECONNREFUSED`…) when it failed; null otherwise. */
+  readonly error: string | null
+  /** When the resolution ended (ms since the epoch, the plugin's clock). */
+  readonly atMs: number
 }
 
 /**

@@ -21,7 +21,7 @@ const cases: Array<[string, unknown, string]> = [
   ['group name missing', { targetGroups: [{ targets: [] }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received undefined'],
   ['group name with a space', { targetGroups: [{ name: 'my group' }] }, 'targetGroups[0].name must be a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -, received "my group"'],
   ['duplicate group name', { targetGroups: [group, { name: 'g' }] }, 'targetGroups[1].name must be unique (targetGroups[0] has it too), received "g"'],
-  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor, websocket, tls)'],
+  ['unknown group option', { targetGroups: [{ name: 'g', healthChecks: {} }] }, 'targetGroups[0].healthChecks is not an option (known: name, targets, algorithm, stickiness, healthCheck, minimumHealthyTargets, failOpen, deregistrationDelayMs, drainingKeepsSessions, slowStartMs, outlierDetection, boundedLoadFactor, websocket, tls, discovery)'],
   ['deregistration delay above ALB', { targetGroups: [{ name: 'g', deregistrationDelayMs: 3_600_001 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received 3600001'],
   ['deregistration delay negative', { targetGroups: [{ name: 'g', deregistrationDelayMs: -1 }] }, 'targetGroups[0].deregistrationDelayMs must be an integer from 0 to 3600000, received -1'],
   ['drainingKeepsSessions not a boolean', { targetGroups: [{ name: 'g', drainingKeepsSessions: 1 }] }, 'targetGroups[0].drainingKeepsSessions must be a boolean, received 1'],
@@ -220,7 +220,8 @@ test('defaults are ALB’s, and accepted keys come in every documented form', as
     outlierDetection: { consecutiveErrors: Infinity, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false },
     boundedLoadFactor: 0,
     websocket: { maxConnectionsPerTarget: Infinity, handshakeTimeoutMs: 10_000, idleTimeoutMs: 0, closeOnUnhealthy: false },
-    tls: null
+    tls: null,
+    discovery: null
   }, 'passive checks on by default for gateway failures only (Envoy’s consecutive_gateway_failure)')
   const [passive] = resolveOptions({ targetGroups: [{ name: 'g', outlierDetection: {}, slowStartMs: 30_000 }] }).targetGroups
   t.same(passive.outlierDetection, { consecutiveErrors: 5, consecutiveGatewayErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 10, keepSessions: false }, 'passive checks given: Envoy’s defaults, 5xx counted too')

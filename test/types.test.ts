@@ -43,6 +43,9 @@ export const missing: FastifyStickyOptions = { keys: [] }
 export const wrong: FastifyStickyOptions = { targetGroups: [{ name: 'x', algorithm: 'random' }] }
 // @ts-expect-error app_cookie stickiness needs the app's cookie name
 export const noCookieName: FastifyStickyOptions = { targetGroups: [{ name: 'x', stickiness: { type: 'app_cookie' } }] }
+export const discovered: FastifyStickyOptions = { targetGroups: [{ name: 'carts', discovery: { hostname: 'carts.default.svc.cluster.local', port: 8080, family: 0, servers: ['127.0.0.1:5353'] } }] }
+// @ts-expect-error the address family is 4, 6 or 0 (both)
+export const badFamily: FastifyStickyOptions = { targetGroups: [{ name: 'carts', discovery: { hostname: 'carts.test', port: 80, family: 5 } }] }
 
 export const withListeners: FastifyStickyOptions = {
   cookiePrefix: 'IN-',
