@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onErrorHookHandler, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
@@ -8,6 +8,7 @@ import { KeyHasher } from './hashing/key-hash.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
 import { RedisLearnStore } from './stickiness/redis-learn-store.js'
 import { Listener } from './listener.js'
+import { createMetrics } from './metrics.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions, type ResolvedLearnStore } from './options.js'
 import { answerOtherForm, Proxy } from './proxy.js'
@@ -39,8 +40,14 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     now: options.now
   }
   const groups = new Map<string, TargetGroup>()
+  // Made before the groups start their checks: a metrics mistake leaves nothing running.
+  const metrics = options.metrics === null
+    ? null
+    : await createMetrics(options.metrics, { groups, learnStore: () => learnStore, learnStoreType: options.learnStore.type, now: options.now })
   for (const group of options.targetGroups) {
-    groups.set(group.name, new TargetGroup(group, poolSettings))
+    const targetGroup = new TargetGroup(group, poolSettings)
+    targetGroup.metrics = metrics
+    groups.set(group.name, targetGroup)
     if (group.tls?.rejectUnauthorized === false) {
       fastify.log.warn({ targetGroup: group.name }, `fastify-sticky: target group '${group.name}' has tls.rejectUnauthorized: false, so its targets' certificates are not verified: anyone on the path to them can read and change its traffic`)
     }
@@ -71,6 +78,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   for (const listener of options.listeners) listeners.set(listener.name, new Listener(listener, listenerContext))
 
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
+  fastify.decorate('stickyMetrics', metrics === null ? null : Object.freeze({ registry: metrics.registry }))
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kForward, null)
   fastify.decorateRequest(kPinState, null)
@@ -108,7 +116,13 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   const webSocketRoutes = FindMyWay()
   const webSocketPaths = new Set<string>()
   let stopUpgrades: (() => void) | null = null
-  proxy.onUpgradeResponse = pinResponse
+  // A WebSocket's 101 never reaches onResponse hooks: it is counted as it goes.
+  proxy.onUpgradeResponse = metrics === null
+    ? pinResponse
+    : (request, reply) => {
+        pinResponse(request, reply)
+        metrics.responded(request, reply, 101)
+      }
 
   // Listener rules are resolved once per route, here; the request path only runs the hooks.
   fastify.addHook('onRoute', (route) => {
@@ -125,6 +139,11 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
     if (forwards.some((forward) => forward.pin?.atResponse !== undefined)) route.onSend = [...hooksOf(route.onSend), pinAtResponse]
+    // Only bound routes are counted, and only with metrics on: otherwise no hook at all.
+    if (metrics !== null) {
+      route.onResponse = [...hooksOf(route.onResponse), metrics.onResponse]
+      route.onError = [...hooksOf(route.onError), metrics.onError as onErrorHookHandler]
+    }
   })
 
   // Fastify runs onClose only once every in-flight request has ended: a response that streams
@@ -138,6 +157,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     stopUpgrades?.()
     await Promise.all([...groups.values()].map((group) => group.close()))
     await learnStore?.close()
+    metrics?.close()
   })
   // A user's own 'connect' listener (a forward proxy) is left to serve CONNECT alone.
   if (fastify.server.listenerCount('connect') === 0) {
@@ -195,6 +215,7 @@ function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned:
   }
   ;(request as StickyRequest)[kPinState] = pinned.state
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
+  forward.group.metrics?.decided(affinity)
   ;(request as StickyRequest)[kForward] = forward
 }
 
