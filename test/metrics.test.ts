@@ -4,7 +4,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import * as client from 'prom-client'
 import fastifySticky, { type FastifyStickyOptions, type MetricsOptions } from '../lib/index.js'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, CookieJar, echoOf, refusedUrl, startTargets, TEST_KEY, waitFor } from './setup.js'
+import { buildGateway, CookieJar, echoOf, rawTarget, refusedUrl, startTargets, TEST_KEY, waitFor } from './setup.js'
+import { openWs, startWsTargets } from './websocket.js'
 
 type Tap = Parameters<typeof startTargets>[0]
 
@@ -89,6 +90,35 @@ test('gateway errors are counted by code, with the response that carried them', 
   t.equal(valueOf(lines, 'fastify_sticky_gateway_errors_total{target_group="g",code="FST_STICKY_FORWARDED_FOR_TOO_LONG"}'), 1, 'the 463 too, though it is no thrown error')
   t.equal(valueOf(lines, 'fastify_sticky_responses_total{target_group="g",target="gone",status_class="5xx"}'), 2)
   t.equal(valueOf(lines, 'fastify_sticky_responses_total{target_group="g",target="gone",status_class="4xx"}'), 1)
+})
+
+test('a response cut after its head went out counts as a gateway error', async (t) => {
+  const url = await rawTarget(t, 'HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial', true)
+  const { app, registry } = await gateway(t, { redispatch: false, targetGroups: [{ name: 'g', targets: [{ id: 'cut', url }] }] })
+  await t.rejects(app.inject({ url: '/' }), /destroyed/, 'the client sees its connection end')
+  let lines: string[] = []
+  await waitFor(async () => {
+    lines = await samples(registry)
+    return valueOf(lines, 'fastify_sticky_gateway_errors_total{target_group="g",code="FST_STICKY_TARGET_CONNECTION_FAILED"}') === 1
+  }, 5000, 'the cut response to be counted')
+  t.pass('counted once')
+})
+
+test('a WebSocket’s 101 counts as a 1xx response, once', async (t) => {
+  const targets = await startWsTargets(t, 1)
+  const registry = new client.Registry()
+  const app = await buildGateway(t, { targetGroups: [{ name: 'g', targets: [{ id: 'ws', url: targets[0].url }] }], metrics: { registry, client } })
+  app.get('/chat', { config: { targetGroup: 'g', websocket: true } }, (_request, reply) => reply.forward())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const socket = await openWs(t, `ws://127.0.0.1:${(app.server.address() as { port: number }).port}/chat`)
+  t.equal(await socket.ask('hi'), 't0:hi')
+  const lines = await samples(registry)
+  t.equal(valueOf(lines, 'fastify_sticky_responses_total{target_group="g",target="ws",status_class="1xx"}'), 1)
+  t.equal(valueOf(lines, 'fastify_sticky_decisions_total{target_group="g",outcome="new",reason="",decided_by="round_robin"}'), 1)
+  t.equal(valueOf(lines, 'fastify_sticky_request_duration_seconds_count{target_group="g"}'), 1)
+  socket.ws.close()
+  await socket.closed
+  t.equal(valueOf(await samples(registry), 'fastify_sticky_responses_total{target_group="g",target="ws",status_class="1xx"}'), 1, 'and not again when it closes')
 })
 
 test('a redispatch counts the new decision, and an empty group counts unavailable', async (t) => {
