@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import * as client from 'prom-client'
@@ -246,4 +248,24 @@ test('a registry that is no Registry of the prom-client in use, or one already h
   t.teardown(() => again.close())
   await again.register(fastifySticky, { keys: [TEST_KEY], targetGroups: [group], metrics: { registry, client } })
   t.ok((await registry.metrics()).includes('fastify_sticky_decisions_total'), 'so a new app registers them again')
+})
+
+test('without prom-client installed, metrics fail the registration with what to do', async (t) => {
+  // The built package, in a process where resolving `prom-client` fails as it does when it is not installed.
+  const hook = 'export async function resolve (specifier, context, next) { if (specifier === "prom-client") throw Object.assign(new Error("not found"), { code: "ERR_MODULE_NOT_FOUND" }); return next(specifier, context) }'
+  const program = `
+    import { register } from 'node:module'
+    register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hook)}))
+    const { default: Fastify } = await import('fastify')
+    const { default: sticky } = await import('fastify-sticky')
+    const app = Fastify()
+    app.register(sticky, { keys: ['${TEST_KEY}'], targetGroups: [{ name: 'g' }], metrics: true })
+    await app.ready().then(() => console.log('{}'), (err) => console.log(JSON.stringify({ code: err.code, message: err.message })))
+    await app.close()
+  `
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', program], { cwd: process.cwd() })
+  t.same(JSON.parse(stdout), {
+    code: 'FST_STICKY_OPTION_INVALID',
+    message: 'Invalid fastify-sticky option: metrics needs prom-client, which could not be loaded (ERR_MODULE_NOT_FOUND): install it (npm install prom-client) or pass its module as metrics.client'
+  })
 })
