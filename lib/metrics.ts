@@ -214,10 +214,12 @@ export class Metrics implements GroupMetrics {
     this.#duration.observe({ target_group: group }, reply.elapsedTime / 1000)
   }
 
+  /** Counts an error the gateway answered with, by its `FST_STICKY_*` code. */
   gatewayError (group: string, code: string): void {
     this.#gatewayErrors.inc({ target_group: group, code })
   }
 
+  /** Counts an active health check, with how long it took. */
   checked (group: string, targetId: string, result: CheckResult, durationMs: number): void {
     this.#checks.inc({ target_group: group, target: targetId, result: result.ok ? 'pass' : 'fail', reason: result.ok ? '' : result.reason })
     this.#checkDuration.observe({ target_group: group }, durationMs / 1000)
