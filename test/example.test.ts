@@ -274,7 +274,7 @@ test('GET /demo/health: each backend\'s process and target state, the demo\'s ch
 })
 
 test('GET /metrics: the documented Prometheus metrics of every group, and no target address', async (t) => {
-  const shop = await shopModule.startShop({ port: 0 })
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
   t.teardown(() => shop.close())
   const { send } = client(shop.url)
   t.equal((await send('POST', '/cart/items', { name: 'Teapot' })).status, 200)
