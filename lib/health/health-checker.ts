@@ -23,8 +23,8 @@ const INTERVAL_JITTER = 0.1
  * one is found within `unhealthyThreshold × intervalMs + timeoutMs`. One check at a time per
  * target (the next is scheduled when one ends), with jitter; the group's first checks spread over
  * a whole interval so targets and gateway instances do not probe in step. Every timer is
- * unref'd, so checks never keep the process alive. Results (and how long each check took) go to `report`; the group turns them
- * into states (see target-state.ts).
+ * unref'd, so checks never keep the process alive. Results, with how long each check took, go to
+ * `report`; the group turns them into states (see target-state.ts).
  */
 export class HealthChecker {
   readonly #settings: ResolvedHealthCheck
