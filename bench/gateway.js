@@ -6,7 +6,7 @@
 //   node bench/gateway.js bare <port> <origin>,<origin>,…     node:http + undici, round-robin, no framework (bare-proxy.js)
 //   node bench/gateway.js bare-relay <port> <origins>          node:net, each connection piped to the next target (bare-relay.js)
 //   node bench/gateway.js sticky-as <port> <origins> <json>    fastify-sticky, the group's stickiness and the plugin's
-//                                                             learnStore from <json>: { "stickiness": …, "learnStore": … }
+//                                                             learnStore and metrics from <json>: { "stickiness": …, "learnStore": …, "metrics": … }
 // Prints "ready" once listening; SIGTERM closes it cleanly (so --cpu-prof can write its profile).
 import { resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -46,9 +46,9 @@ async function listenFastify (kind, origins, dist) {
     await app.register(stickyProxy, { targetGroup: 'bench' })
   } else if (kind === 'sticky-as') {
     const { default: fastifySticky, stickyProxy } = await import('../dist/index.js')
-    const { stickiness, learnStore } = JSON.parse(dist)
+    const { stickiness, learnStore, metrics } = JSON.parse(dist)
     const targets = origins.split(',').map((url, i) => ({ id: String.fromCharCode(97 + i), url }))
-    await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets, stickiness }], ...(learnStore === undefined ? {} : { learnStore }) })
+    await app.register(fastifySticky, { keys: [BENCH_KEY], targetGroups: [{ name: 'bench', targets, stickiness }], ...(learnStore === undefined ? {} : { learnStore }), ...(metrics === undefined ? {} : { metrics }) })
     await app.register(stickyProxy, { targetGroup: 'bench' })
   } else {
     throw new Error(`unknown gateway kind ${kind}`)

@@ -4,7 +4,7 @@
 //
 //   node bench/run.js [--rounds 3] [--duration 5] [--warmup 2] [--connections 50]
 //                     [--generator wrk|autocannon] [--only throughput,websocket,affinity,memory]
-//                     [--scenarios bare,sticky-new,sticky-returning,source-ip,header,learn-memory,learn-redis,…]
+//                     [--scenarios bare,sticky-new,sticky-returning,metrics-returning,source-ip,header,learn-memory,learn-redis,…]
 //                     (the reference always runs; × bare needs bare)
 //                     [--baseline <dist folder of another build>] (adds its sticky rows, to compare builds)
 //                     [--ws-connections 50] [--ws-bytes 100]
@@ -18,6 +18,8 @@
 // x-session-id; `learn-*` clients each log in once before the runs (their JSESSIONID's first
 // request teaches the store), in memory or in a redis-server of the run's own (skipped with a
 // note when redis-server is not installed); `source-ip` clients all come from 127.0.0.1.
+// `metrics-returning` is sticky-returning through a gateway with `metrics: true` (prom-client),
+// judged against sticky-returning in the same run.
 // The WebSocket row (`websocket`): an echo over --ws-connections sockets, each a closed loop
 // (send a message, wait for its echo, send the next), direct to three `ws` targets, through the
 // plugin (lb_cookie, every socket opened with a cookie that pins it) and through
@@ -53,6 +55,8 @@ const TARGETS = {
   hashingAddsNs: 200,
   /** learn with Redis, returning clients, against lb_cookie returning clients in the same run. */
   learnRedisRatio: 0.9,
+  /** lb_cookie returning clients with metrics on, against the same with metrics off in the same run. */
+  metricsRatio: 0.95,
   rssGrowthMiB: 64,
   /** WebSocket echo through the plugin, messages per second per socket against the same echo direct to the targets. */
   wsDirectRatio: 0.9,
@@ -140,6 +144,7 @@ async function throughput (notes) {
     child.port = port
     return child
   }
+  if (wants('metrics-returning')) gateways.metrics = await stickyAs('metrics', { metrics: true })
   if (wants('source-ip')) gateways.sourceIp = await stickyAs('source-ip', { stickiness: { type: 'source_ip' } })
   if (wants('header')) gateways.header = await stickyAs('header', { stickiness: { type: 'header', name: SESSION_HEADER } })
   if (wants('learn-memory')) gateways.learnMemory = await stickyAs('learn-memory', { stickiness: { type: 'learn', cookieName: 'JSESSIONID' } })
@@ -202,6 +207,9 @@ async function throughput (notes) {
     scenarios.push(
       { name: 'haproxy-new', description: 'HAProxy roundrobin + cookie insert, new clients', url: url(haproxyPort), cookies: [''], process: gateways.haproxy },
       { name: 'haproxy-returning', description: 'HAProxy roundrobin + cookie insert, returning', url: url(haproxyPort), cookies: TARGET_IDS.map((id) => `SERVERID=${id}`), process: gateways.haproxy })
+  }
+  if (gateways.metrics !== undefined) {
+    scenarios.push({ name: 'metrics-returning', description: 'fastify-sticky lb_cookie, returning clients, metrics on (prom-client)', url: url(gateways.metrics.port), cookies: stickyCookies, process: gateways.metrics, expectCookie: true })
   }
   // Returning clients of the cookie-less types: 30 session ids, as many as the cookie values above.
   const sessionIds = stickyCookies.map((_, i) => `s${String(i).padStart(2, '0')}-${'7f'.repeat(15)}`)
@@ -613,6 +621,12 @@ function judgeTargets (report) {
   if (row('learn-redis') !== undefined && row('sticky-returning') !== undefined) {
     const ratio = row('learn-redis').median.rps / row('sticky-returning').median.rps
     targets.push({ target: `learn-redis ≥ ${TARGETS.learnRedisRatio}× sticky-returning req/s`, value: ratio, met: ratio >= TARGETS.learnRedisRatio })
+  }
+  if (row('metrics-returning') !== undefined && row('sticky-returning') !== undefined) {
+    const ratio = row('metrics-returning').median.rps / row('sticky-returning').median.rps
+    targets.push({ target: `metrics on ≥ ${TARGETS.metricsRatio}× metrics off req/s (returning clients)`, value: ratio, met: ratio >= TARGETS.metricsRatio })
+    const cpu = row('metrics-returning').median.cpuUsPerRequest / row('sticky-returning').median.cpuUsPerRequest
+    targets.push({ target: `metrics on ≤ ${fmt(1 / TARGETS.metricsRatio, 2)}× metrics off gateway CPU per request (returning clients)`, value: cpu, met: cpu <= 1 / TARGETS.metricsRatio })
   }
   if (report.affinity !== undefined) {
     for (const [type, ns] of [['header', report.affinity.headerNs], ['source_ip', report.affinity.sourceIpNs]]) {

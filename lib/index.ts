@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler, onSendHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onErrorHookHandler, onRequestHookHandler, onSendHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay from 'find-my-way'
 import { CookieCodec } from './cookie-codec.js'
@@ -10,6 +10,7 @@ import { KeyHasher } from './hashing/key-hash.js'
 import { MemoryLearnStore, type LearnStore } from './stickiness/learn-store.js'
 import { RedisLearnStore } from './stickiness/redis-learn-store.js'
 import { Listener } from './listener.js'
+import { createMetrics } from './metrics.js'
 import { resolveListenerRule, type RouteBinding, type RuleContext } from './listener-rule.js'
 import { resolveOptions, type ResolvedLearnStore } from './options.js'
 import { answerOtherForm, Proxy } from './proxy.js'
@@ -42,9 +43,14 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     now: options.now
   }
   const groups = new Map<string, TargetGroup>()
+  // Made before the groups start their checks: a metrics mistake leaves nothing running.
+  const metrics = options.metrics === null
+    ? null
+    : await createMetrics(options.metrics, { groups, learnStore: () => learnStore, learnStoreType: options.learnStore.type, now: options.now })
   const discoveries: DnsDiscovery[] = []
   for (const group of options.targetGroups) {
     const targetGroup = new TargetGroup(group, poolSettings)
+    targetGroup.metrics = metrics
     groups.set(group.name, targetGroup)
     if (group.discovery != null) discoveries.push(new DnsDiscovery(targetGroup, group.discovery, group.tls !== null, fastify.log, options.now))
     if (group.tls?.rejectUnauthorized === false) {
@@ -78,6 +84,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   for (const listener of options.listeners) listeners.set(listener.name, new Listener(listener, listenerContext))
 
   fastify.decorate('targetGroups', groups as ReadonlyMap<string, TargetGroup>)
+  fastify.decorate('stickyMetrics', metrics === null ? null : Object.freeze({ registry: metrics.registry }))
   fastify.decorateRequest('affinity', null)
   fastify.decorateRequest(kForward, null)
   fastify.decorateRequest(kPinState, null)
@@ -117,7 +124,13 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
   const webSocketRoutes = FindMyWay()
   const webSocketPaths = new Set<string>()
   let stopUpgrades: (() => void) | null = null
-  proxy.onUpgradeResponse = pinResponse
+  // A WebSocket's 101 never reaches onResponse hooks: it is counted as it goes.
+  proxy.onUpgradeResponse = metrics === null
+    ? pinResponse
+    : (request, reply) => {
+        pinResponse(request, reply)
+        metrics.responded(request, reply, 101)
+      }
 
   // Listener rules are resolved once per route, here; the request path only runs the hooks.
   fastify.addHook('onRoute', (route) => {
@@ -134,6 +147,11 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     // Only routes that can reach an app-sticky group pay for a look at the response's cookies.
     const forwards = binding instanceof Listener ? binding.forwards : [binding]
     if (forwards.some((forward) => forward.pin?.atResponse !== undefined)) route.onSend = [...hooksOf(route.onSend), pinAtResponse]
+    // Only bound routes are counted, and only with metrics on: otherwise no hook at all.
+    if (metrics !== null) {
+      route.onResponse = [...hooksOf(route.onResponse), metrics.onResponse]
+      route.onError = [...hooksOf(route.onError), metrics.onError as onErrorHookHandler]
+    }
   })
 
   // Fastify runs onClose only once every in-flight request has ended: a response that streams
@@ -148,6 +166,7 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     stopUpgrades?.()
     await Promise.all([...groups.values()].map((group) => group.close()))
     await learnStore?.close()
+    metrics?.close()
   })
   // A user's own 'connect' listener (a forward proxy) is left to serve CONNECT alone.
   if (fastify.server.listenerCount('connect') === 0) {
@@ -214,6 +233,7 @@ function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned:
   if (decisionHeader !== null) reply.header(decisionHeader, decisionHeaderValue(affinity))
   ;(request as StickyRequest)[kPinState] = pinned.state
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
+  forward.group.metrics?.decided(affinity)
   ;(request as StickyRequest)[kForward] = forward
 }
 

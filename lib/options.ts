@@ -15,10 +15,14 @@ import { requireHttpsTarget, resolveTls, type ResolvedTls } from './target-tls.j
 import { describeValue, invalid, optionalBoolean, optionalChoice, optionalInteger, refuseUnknownKeys, requireObject } from './validate.js'
 import type {
   Algorithm, DnsDiscoveryOptions, FastifyStickyOptions, KeyStickinessType, LearnStoreOptions, ForwardOptions, GroupStickinessOptions, HealthCheckOptions, ListenerOptions, ListenerRuleOptions,
-  OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WebSocketOptions, WeightedTargetGroupOptions
+  MetricsClient, MetricsOptions, MetricsRegistry, OutlierDetectionOptions, StickinessOptions, TargetGroupOptions, TargetOptions, WebSocketOptions, WeightedTargetGroupOptions
 } from './types.js'
 
 export const DEFAULT_LB_COOKIE_DURATION_SECONDS = 86_400
+/** prom-client's default histogram buckets, in seconds: 5 ms to 10 s. */
+export const DEFAULT_METRICS_BUCKETS: readonly number[] = Object.freeze([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+export const DEFAULT_METRICS_PREFIX = 'fastify_sticky_'
+export const MAX_METRICS_BUCKETS = 50
 export const MAX_COOKIE_DURATION_SECONDS = 604_800
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
 export const MAX_IDLE_TIMEOUT_MS = 4_000_000
@@ -88,7 +92,7 @@ const X_FORWARDED_FOR_MODES = ['append', 'preserve', 'remove'] as const
 const NAME_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/
 const NAME_EXPECTED = 'a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -'
 const PLUGIN_KEYS = ['keys', 'targetGroups', 'idleTimeoutMs', 'connectTimeoutMs', 'redispatch', 'redispatchIdempotent', 'requestBufferBytes',
-  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'exposeDecision', 'handoffHeaders', 'now']
+  'clientBodyTimeoutMs', 'xForwardedFor', 'trustedProxies', 'forwardStickyCookies', 'connectionsPerTarget', 'cookiePrefix', 'cookieSecure', 'corsCookies', 'cookieHttpOnly', 'cookieClockSkewSeconds', 'learnStore', 'listeners', 'exposeDecision', 'handoffHeaders', 'metrics', 'now']
 const GROUP_KEYS = ['name', 'targets', 'algorithm', 'stickiness', 'healthCheck', 'minimumHealthyTargets', 'failOpen',
   'deregistrationDelayMs', 'drainingKeepsSessions', 'slowStartMs', 'outlierDetection', 'boundedLoadFactor', 'websocket', 'tls', 'discovery']
 const DISCOVERY_KEYS = ['hostname', 'port', 'srv', 'family', 'intervalMs', 'timeoutMs', 'tries', 'servers']
@@ -259,6 +263,16 @@ export interface ResolvedOutlierDetection {
 /** The healthy targets a group needs before it stops failing open: a count, or a share in percent. */
 export type MinimumHealthy = { readonly count: number } | { readonly percent: number }
 
+/** The `metrics` option; the registry and client are checked against each other when the plugin loads prom-client. */
+export interface ResolvedMetrics {
+  /** Null: the plugin makes one. */
+  readonly registry: MetricsRegistry | null
+  /** Null: the plugin imports prom-client. */
+  readonly client: MetricsClient | null
+  readonly prefix: string
+  readonly buckets: readonly number[]
+}
+
 export interface ResolvedOptions {
   readonly keys: readonly Buffer[]
   /** True when no keys were given and a random one was made for this process. */
@@ -287,6 +301,8 @@ export interface ResolvedOptions {
   readonly exposeDecision: string | null
   /** The lower-case names of the hand-off headers; null when off. */
   readonly handoffHeaders: ResolvedHandoffHeaders | null
+  /** Null when metrics are off. */
+  readonly metrics: ResolvedMetrics | null
   readonly now: () => number
 }
 
@@ -355,6 +371,7 @@ export function resolveOptions (raw: unknown): ResolvedOptions {
     listeners,
     exposeDecision: resolveExposeDecision(options.exposeDecision),
     handoffHeaders: resolveHandoffHeaders(options.handoffHeaders),
+    metrics: resolveMetrics(options.metrics),
     now: resolveNow(options.now)
   })
 }
@@ -812,6 +829,33 @@ function resolveLearnStore (raw: unknown): ResolvedLearnStore {
     timeoutMs: optionalInteger(store.timeoutMs, 'learnStore.timeoutMs', 1, MAX_LEARN_TIMEOUT_MS, DEFAULT_LEARN_TIMEOUT_MS),
     localCacheMs: optionalInteger(store.localCacheMs, 'learnStore.localCacheMs', 0, MAX_LEARN_LOCAL_CACHE_MS, DEFAULT_LEARN_LOCAL_CACHE_MS)
   })
+}
+
+const METRICS_KEYS = ['registry', 'client', 'prefix', 'buckets']
+const METRICS_NAME_PREFIX = /^([A-Za-z_:][A-Za-z0-9_:]{0,63})?$/
+
+function resolveMetrics (raw: unknown): ResolvedMetrics | null {
+  if (raw === undefined || raw === false) return null
+  if (raw === true) return Object.freeze({ registry: null, client: null, prefix: DEFAULT_METRICS_PREFIX, buckets: DEFAULT_METRICS_BUCKETS })
+  const metrics = requireObject(raw, 'metrics', 'true, false or { registry, client, prefix, buckets }') as Partial<MetricsOptions>
+  refuseUnknownKeys(metrics, METRICS_KEYS, 'metrics.')
+  const { registry, client } = metrics
+  if (registry !== undefined && (registry === null || typeof registry !== 'object' || typeof registry.metrics !== 'function' || typeof registry.registerMetric !== 'function')) {
+    invalid('metrics.registry', 'a prom-client Registry', registry)
+  }
+  if (client !== undefined && (client === null || typeof client !== 'object' || !['Registry', 'Counter', 'Gauge', 'Histogram'].every((name) => typeof (client as unknown as Record<string, unknown>)[name] === 'function'))) {
+    invalid('metrics.client', "the prom-client module (import * as client from 'prom-client')", client)
+  }
+  const prefix = metrics.prefix ?? DEFAULT_METRICS_PREFIX
+  if (typeof prefix !== 'string' || !METRICS_NAME_PREFIX.test(prefix)) {
+    invalid('metrics.prefix', 'a string of 0 to 64 characters from a-z A-Z 0-9 _ :, not starting with a digit', prefix)
+  }
+  const buckets = metrics.buckets ?? DEFAULT_METRICS_BUCKETS
+  if (!Array.isArray(buckets) || buckets.length === 0 || buckets.length > MAX_METRICS_BUCKETS ||
+      !buckets.every((bound, i) => typeof bound === 'number' && Number.isFinite(bound) && bound > 0 && (i === 0 || bound > buckets[i - 1]))) {
+    invalid('metrics.buckets', `an array of 1 to ${MAX_METRICS_BUCKETS} increasing positive numbers (seconds)`, buckets)
+  }
+  return Object.freeze({ registry: registry ?? null, client: client ?? null, prefix, buckets: Object.freeze([...buckets]) })
 }
 
 function resolveKeys (raw: unknown): Buffer[] | undefined {

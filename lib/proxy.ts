@@ -501,8 +501,11 @@ class Exchange extends AsyncResource implements Dispatcher.DispatchHandler, Targ
       const code = errorCodeOf(err)
       if (!CLIENT_FAULTS.has(code)) this.target.recordOutcome(OUTCOME_GATEWAY)
       this.proxy.logFailure(this, code)
+      const error = this.proxy.gatewayError(code)
       if (!this.reply.raw.headersSent) this.#restoreHeaders()
-      stream.destroy(this.proxy.gatewayError(code))
+      // A response cut after its head: Fastify's onError hooks, where errors are counted, never see it.
+      else this.rule.group.metrics?.gatewayError(this.rule.group.name, error.code)
+      stream.destroy(error)
     }
   }
 
@@ -710,6 +713,7 @@ export class Proxy {
     if (headers === null) {
       // 463 has no reason phrase for Fastify's error handler to add: write the body here.
       const err = new FST_STICKY_FORWARDED_FOR_TOO_LONG(MAX_FORWARDED_FOR_ADDRESSES)
+      rule.group.metrics?.gatewayError(rule.group.name, err.code)
       return reply.code(463).send({ statusCode: 463, code: err.code, error: 'X-Forwarded-For Too Long', message: err.message })
     }
     // A path given to reply.forward() may hold what no request line can (`?q=a b`): encoded here,
@@ -1323,6 +1327,7 @@ function repin (reply: FastifyReply, rule: GroupForward, decision: AffinityDecis
   // The listener rule that routed the request still did.
   const match = reply.request.affinity?.rule
   reply.request.affinity = match === undefined ? decision : { ...decision, rule: match }
+  rule.group.metrics?.decided(decision)
   const request = reply.request
   const lines = decision.target === null ? null : rule.repinLines(request, decision.target.id, rule.now(), rule.secureFor(request))
   if (rule.pin !== null && rule.pin.pinNames.length > 0) replaceStickyCookies(reply, rule.pin.pinNames, lines)

@@ -8,7 +8,22 @@ import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredH
 import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup, type ResolvedWebSocket } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import { requireHttpsTarget } from './target-tls.js'
-import type { Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
+import type { AffinityDecision, Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
+
+/**
+ * What the plugin's metrics (lib/metrics.ts) are told by a group and the requests it serves.
+ * @internal
+ */
+export interface GroupMetrics {
+  /** An affinity decision: each request's, and a redispatch's new one. */
+  decided (decision: AffinityDecision): void
+  /** An error the gateway answered with (or cut a response for), outside Fastify's onError hooks. */
+  gatewayError (group: string, code: string): void
+  /** An active health check's result and how long it took. */
+  checked (group: string, targetId: string, result: CheckResult, durationMs: number): void
+  /** A deregistered target finished draining and left the group. */
+  targetRemoved (group: string, targetId: string): void
+}
 
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
 export interface GroupSettings extends PoolSettings {
@@ -115,6 +130,11 @@ export class TargetGroup {
   #slowStarting = false
   #closing: Promise<void> | null = null
   readonly #watchdog: NodeJS.Timeout
+  /**
+   * The plugin's metrics; null when they are off.
+   * @internal
+   */
+  metrics: GroupMetrics | null = null
 
   constructor (resolved: ResolvedTargetGroup, settings: GroupSettings) {
     this.name = resolved.name
@@ -132,7 +152,7 @@ export class TargetGroup {
     // Every target's pool, and its health checks, speak the group's TLS.
     this.#settings = resolved.tls === null ? settings : { ...settings, tls: resolved.tls }
     this.#balancer = createBalancer(resolved.algorithm)
-    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result) => this.#recordCheck(target, result), resolved.tls)
+    this.#checker = resolved.healthCheck === null ? null : new HealthChecker(resolved.healthCheck, (target, result, durationMs) => this.#recordCheck(target, result, durationMs), resolved.tls)
     // Targets registered together into an empty group do not slow-start (ALB).
     for (const options of resolved.targets) {
       const target = new Target(options, this.#settings, this.#newHealth())
@@ -401,6 +421,7 @@ export class TargetGroup {
         this.#targets.delete(id)
         this.#setHealth(target, afterDraining(target.health, this.#settings.now()))
         this.#update()
+        this.metrics?.targetRemoved(this.name, id)
         // Requests still waiting for a connection were never sent: they go to another target.
         for (const request of target.takeQueued()) request.evict()
         const closed = deadline && target.outstanding > 0 ? target.destroy(new FST_STICKY_TARGET_DEREGISTERED()) : target.close()
@@ -536,7 +557,8 @@ export class TargetGroup {
     return registeredHealth(initial, this.#settings.now())
   }
 
-  #recordCheck (target: Target, result: CheckResult): void {
+  #recordCheck (target: Target, result: CheckResult, durationMs: number): void {
+    this.metrics?.checked(this.name, target.id, result, durationMs)
     const check = this.healthCheck as ResolvedHealthCheck
     const before = target.health
     const after = afterCheck(before, result, check, this.#settings.now())

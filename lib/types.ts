@@ -460,6 +460,12 @@ export interface FastifyStickyOptions {
    * with `false`. Copies of these headers that clients send are never passed on.
    */
   handoffHeaders?: boolean | HandoffHeadersOptions
+  /**
+   * Prometheus metrics through prom-client (an optional peer dependency): `true` for a registry
+   * of the plugin's own, or `{ registry, client, prefix, buckets }`. Read the registry from
+   * `app.stickyMetrics.registry` (see README, Metrics). Default off: no hook, no cost.
+   */
+  metrics?: MetricsOptions | boolean
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
   now?: () => number
 }
@@ -470,6 +476,57 @@ export interface HandoffHeadersOptions {
   previousTarget?: string
   /** Carries why it was re-pinned (a `ReassignReason`). Default `x-sticky-handoff-reason`. */
   reason?: string
+}
+
+/**
+ * A Prometheus registry: prom-client's `Registry` (or `@prometheus-io/client`'s), of the module
+ * the plugin's metrics are made with.
+ */
+export interface MetricsRegistry {
+  /** The Content-Type of `metrics()`'s text. */
+  readonly contentType: string
+  /** Every metric of the registry in Prometheus's text format (this is what a scrape answers). */
+  metrics (): Promise<string>
+  registerMetric (metric: any): void
+  getSingleMetric (name: string): unknown
+  removeSingleMetric (name: string): void
+}
+
+/** The prom-client module, as `import * as client from 'prom-client'` gives it (or `@prometheus-io/client`). */
+export interface MetricsClient {
+  Registry: abstract new (...args: any[]) => object
+  Counter: new (...args: any[]) => object
+  Gauge: new (...args: any[]) => object
+  Histogram: new (...args: any[]) => object
+}
+
+/**
+ * The plugin's Prometheus metrics (names and labels in README, Metrics).
+ *
+ * @example
+ * import * as client from 'prom-client'
+ * const registry = new client.Registry()
+ * await app.register(fastifySticky, { targetGroups, metrics: { registry, client } })
+ */
+export interface MetricsOptions {
+  /** Where the metrics are registered. Default: a new Registry of the plugin's own (`app.stickyMetrics.registry`). */
+  registry?: MetricsRegistry
+  /**
+   * Your prom-client module, whose classes make the metrics: give it when `registry` is yours, so
+   * that one copy of prom-client makes both (two installed copies keep two of everything).
+   * Default: `import('prom-client')` from the plugin, which must find it installed.
+   */
+  client?: MetricsClient
+  /** Put before every metric name: 0 to 64 of `a-z A-Z 0-9 _ :`, not starting with a digit. Default `fastify_sticky_`. */
+  prefix?: string
+  /** Histogram buckets in seconds, increasing: 1 to 50 positive numbers. Default prom-client's, 0.005 to 10. */
+  buckets?: number[]
+}
+
+/** What `app.stickyMetrics` holds while metrics are on. */
+export interface StickyMetrics {
+  /** The registry holding the plugin's metrics: answer a scrape with its `metrics()`, as `contentType`. */
+  readonly registry: MetricsRegistry
 }
 
 /**
@@ -718,6 +775,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The plugin's target groups by name; register and deregister targets here at run time. */
     targetGroups: ReadonlyMap<string, TargetGroup>
+    /** The plugin's Prometheus metrics (option `metrics`); null when they are off. */
+    stickyMetrics: StickyMetrics | null
   }
   interface FastifyContextConfig extends StickyRouteConfig {}
 }

@@ -292,6 +292,23 @@ test('GET /demo/health: each backend\'s process and target state, the demo\'s ch
     { status: 200, setCookie: null, body: { status: 'ok', servedBy: 'cart-a' } }, `a backend answers GET /health without a session: ${direct.status} ${body}`)
 })
 
+test('GET /metrics: the documented Prometheus metrics of every group, and no target address', async (t) => {
+  const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
+  t.teardown(() => shop.close())
+  const { send } = client(shop.url)
+  t.equal((await send('POST', '/cart/items', { name: 'Teapot' })).status, 200)
+  const res = await send('GET', '/metrics')
+  t.equal(res.status, 200, `GET /metrics: ${res.status}`)
+  t.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)
+  t.match(res.body, /^fastify_sticky_decisions_total\{target_group="carts",outcome="new",reason="",decided_by="round_robin"\} 1$/m, 'the cart’s decision')
+  t.match(res.body, /^fastify_sticky_responses_total\{target_group="carts",target="cart-[abc]",status_class="2xx"\} 1$/m, 'its response')
+  for (const group of ['carts', 'accounts', 'api']) {
+    t.match(res.body, new RegExp(`^fastify_sticky_health_checks_total\\{target_group="${group}",target="cart-a",result="pass",reason=""\\} \\d+$`, 'm'), `${group}'s checks`)
+    t.match(res.body, new RegExp(`^fastify_sticky_target_state\\{target_group="${group}",target="cart-c",state="healthy"\\} 1$`, 'm'), `${group}'s states`)
+  }
+  t.notMatch(res.body, /127\.0\.0\.1|localhost|http:/, 'no address')
+})
+
 test('GET /demo/health: every target group’s view of the backends, carts, accounts and api', async (t) => {
   const shop = await shopModule.startShop({ port: 0, healthCheck: FAST_HEALTH_CHECK })
   t.teardown(() => shop.close())

@@ -1,5 +1,6 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
+import * as promClient from 'prom-client'
 import fastifySticky, { stickyProxy, type AffinityDecision, type FastifyStickyOptions, type TargetRef } from '../lib/index.js'
 
 // Compile-time checks: `npm test` type-checks this file (tsc --noEmit) before tap runs it.
@@ -78,6 +79,18 @@ export const corsTwins: FastifyStickyOptions[] = [
 ]
 // @ts-expect-error the CORS twins are written where clients keep them, or always
 export const corsNever: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], corsCookies: false }
+
+export const metricsOn: FastifyStickyOptions[] = [
+  { targetGroups: [{ name: 'a' }], metrics: true },
+  { targetGroups: [{ name: 'a' }], metrics: { registry: new promClient.Registry(), client: promClient, prefix: 'edge_', buckets: [0.1, 1] } }
+]
+// @ts-expect-error buckets are numbers of seconds
+export const bucketsAsText: FastifyStickyOptions = { targetGroups: [{ name: 'a' }], metrics: { buckets: ['1s'] } }
+/** A scrape handler's view: the registry, when metrics are on. */
+export async function scrape (app: ReturnType<typeof Fastify>): Promise<string> {
+  const metrics = app.stickyMetrics
+  return metrics === null ? '' : await metrics.registry.metrics()
+}
 
 /** A handler that tells a cross-site request (the app cookie withheld) from a lost binding. */
 export function isWithheld (affinity: AffinityDecision): boolean {

@@ -62,6 +62,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       now: clock,
       // `x-sticky-decision: hit;lb_cookie;cart-a` on every response, for the page (and curl) to show.
       exposeDecision: true,
+      // Prometheus metrics in a registry of the plugin's own, scraped at GET /metrics below.
+      metrics: true,
       targetGroups: [{
         name: 'carts',
         targets: backends.map((backend) => ({ id: backend.id, url: backend.url })),
@@ -91,6 +93,13 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     await gateway.register(stickyProxy, { prefix: '/account', targetGroup: 'accounts', rewritePrefix: '/account' })
     // `/api/cart` is the cart again, for cookie-less clients: no gateway cookie is written there.
     await gateway.register(stickyProxy, { prefix: '/api', targetGroup: 'api' })
+
+    // What Prometheus scrapes (names and labels in README, Metrics): group names and target ids, never an address.
+    gateway.get('/metrics', async (request, reply) => {
+      const { registry } = gateway.stickyMetrics
+      reply.type(registry.contentType)
+      return registry.metrics()
+    })
 
     gateway.get('/', (request, reply) => {
       reply

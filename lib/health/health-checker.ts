@@ -23,12 +23,12 @@ const INTERVAL_JITTER = 0.1
  * one is found within `unhealthyThreshold × intervalMs + timeoutMs`. One check at a time per
  * target (the next is scheduled when one ends), with jitter; the group's first checks spread over
  * a whole interval so targets and gateway instances do not probe in step. Every timer is
- * unref'd, so checks never keep the process alive. Results go to `report`; the group turns them
- * into states (see target-state.ts).
+ * unref'd, so checks never keep the process alive. Results, with how long each check took, go to
+ * `report`; the group turns them into states (see target-state.ts).
  */
 export class HealthChecker {
   readonly #settings: ResolvedHealthCheck
-  readonly #report: (target: Target, result: CheckResult) => void
+  readonly #report: (target: Target, result: CheckResult, durationMs: number) => void
   readonly #tls: ResolvedTls | null
   readonly #watched = new Set<Target>()
   readonly #timers = new Map<Target, NodeJS.Timeout>()
@@ -38,7 +38,7 @@ export class HealthChecker {
   #closed = false
 
   /** `tls`: the group's TLS settings, so an https target is checked as its traffic reaches it. */
-  constructor (settings: ResolvedHealthCheck, report: (target: Target, result: CheckResult) => void, tls: ResolvedTls | null = null) {
+  constructor (settings: ResolvedHealthCheck, report: (target: Target, result: CheckResult, durationMs: number) => void, tls: ResolvedTls | null = null) {
     this.#settings = settings
     this.#report = report
     this.#tls = tls
@@ -103,7 +103,7 @@ export class HealthChecker {
       this.#running--
     }
     if (this.#closed || !this.#watched.has(target)) return
-    this.#report(target, result)
+    this.#report(target, result, performance.now() - startedMs)
     // Checks start an interval apart (a check ends within its timeout, below the interval), so
     // a target that stops answering is unhealthy within unhealthyThreshold × intervalMs + timeoutMs.
     const { intervalMs } = this.#settings
