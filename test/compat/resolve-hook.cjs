@@ -19,3 +19,23 @@ Module._resolveFilename = function (request, parent, ...rest) {
   }
   return resolve.call(this, request, parent, ...rest)
 }
+
+// A test of the suite that hangs (a WebSocket message it waits for never comes) fails after
+// 10 s instead of holding the whole run: node:test's `test()` gets that timeout unless the test
+// gives its own.
+const TEST_TIMEOUT_MS = 10_000
+const nodeTest = require('node:test')
+function withTimeout (fn) {
+  return function (name, options, body) {
+    if (typeof name === 'function') return fn.call(this, { timeout: TEST_TIMEOUT_MS }, name)
+    if (typeof options === 'function') return fn.call(this, name, { timeout: TEST_TIMEOUT_MS }, options)
+    if (options !== null && typeof options === 'object' && options.timeout === undefined) options = { ...options, timeout: TEST_TIMEOUT_MS }
+    return fn.call(this, name, options, body)
+  }
+}
+const timedTest = Object.assign(withTimeout(nodeTest), nodeTest, { test: withTimeout(nodeTest.test), it: withTimeout(nodeTest.it) })
+const load = Module._load
+Module._load = function (request, ...rest) {
+  if (request === 'node:test' || request === 'test') return timedTest
+  return load.call(this, request, ...rest)
+}
