@@ -1,6 +1,7 @@
 // One gateway of the benchmark, in its own process so it can be pinned to its own CPU:
 //   node bench/gateway.js reference <port> <origin>          plain @fastify/http-proxy, one target
 //   node bench/gateway.js reference-ws <port> <origin>       the same with `websocket: true` (the WebSocket row)
+//   node bench/gateway.js drop-in <port> <origin>            fastify-sticky/http-proxy with the reference's options (the import swapped)
 //   node bench/gateway.js sticky <port> <origin>,<origin>,…   fastify-sticky, lb_cookie, one target group
 //   node bench/gateway.js sticky <port> <origins> <dist>       the same, from another build (run.js --baseline)
 //   node bench/gateway.js bare <port> <origin>,<origin>,…     node:http + undici, round-robin, no framework (bare-proxy.js)
@@ -34,6 +35,9 @@ async function listenFastify (kind, origins, dist) {
   const app = Fastify({ logger: false })
   if (kind === 'reference') {
     const { default: httpProxy } = await import('@fastify/http-proxy')
+    await app.register(httpProxy, { upstream: origins.split(',')[0] })
+  } else if (kind === 'drop-in') {
+    const { default: httpProxy } = await import('../dist/http-proxy.js')
     await app.register(httpProxy, { upstream: origins.split(',')[0] })
   } else if (kind === 'reference-ws') {
     const { default: httpProxy } = await import('@fastify/http-proxy')

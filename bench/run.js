@@ -4,7 +4,7 @@
 //
 //   node bench/run.js [--rounds 3] [--duration 5] [--warmup 2] [--connections 50]
 //                     [--generator wrk|autocannon] [--only throughput,websocket,affinity,memory]
-//                     [--scenarios bare,sticky-new,sticky-returning,metrics-returning,source-ip,header,learn-memory,learn-redis,…]
+//                     [--scenarios bare,sticky-new,sticky-returning,drop-in,metrics-returning,source-ip,header,learn-memory,learn-redis,…]
 //                     (the reference always runs; × bare needs bare)
 //                     [--baseline <dist folder of another build>] (adds its sticky rows, to compare builds)
 //                     [--ws-connections 50] [--ws-bytes 100]
@@ -144,6 +144,11 @@ async function throughput (notes) {
     child.port = port
     return child
   }
+  if (wants('drop-in')) {
+    const [port] = await freePorts(1)
+    gateways.dropIn = await startGateway('drop-in', ['drop-in', String(port), origins[0]])
+    gateways.dropIn.port = port
+  }
   if (wants('metrics-returning')) gateways.metrics = await stickyAs('metrics', { metrics: true })
   if (wants('source-ip')) gateways.sourceIp = await stickyAs('source-ip', { stickiness: { type: 'source_ip' } })
   if (wants('header')) gateways.header = await stickyAs('header', { stickiness: { type: 'header', name: SESSION_HEADER } })
@@ -207,6 +212,9 @@ async function throughput (notes) {
     scenarios.push(
       { name: 'haproxy-new', description: 'HAProxy roundrobin + cookie insert, new clients', url: url(haproxyPort), cookies: [''], process: gateways.haproxy },
       { name: 'haproxy-returning', description: 'HAProxy roundrobin + cookie insert, returning', url: url(haproxyPort), cookies: TARGET_IDS.map((id) => `SERVERID=${id}`), process: gateways.haproxy })
+  }
+  if (gateways.dropIn !== undefined) {
+    scenarios.push({ name: 'drop-in', description: 'fastify-sticky/http-proxy with the reference\'s options (one target, no stickiness)', url: url(gateways.dropIn.port), cookies: [''], process: gateways.dropIn })
   }
   if (gateways.metrics !== undefined) {
     scenarios.push({ name: 'metrics-returning', description: 'fastify-sticky lb_cookie, returning clients, metrics on (prom-client)', url: url(gateways.metrics.port), cookies: stickyCookies, process: gateways.metrics, expectCookie: true })
