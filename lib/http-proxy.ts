@@ -34,6 +34,12 @@ async function fastifyHttpProxy (fastify: FastifyInstance, raw: StickyProxyOptio
   // A refused reply option says what to use instead, before a missing upstream does.
   if (opts.replyOptions !== undefined) checkForwardOptions(opts.replyOptions, 'stickyProxy replyOptions')
   if (opts.upstream === '') delete opts.upstream
+  // As @fastify/http-proxy: a proxy of WebSockets only may name its target by wsUpstream alone.
+  if (opts.upstream === undefined && typeof opts.wsUpstream === 'string' && opts.wsUpstream !== '' && opts.targetGroup === undefined && opts.listener === undefined) {
+    try {
+      opts.upstream = new URL(opts.wsUpstream).origin.replace(/^ws/, 'http')
+    } catch {}
+  }
   if (opts.upstream === undefined && opts.targetGroup === undefined && opts.listener === undefined) {
     // @fastify/http-proxy's words.
     throw new Error('upstream must be specified')

@@ -62,6 +62,8 @@ export interface StickyProxyOptions {
   http?: boolean | { requestOptions?: { timeout?: number } }
   /** @fastify/http-proxy's `undici` flag: the plugin's pools are undici's already; an object of pool options is refused. */
   undici?: boolean
+  /** @fastify/http-proxy's WebSocket upstream: accepted when it names `upstream`'s origin (the same target), refused otherwise. */
+  wsUpstream?: string
   /** Changes the upgrade request sent to the target: `rewriteRequestHeaders(headers, request)`, extra `headers`, `queryString`. */
   wsClientOptions?: {
     rewriteRequestHeaders?: (headers: Record<string, string | string[]>, request: FastifyRequest) => Record<string, string | string[]>
@@ -71,14 +73,13 @@ export interface StickyProxyOptions {
 }
 
 /** Every key stickyProxy takes, with Fastify's own register options. */
-const KNOWN = ['prefix', 'logLevel', 'logSerializers', 'targetGroup', 'listener', 'upstream', 'stickiness', 'rewritePrefix', 'websocket',
+const KNOWN = ['prefix', 'logLevel', 'logSerializers', 'targetGroup', 'listener', 'upstream', 'wsUpstream', 'stickiness', 'rewritePrefix', 'websocket',
   'httpMethods', 'routes', 'constraints', 'config', 'preHandler', 'beforeHandler', 'preValidation', 'proxyPayloads', 'preRewrite',
   'replyOptions', 'internalRewriteLocationHeader', 'handler', 'http', 'undici', 'wsClientOptions']
 
 const RETRIES = 'the plugin\'s redispatch and redispatchIdempotent options'
 /** @fastify/http-proxy (and @fastify/reply-from) options that cannot carry over, and what to use instead. */
 const REFUSED: Record<string, string> = {
-  wsUpstream: 'a WebSocket goes to the same target as the client\'s other requests (its affinity): give websocket: true',
   getUpstream: 'the affinity chooses the target: bind the prefix to a targetGroup, or to a listener whose rules choose one',
   wsHooks: 'the gateway tunnels WebSocket bytes as they come, so no message passes through a hook: read them in the target',
   wsReconnect: 'a WebSocket whose target goes away is closed with 1001 and the client reconnects through its affinity: see the group option websocket',
@@ -119,6 +120,7 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
     if (key in REFUSED) throw new FST_STICKY_OPTION_INVALID(`stickyProxy ${key} is not supported: ${REFUSED[key]}`)
   }
   refuseUnknownKeys(options, KNOWN, 'stickyProxy ')
+  checkWsUpstream(options)
   const upstream = options.upstream
   if (upstream !== undefined) await registerUpstream(instance, options)
   const prefix = instance.prefix
@@ -203,6 +205,26 @@ export async function stickyProxy (instance: FastifyInstance, options: StickyPro
 
 function passBody (_request: FastifyRequest, _payload: unknown, done: (err: Error | null, body?: unknown) => void): void {
   done(null)
+}
+
+/**
+ * `wsUpstream` carries over when it names `upstream`'s own origin (as a `ws:` URL, say): a
+ * WebSocket goes where the client's other requests go. Any other is refused: the target of an
+ * upgrade is its affinity's. Its path is not used, as @fastify/http-proxy does not use it for an
+ * upgrade's absolute path.
+ */
+function checkWsUpstream (options: StickyProxyOptions): void {
+  const ws = options.wsUpstream
+  if (ws === undefined) return
+  const why = 'not supported unless it names the origin of upstream: a WebSocket goes to the same target as the client\'s other requests (its affinity); give websocket: true'
+  if (options.upstream === undefined) throw new FST_STICKY_OPTION_INVALID(`stickyProxy wsUpstream is ${why}`)
+  let origin: string
+  try {
+    origin = upstreamUrl(ws).origin
+  } catch {
+    throw new FST_STICKY_OPTION_INVALID(`stickyProxy wsUpstream is ${why}`)
+  }
+  if (origin !== upstreamUrl(options.upstream).origin) throw new FST_STICKY_OPTION_INVALID(`stickyProxy wsUpstream is ${why}`)
 }
 
 /** The group `upstream` makes, inside its prefix. */

@@ -19,7 +19,7 @@ test('unknown options and those that cannot carry over are refused at registrati
     [{ prefix: '/a', replyOptions: { getUpstream: () => 'http://127.0.0.1:1' } }, /stickyProxy replyOptions\.getUpstream is not supported: the request goes to its affinity's target/],
     [{ prefix: '/a', wsHooks: {} }, /stickyProxy wsHooks is not supported: the gateway tunnels WebSocket bytes/],
     [{ prefix: '/a', wsReconnect: {} }, /stickyProxy wsReconnect is not supported: .*1001/],
-    [{ prefix: '/a', wsUpstream: 'ws://127.0.0.1:1' }, /stickyProxy wsUpstream is not supported/],
+    [{ prefix: '/a', wsUpstream: 'ws://127.0.0.1:1' }, /stickyProxy wsUpstream is not supported unless it names the origin of upstream/],
     [{ prefix: '/a', replyOptions: { retriesCount: 2 } }, /redispatch and redispatchIdempotent/],
     [{ prefix: '/a', undici: { connections: 5 } }, /stickyProxy undici must be a boolean/],
     [{ prefix: '/a', httpMethods: [] }, /stickyProxy httpMethods must be an array of HTTP method names/],
@@ -41,6 +41,12 @@ test('upstream mounts one target with stickiness off, and is refused where the p
   t.equal(res.statusCode, 200)
   t.equal(echoOf(res).url, '/v1/items?x=1', "the upstream's path replaces the prefix")
   t.equal(res.headers['set-cookie'], undefined, 'no stickiness, no cookie')
+
+  // wsUpstream naming the upstream's own origin is the same target: taken; any other is refused (above).
+  const same = Fastify()
+  t.teardown(() => same.close())
+  await same.register(stickyProxy, { prefix: '/ws', upstream: targets[0].url, wsUpstream: targets[0].url.replace('http:', 'ws:') })
+  t.equal((await same.inject({ url: '/ws/x' })).statusCode, 200)
 
   const sticky = await gateway(t, targets, { prefix: '/a' })
   sticky.register(stickyProxy, { prefix: '/b', upstream: targets[0].url })
