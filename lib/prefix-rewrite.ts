@@ -108,12 +108,16 @@ export function rewritePrefixOf (url: string, params: Record<string, string>, pr
 }
 
 const ABSOLUTE_URL = /^[a-zA-Z][a-zA-Z\d+.-]*:/
+/** A path of characters `checkDestination` need not decode: `/` first, and none of `%`, `\` or a control character. */
+const PLAIN_CHARACTERS = /^\/[^%\\\x00-\x1f]*$/
 
 /**
  * Throws (400) for a path that could leave the origin or climb out of its prefix: a scheme, `//`,
  * or a `..` segment once percent-decoded and with `\` read as `/` (as a lenient target would).
  */
 export function checkDestination (path: string): void {
+  // Most paths: nothing encoded, no `\`, no control character, no segment starting with a dot.
+  if (PLAIN_CHARACTERS.test(path) && path.charCodeAt(1) !== 47 /* / */ && !path.includes('/.')) return
   const normalized = path.replace(/[\t\n\r\0]/g, '').trimStart().replaceAll('\\', '/')
   if (ABSOLUTE_URL.test(normalized) || normalized.startsWith('//')) throw new FST_STICKY_PATH_ESCAPES_PREFIX()
   let decoded: string
@@ -130,6 +134,8 @@ const BASE = 'http://fastify-sticky.invalid'
 /** `checkDestination`, and the path resolved stays `within` the (rewritten) prefix. */
 export function checkWithin (path: string, within: string): void {
   checkDestination(path)
+  // Without dot segments (refused above), a path is within its prefix when it starts with it.
+  if (within === '' || path === within || (path.startsWith(within) && (within.endsWith('/') || path.charCodeAt(within.length) === 47 /* / */))) return
   const target = new URL(path, BASE)
   const prefix = new URL(within === '' ? '/' : within, BASE)
   const boundary = prefix.pathname.endsWith('/') ? prefix.pathname : `${prefix.pathname}/`
