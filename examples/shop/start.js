@@ -94,7 +94,7 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     // `/api/cart` is the cart again, for cookie-less clients: no gateway cookie is written there.
     await gateway.register(stickyProxy, { prefix: '/api', targetGroup: 'api' })
 
-    // What Prometheus scrapes (names and labels in README, Metrics): group names and target ids, never an address.
+    // What Prometheus scrapes (names and labels in docs/metrics.md): group names and target ids, never an address.
     gateway.get('/metrics', async (request, reply) => {
       const { registry } = gateway.stickyMetrics
       reply.type(registry.contentType)
