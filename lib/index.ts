@@ -20,7 +20,7 @@ import { CORS_SUFFIX, LB_COOKIE, LbCookieWriter, LbSetSealer, TG_COOKIE } from '
 import { decisionHeaderValue } from './stickiness/affinity.js'
 import type { Pinned } from './stickiness/source.js'
 import { TargetGroup } from './target-group.js'
-import type { FastifyStickyOptions, RuleMatch } from './types.js'
+import type { AffinityDecision, FastifyStickyOptions, RuleMatch } from './types.js'
 import { kWebSocketRoute, listenForUpgrades } from './websocket/upgrade.js'
 
 /** Where a request keeps the forward its affinity was decided on, for `reply.forward()`. */
@@ -40,7 +40,8 @@ async function fastifySticky (fastify: FastifyInstance, raw: FastifyStickyOption
     connections: options.connectionsPerTarget,
     connectTimeoutMs: options.connectTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
-    now: options.now
+    now: options.now,
+    log: fastify.log
   }
   const groups = new Map<string, TargetGroup>()
   // Made before the groups start their checks: a metrics mistake leaves nothing running.
@@ -234,7 +235,31 @@ function settleAffinity (forward: GroupForward, match: RuleMatch | null, pinned:
   ;(request as StickyRequest)[kPinState] = pinned.state
   request.affinity = match === null ? affinity : { ...affinity, rule: match }
   forward.group.metrics?.decided(affinity)
+  if ((request.log as LevelAware).isLevelEnabled?.('debug') === true) logDecision(request, request.affinity)
   ;(request as StickyRequest)[kForward] = forward
+}
+
+/** pino's loggers say which levels they write; Fastify's type leaves it out, and other loggers may lack it (then nothing is logged). */
+interface LevelAware {
+  isLevelEnabled?: (level: string) => boolean
+}
+
+/** The decision's debug line: ids, outcome and why, never a cookie value or an address. */
+function logDecision (request: FastifyRequest, affinity: AffinityDecision): void {
+  const rule = affinity.rule
+  request.log.debug({
+    targetGroup: affinity.targetGroup,
+    route: `${request.method} ${request.routeOptions.url ?? ''}`,
+    outcome: affinity.outcome,
+    decidedBy: affinity.outcome === 'unavailable' ? null : affinity.decidedBy,
+    reason: affinity.outcome === 'reassigned' ? affinity.reason : null,
+    target: affinity.target?.id ?? null,
+    previousTarget: affinity.outcome === 'reassigned' ? affinity.previousTargetId ?? null : null,
+    stickiness: affinity.stickiness,
+    listener: rule?.listener ?? null,
+    rulePriority: rule?.priority ?? null,
+    groupOutcome: rule?.groupOutcome ?? null
+  }, 'fastify-sticky: affinity decided')
 }
 
 /**

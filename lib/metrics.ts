@@ -81,7 +81,7 @@ async function loadPromClient (): Promise<MetricsClient> {
   }
 }
 
-/** The plugin's metrics in one registry; see README, Metrics. */
+/** The plugin's metrics in one registry; see docs/metrics.md. */
 export class Metrics implements GroupMetrics {
   readonly registry: MetricsRegistry
   /** Decisions by group, outcome, reason and decided_by (strings whose hashes V8 keeps: no key is built per request). */

@@ -28,11 +28,26 @@ export interface GroupMetrics {
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
 export interface GroupSettings extends PoolSettings {
   readonly now: () => number
+  /** Where target state changes are logged at info (ids and states, never an address); absent: not logged. */
+  readonly log?: StateChangeLog
 }
 
 /** Where every target state change is published (see `TargetHealthChange`). */
 export const TARGET_HEALTH_CHANNEL = 'fastify-sticky:target-health'
 const healthChannel = diagnosticsChannel.channel(TARGET_HEALTH_CHANNEL)
+
+/** Where a group logs its targets' state changes (Fastify's logger fits). */
+export interface StateChangeLog {
+  info (fields: object, message: string): void
+}
+
+/** The message of each state change's log line; the fields say the rest. */
+const STATE_CHANGE_MESSAGES = {
+  registered: 'fastify-sticky: target registered',
+  state: 'fastify-sticky: target state changed',
+  ejected: 'fastify-sticky: target ejected',
+  returned: 'fastify-sticky: target returned from ejection'
+} as const
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
 const REMEMBERED_DEREGISTRATIONS = 1024
@@ -546,8 +561,9 @@ export class TargetGroup {
   }
 
   #publish (change: TargetHealthChange['change'], target: Target, from: TargetHealthChange['from'], atMs: number): void {
-    if (!healthChannel.hasSubscribers) return
     const { state, reason } = target.health
+    this.#settings.log?.info({ targetGroup: this.name, target: target.id, change, from, to: state, reason }, STATE_CHANGE_MESSAGES[from === null ? 'registered' : change])
+    if (!healthChannel.hasSubscribers) return
     const message: TargetHealthChange = { change, targetGroup: this.name, target: target.ref, from, to: state, reason, atMs }
     healthChannel.publish(message)
   }

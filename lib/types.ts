@@ -463,7 +463,7 @@ export interface FastifyStickyOptions {
   /**
    * Prometheus metrics through prom-client (an optional peer dependency): `true` for a registry
    * of the plugin's own, or `{ registry, client, prefix, buckets }`. Read the registry from
-   * `app.stickyMetrics.registry` (see README, Metrics). Default off: no hook, no cost.
+   * `app.stickyMetrics.registry` (see docs/metrics.md). Default off: no hook, no cost.
    */
   metrics?: MetricsOptions | boolean
   /** Clock in milliseconds since the epoch, for tests. Default `Date.now`. */
@@ -501,7 +501,7 @@ export interface MetricsClient {
 }
 
 /**
- * The plugin's Prometheus metrics (names and labels in README, Metrics).
+ * The plugin's Prometheus metrics (names and labels in docs/metrics.md).
  *
  * @example
  * import * as client from 'prom-client'
@@ -655,7 +655,7 @@ export interface TargetDescription {
   readonly webSockets: number
   /**
    * Estimate of the sticky sessions pinned to it: clients pinned here whose stickiness window,
-   * counted from their last request, is still open (see README).
+   * counted from their last request, is still open (see docs/health-and-lifecycle.md).
    */
   readonly boundSessions: number
   /** A client whose cookie names it stays on it now (routable, or draining / ejected with sessions kept). */

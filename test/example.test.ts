@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { test, type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
@@ -195,6 +196,26 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
   t.teardown(() => clearTimeout(deadline))
   const [code, signal] = await exited
   t.same({ code, signal }, { code: 0, signal: null }, `SIGTERM closes everything and exits 0: code ${code}, signal ${signal}, stderr: ${JSON.stringify(stderr)}`)
+})
+
+test('node examples/shop/start.js on a port in use: one line saying so, and a non-zero exit', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => taken.close())
+  const { port } = taken.address() as AddressInfo
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port) }
+  delete env.NODE_OPTIONS
+  const child = spawn(process.execPath, [fileURLToPath(START)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const [code] = await once(child, 'close') as [number | null]
+  t.not(code, 0, `it exits with an error status: ${code}`)
+  t.equal(stdout, '', `it prints nothing on stdout: ${JSON.stringify(stdout)}`)
+  t.equal(stderr, `fastify-sticky shop example: port ${port} is in use; set PORT=<port> to use another (PORT=0 picks a free one)\n`,
+    `stderr is one line naming the port: ${JSON.stringify(stderr)}`)
 })
 
 test('startShop(): a restarted backend has the same port and lost its carts; close() stops everything', async (t) => {

@@ -30,11 +30,9 @@ function valueOf (lines: string[], series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1))
 }
 
-/** Every metric name README's Metrics section documents. */
+/** Every metric name docs/metrics.md documents. */
 function documentedNames (): string[] {
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
-  const start = readme.indexOf('\n## Metrics')
-  const section = readme.slice(start, readme.indexOf('\n## ', start + 1))
+  const section = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8')
   return [...new Set([...section.matchAll(/^\| `(fastify_sticky_[a-z_]+)`/gm)].map((match) => match[1]))].sort()
 }
 
@@ -72,7 +70,7 @@ test('a scrape after traffic has every documented metric, labelled by group and 
   t.equal(valueOf(lines, 'fastify_sticky_target_group_degraded{target_group="g"}'), 0)
 
   const scraped = [...text.matchAll(/^# TYPE (\S+) /gm)].map((match) => match[1]).sort()
-  t.same(scraped, documentedNames(), 'README lists every metric the registry holds, and no other')
+  t.same(scraped, documentedNames(), 'docs/metrics.md lists every metric the registry holds, and no other')
   for (const target of targets) t.notOk(text.includes(target.url.slice('http://'.length)), `no address in the scrape (${target.url})`)
   t.notOk(text.includes('127.0.0.1'), 'no address at all')
   const cookie = jar.cookies.get('AWSALB') as string

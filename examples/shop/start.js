@@ -94,7 +94,7 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
     // `/api/cart` is the cart again, for cookie-less clients: no gateway cookie is written there.
     await gateway.register(stickyProxy, { prefix: '/api', targetGroup: 'api' })
 
-    // What Prometheus scrapes (names and labels in README, Metrics): group names and target ids, never an address.
+    // What Prometheus scrapes (names and labels in docs/metrics.md): group names and target ids, never an address.
     gateway.get('/metrics', async (request, reply) => {
       const { registry } = gateway.stickyMetrics
       reply.type(registry.contentType)
@@ -233,9 +233,16 @@ async function main () {
   process.once('SIGTERM', shutdown)
 }
 
+/** What `npm start` prints when the example cannot start: one line for a port in use, else the error. */
+function startFailure (err) {
+  if (err?.code !== 'EADDRINUSE') return err
+  const port = err.port ?? process.env.PORT ?? 3000
+  return `fastify-sticky shop example: port ${port} is in use; set PORT=<port> to use another (PORT=0 picks a free one)`
+}
+
 if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === import.meta.filename) {
   main().catch((err) => {
-    console.error(err)
+    console.error(startFailure(err))
     process.exit(1)
   })
 }
