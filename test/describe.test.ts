@@ -9,12 +9,12 @@ test('describe(): every target with state, reason, routable and requests in flig
     targetGroups: [{
       name: 'shop',
       targets: targets.map(({ id, url }) => ({ id, url })),
-      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
     }]
   })
   app.get('/*', { config: { targetGroup: 'shop' } }, (_request, reply) => reply.forward())
   const group = app.targetGroups.get('shop') as TargetGroup
-  await waitFor(() => group.describe().targets.every((target) => target.state === 'healthy'), 2000, 'both healthy')
+  await waitFor(() => group.describe().targets.every((target) => target.state === 'healthy'), 5000, 'both healthy')
   const described = group.describe()
   t.same({ ...described, targets: described.targets.map(({ sinceMs, ...rest }) => rest) }, {
     name: 'shop',
@@ -37,7 +37,7 @@ test('describe(): every target with state, reason, routable and requests in flig
   await waitFor(() => group.describe().targets.every((target) => target.inFlight === 0), 2000, 'nothing in flight')
 
   await targets[0].stop()
-  await waitFor(() => group.describe().targets[0].state === 'unhealthy', 2000, 't0 unhealthy')
+  await waitFor(() => group.describe().targets[0].state === 'unhealthy', 5000, 't0 unhealthy')
   const [t0, t1] = group.describe().targets
   t.equal(t0.reason, 'Target.FailedHealthChecks')
   t.equal(t0.routable, false)
@@ -53,11 +53,11 @@ test(`every state change is published on the diagnostics channel ${TARGET_HEALTH
     targetGroups: [{
       name: 'events',
       targets: [{ id: 'e0', url: targets[0].url }],
-      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+      healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 90, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
     }]
   })
   const group = app.targetGroups.get('events') as TargetGroup
-  await waitFor(() => changes.length === 2, 2000, 'registered, then healthy')
+  await waitFor(() => changes.length === 2, 5000, 'registered, then healthy')
   await targets[0].stop()
   await waitFor(() => changes.length === 3, 2000, 'unhealthy')
   await targets[0].start()
