@@ -98,6 +98,7 @@ test('allow: loopback by default; a peer outside the list gets 403 whatever its 
   t.equal(outside.json().code, 'FST_STICKY_ADMIN_FORBIDDEN')
   t.equal((await app.inject({ url: '/admin/', remoteAddress: '10.1.2.3' })).statusCode, 403, 'the page too')
   t.equal((await app.inject({ url: '/admin/target-groups', headers: AUTH, remoteAddress: '::1' })).statusCode, 200, 'IPv6 loopback')
+  t.equal((await app.inject({ url: '/admin/target-groups', headers: AUTH, remoteAddress: '::ffff:127.0.0.1' })).statusCode, 200, 'IPv4-mapped loopback (a server on ::)')
 
   const { app: wide } = await adminGateway(t, 1, { token: TOKEN, allow: ['10.0.0.0/8', '192.168.1.7'] })
   t.equal((await wide.inject({ url: '/admin/target-groups', headers: AUTH, remoteAddress: '10.1.2.3' })).statusCode, 200, 'inside 10.0.0.0/8')
