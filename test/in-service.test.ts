@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import type { TargetGroup } from '../lib/target-group.js'
-import { buildGateway, echoOf, recordHealthChanges, startTargets } from './setup.js'
+import { buildGateway, echoOf, recordHealthChanges, startTargets, waitFor } from './setup.js'
 
 test('setInService(id, false) takes no new client, keeps pinned ones (drainingKeepsSessions), and is published; true puts it back', async (t) => {
   const targets = await startTargets(t, 2)
@@ -37,4 +37,28 @@ test('setWeight changes the weight of new sessions; out of range throws, an unkn
   t.equal(seen.filter((id) => id === 't0').length, 6, `t0 takes three of four: ${seen.join(',')}`)
   t.throws(() => group.setWeight('t0', 0), { code: 'FST_STICKY_OPTION_INVALID', message: /setWeight\(id, weight\)\.weight must be an integer from 1 to 1000, received 0/ })
   t.equal(group.setWeight('nope', 2), false)
+})
+
+test('a group failing open never sends to a target out of service', async (t) => {
+  const targets = await startTargets(t, 2)
+  const app = await buildGateway(t, {
+    targetGroups: [{
+      name: 'web',
+      targets: targets.map(({ id, url }) => ({ id, url })),
+      healthCheck: { path: '/health', intervalMs: 40, timeoutMs: 30, healthyThreshold: 2, unhealthyThreshold: 2, allowShortIntervals: true }
+    }]
+  })
+  app.get('/*', { config: { targetGroup: 'web' } }, (_request, reply) => reply.forward())
+  const group = app.targetGroups.get('web') as TargetGroup
+  await waitFor(() => group.describe().targets.every((target) => target.state === 'healthy'), 5000, 'both healthy')
+  group.setInService('t0', false)
+  await targets[1].stop()
+  await waitFor(() => group.describe().targets[1].state === 'unhealthy', 5000, 't1 unhealthy')
+  t.equal(group.degraded, true, 'no in-service target is healthy: degraded')
+  // t0 would answer 200 (its health checks keep coming); t1 refuses: the gateway's 502.
+  for (let i = 0; i < 4; i++) {
+    const res = await app.inject({ url: `/${i}` })
+    t.same([res.statusCode, res.headers['x-served-by']], [502, undefined], `failing open over t1 only: ${res.statusCode} ${res.body}`)
+  }
+  t.same(group.describe().targets.map((target) => target.routable), [false, true], 'only t1 routable')
 })
