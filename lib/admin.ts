@@ -17,13 +17,23 @@ import { invalid, refuseUnknownKeys, requireObject } from './validate.js'
  * `authentication: 'custom'` when your own `onRequest`/`preHandler` hook guards the routes.
  * @example
  * await app.register(fastifySticky, { targetGroups })
- * await app.register(stickyAdmin, { prefix: '/admin', token: process.env.ADMIN_TOKEN, allow: ['loopback', '10.0.0.0/8'] })
+ * await app.register(stickyAdmin, { prefix: '/admin', token: process.env.ADMIN_TOKEN!, allow: ['loopback', '10.0.0.0/8'] })
  */
-export interface StickyAdminOptions {
-  /** The bearer token every request must carry (`Authorization: Bearer <token>`), at least 16 characters; compared in constant time, never logged. */
-  token?: string
-  /** `'custom'`: no token; your own hook (in a parent context, or one wrapping this plugin) authenticates every request. */
-  authentication?: 'custom'
+export type StickyAdminOptions = StickyAdminCommonOptions & (
+  | {
+    /** The bearer token every request must carry (`Authorization: Bearer <token>`), at least 16 characters; compared in constant time, never logged. */
+    token: string
+    authentication?: undefined
+  }
+  | {
+    /** `'custom'`: no token; your own hook (in a parent context, or one wrapping this plugin) authenticates every request. */
+    authentication: 'custom'
+    token?: undefined
+  }
+)
+
+/** What `stickyAdmin` takes besides its authentication choice. */
+export interface StickyAdminCommonOptions {
   /** Addresses and CIDR ranges (proxy-addr's, with `loopback`, `linklocal`, `uniquelocal`) allowed to reach the API; others get 403. Default `loopback`. */
   allow?: string | readonly string[]
   /** How many target state changes `GET <prefix>/state-changes` keeps, 1 to 10000. Default 200. */

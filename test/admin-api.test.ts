@@ -12,7 +12,7 @@ const AUTH = { authorization: `Bearer ${TOKEN}` }
 interface Tap { teardown (fn: () => unknown): void }
 
 /** A gateway over `count` targets (group `web`, round robin, no stickiness) with the admin API under /admin; its log lines are collected. */
-async function adminGateway (t: Tap, count: number, admin: Partial<StickyAdminOptions> = { token: TOKEN }, group: object = {}): Promise<{ app: FastifyInstance, targets: TestTarget[], lines: Array<Record<string, unknown>>, raw: string[] }> {
+async function adminGateway (t: Tap, count: number, admin: StickyAdminOptions = { token: TOKEN }, group: object = {}): Promise<{ app: FastifyInstance, targets: TestTarget[], lines: Array<Record<string, unknown>>, raw: string[] }> {
   const targets = await startTargets(t, count)
   const lines: Array<Record<string, unknown>> = []
   const raw: string[] = []
