@@ -95,3 +95,27 @@ export const FST_STICKY_WEBSOCKET_VERSION_UNSUPPORTED = createError(
 /** The affinity's target already has `websocket.maxConnectionsPerTarget` open WebSockets (503). */
 export const FST_STICKY_TARGET_WEBSOCKET_LIMIT = createError<[number]>(
   'FST_STICKY_TARGET_WEBSOCKET_LIMIT', 'The target already has %d open WebSockets', 503)
+
+/** An admin API request without the bearer token (or the dashboard's cookie), or with a wrong one (401). */
+export const FST_STICKY_ADMIN_UNAUTHORIZED = createError(
+  'FST_STICKY_ADMIN_UNAUTHORIZED', 'The admin API needs its bearer token', 401)
+
+/** An admin API request from an address outside the admin plugin's `allow` (403). */
+export const FST_STICKY_ADMIN_FORBIDDEN = createError(
+  'FST_STICKY_ADMIN_FORBIDDEN', 'The admin API does not answer this address', 403)
+
+/** An admin API request naming a target group the gateway does not have (404). */
+export const FST_STICKY_ADMIN_TARGET_GROUP_NOT_FOUND = createError<[string]>(
+  'FST_STICKY_ADMIN_TARGET_GROUP_NOT_FOUND', "No target group '%s'", 404)
+
+/** An admin API request naming a target its group does not have registered (404). */
+export const FST_STICKY_ADMIN_TARGET_NOT_FOUND = createError<[string, string]>(
+  'FST_STICKY_ADMIN_TARGET_NOT_FOUND', "Target group '%s' has no registered target '%s'", 404)
+
+/** An admin API registration of an id the group already has, registered or still draining (409). */
+export const FST_STICKY_ADMIN_TARGET_CONFLICT = createError<[string]>(
+  'FST_STICKY_ADMIN_TARGET_CONFLICT', '%s', 409)
+
+/** An admin API registration the group refuses: a bad URL, an http target in an https group (400). */
+export const FST_STICKY_ADMIN_REQUEST_INVALID = createError<[string]>(
+  'FST_STICKY_ADMIN_REQUEST_INVALID', '%s', 400)

@@ -305,6 +305,7 @@ const plugin = fp(fastifySticky, { name: 'fastify-sticky', fastify: '5.x' })
 export default plugin
 export { plugin as fastifySticky }
 export { stickyProxy, type StickyProxyOptions } from './sticky-proxy.js'
+export { stickyAdmin, type StickyAdminOptions } from './admin.js'
 export type { ReplyForwardOptions, ForwardedResponse } from './forward-options.js'
 export { CookieCodec, COOKIE_PURPOSE_LB, COOKIE_PURPOSE_LB_SET, COOKIE_PURPOSE_TG, COOKIE_PURPOSE_APP, type StickyPayload, type OpenedCookie } from './cookie-codec.js'
 export { TargetGroup, TARGET_HEALTH_CHANNEL } from './target-group.js'

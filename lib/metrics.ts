@@ -214,6 +214,11 @@ export class Metrics implements GroupMetrics {
     this.#duration.observe({ target_group: group }, reply.elapsedTime / 1000)
   }
 
+  /** Responses counted so far for a target, by status class; the admin dashboard derives its rates from them. */
+  responseCounts (group: string, targetId: string): readonly number[] | undefined {
+    return this.#responses.get(group)?.get(targetId)
+  }
+
   /** Counts an error the gateway answered with, by its `FST_STICKY_*` code. */
   gatewayError (group: string, code: string): void {
     this.#gatewayErrors.inc({ target_group: group, code })

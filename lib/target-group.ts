@@ -5,9 +5,10 @@ import { FST_STICKY_TARGET_DEREGISTERED, FST_STICKY_TARGET_DRAINING, FST_STICKY_
 import { MaglevTable, maglevSize } from './hashing/maglev.js'
 import { HealthChecker } from './health/health-checker.js'
 import { afterCheck, afterDeregistration, afterDraining, isRoutable, registeredHealth, type CheckResult, type InitialState, type TargetHealth } from './health/target-state.js'
-import { resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup, type ResolvedWebSocket } from './options.js'
+import { MAX_TARGET_WEIGHT, resolveTarget, type MinimumHealthy, type ResolvedHealthCheck, type ResolvedOutlierDetection, type ResolvedStickiness, type ResolvedTargetGroup, type ResolvedWebSocket } from './options.js'
 import { Target, type PoolSettings } from './target.js'
 import { requireHttpsTarget } from './target-tls.js'
+import { optionalInteger } from './validate.js'
 import type { AffinityDecision, Algorithm, ReassignReason, TargetDescription, TargetGroupDescription, TargetHealthChange, TargetOptions, TargetRef } from './types.js'
 
 /**
@@ -23,6 +24,8 @@ export interface GroupMetrics {
   checked (group: string, targetId: string, result: CheckResult, durationMs: number): void
   /** A deregistered target finished draining and left the group. */
   targetRemoved (group: string, targetId: string): void
+  /** Responses counted so far for a target, by status class (index 1 to 5 for 1xx to 5xx); undefined before its first. */
+  responseCounts (group: string, targetId: string): readonly number[] | undefined
 }
 
 /** What a group needs besides its options: how to build pools, and the plugin's clock. */
@@ -46,7 +49,9 @@ const STATE_CHANGE_MESSAGES = {
   registered: 'fastify-sticky: target registered',
   state: 'fastify-sticky: target state changed',
   ejected: 'fastify-sticky: target ejected',
-  returned: 'fastify-sticky: target returned from ejection'
+  returned: 'fastify-sticky: target returned from ejection',
+  'out-of-service': 'fastify-sticky: target taken out of service',
+  'in-service': 'fastify-sticky: target put back in service'
 } as const
 
 /** How many deregistered target ids a group remembers, to tell `target-deregistered` from `target-unknown`. */
@@ -461,6 +466,40 @@ export class TargetGroup {
     return done
   }
 
+  /**
+   * Changes a registered target's weight (1 to 1000) for new sessions from now on; its pinned
+   * clients stay. Returns false when the group has no registered target with this id (a draining
+   * one takes no new session: its weight no longer matters). Throws FST_STICKY_OPTION_INVALID for
+   * a weight out of range.
+   */
+  setWeight (id: string, weight: number): boolean {
+    optionalInteger(weight, `targetGroups.get('${this.name}').setWeight(id, weight).weight`, 1, MAX_TARGET_WEIGHT, 1)
+    const target = this.#targets.get(id)
+    if (target === undefined || this.#drains.has(target) || this.#closing !== null) return false
+    target.weight = weight
+    this.#update()
+    return true
+  }
+
+  /**
+   * Takes a registered target out of service by hand (`false`), or puts it back (`true`), as
+   * HAProxy's `drain` mode: out of service, it takes no new session and does not count towards
+   * `minimumHealthyTargets` (so failing open never sends to it), but its health checks go on
+   * and, with `drainingKeepsSessions` (the default), its pinned clients stay. Unlike
+   * `deregister` nothing ends: the target waits until it is put back. Published on the target
+   * health channel (`change: 'out-of-service'` / `'in-service'`). Returns false when the group
+   * has no registered target with this id.
+   */
+  setInService (id: string, inService: boolean): boolean {
+    const target = this.#targets.get(id)
+    if (target === undefined || this.#drains.has(target) || this.#closing !== null) return false
+    if (target.inService === inService) return true
+    target.inService = inService
+    this.#update()
+    this.#publish(inService ? 'in-service' : 'out-of-service', target, target.health.state, this.#settings.now())
+    return true
+  }
+
   /** Every registered and draining target with its state, ALB's reason code, requests in flight and bound sessions; and whether the group is degraded. */
   describe (): TargetGroupDescription {
     const now = this.#settings.now()
@@ -476,6 +515,7 @@ export class TargetGroup {
         reason,
         sinceMs,
         routable: target.routable,
+        inService: target.inService,
         inFlight: target.outstanding,
         queued: target.waitingCount(),
         webSockets: target.tunnels.size,
@@ -651,12 +691,18 @@ export class TargetGroup {
 
   #update (): void {
     const registered: Target[] = []
-    for (const target of this.#targets.values()) if (!this.#drains.has(target)) registered.push(target)
+    // Targets out of service by hand count as deregistered here: failing open never sends to them.
+    const serving: Target[] = []
+    for (const target of this.#targets.values()) {
+      if (this.#drains.has(target)) continue
+      registered.push(target)
+      if (target.inService) serving.push(target)
+    }
     // Ejected targets count as unhealthy here: passive checks may push a group into fail-open.
-    const healthy = registered.filter((target) => isRoutable(target.health) && target.ejectedUntilMs === 0)
-    const enough = registered.length > 0 && healthy.length >= Math.max(1, this.#minimumOf(registered.length))
+    const healthy = serving.filter((target) => isRoutable(target.health) && target.ejectedUntilMs === 0)
+    const enough = serving.length > 0 && healthy.length >= Math.max(1, this.#minimumOf(serving.length))
     if (!enough) {
-      this.#degraded = registered.length > 0
+      this.#degraded = serving.length > 0
       this.#enoughSinceMs = -1
     } else if (this.#degraded) {
       // Hysteresis: after a relapse, leave only once the minimum has held for a check interval,
@@ -668,14 +714,18 @@ export class TargetGroup {
     }
     if (!this.#degraded && enough) this.#everEnough = true
     // ALB fails open: below the minimum, every registered target takes traffic.
-    const routable = !this.#degraded ? healthy : this.#failOpen ? registered : []
+    const routable = !this.#degraded ? healthy : this.#failOpen ? serving : []
     const routableSet = new Set(routable)
     const keepEjected = this.outlierDetection?.keepSessions === true
     for (const target of registered) {
       target.routable = routableSet.has(target)
       target.unpinReason = target.routable
         ? null
-        : target.ejectedUntilMs !== 0 && isRoutable(target.health) ? (keepEjected ? null : 'target-ejected') : 'target-unhealthy'
+        : target.ejectedUntilMs !== 0 && isRoutable(target.health)
+          ? (keepEjected ? null : 'target-ejected')
+          : !target.inService && isRoutable(target.health)
+              ? (this.drainingKeepsSessions ? null : 'target-deregistered')
+              : 'target-unhealthy'
     }
     for (const [target, drain] of this.#drains) {
       target.routable = false

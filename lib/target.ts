@@ -48,7 +48,10 @@ export interface TargetRequest {
 export class Target implements TargetRef {
   readonly id: string
   readonly origin: string
-  readonly weight: number
+  /** Set by the group (`TargetGroup#setWeight`). */
+  weight: number
+  /** False while an operator keeps it out of service (`TargetGroup#setInService`): no new session. Set by the group. */
+  inService = true
   /** What handlers see of this target (`request.affinity.target`): its id and origin, frozen. */
   readonly ref: TargetRef
   /**

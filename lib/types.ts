@@ -647,6 +647,8 @@ export interface TargetDescription {
   readonly sinceMs: number
   /** Takes new sessions and keeps its pinned clients now (healthy, or the group fails open). */
   readonly routable: boolean
+  /** False while an operator keeps it out of service (`setInService(id, false)`, the admin API's `out-of-service`). */
+  readonly inService: boolean
   /** Requests for it whose response has not ended, those waiting for one of its connections included. */
   readonly inFlight: number
   /** Of those, how many wait in the gateway's queue for one of its connections (`connectionsPerTarget` are busy). */
@@ -681,11 +683,12 @@ export interface TargetGroupDescription {
 
 /**
  * Published on the diagnostics channel `fastify-sticky:target-health` at every target state
- * change (`change: 'state'`), and when passive checks eject a target or it returns (the state
- * stays as it was).
+ * change (`change: 'state'`), when passive checks eject a target or it returns, and when an
+ * operator takes it out of service or puts it back (`setInService`; for those four the state stays
+ * as it was).
  */
 export interface TargetHealthChange {
-  readonly change: 'state' | 'ejected' | 'returned'
+  readonly change: 'state' | 'ejected' | 'returned' | 'out-of-service' | 'in-service'
   readonly targetGroup: string
   readonly target: TargetRef
   /** The previous state; null when the target was just registered. */

@@ -22,8 +22,8 @@ test('describe(): every target with state, reason, routable and requests in flig
     degraded: false,
     failOpen: true,
     targets: [
-      { id: 't0', origin: targets[0].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0, queued: 0, webSockets: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null },
-      { id: 't1', origin: targets[1].url, weight: 1, state: 'healthy', reason: null, routable: true, inFlight: 0, queued: 0, webSockets: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null }
+      { id: 't0', origin: targets[0].url, weight: 1, state: 'healthy', reason: null, routable: true, inService: true, inFlight: 0, queued: 0, webSockets: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null },
+      { id: 't1', origin: targets[1].url, weight: 1, state: 'healthy', reason: null, routable: true, inService: true, inFlight: 0, queued: 0, webSockets: 0, boundSessions: 0, keepsSessions: true, ejectedUntilMs: null, slowStartEndsMs: null, drainDeadlineMs: null }
     ]
   })
   t.equal(JSON.stringify(described).includes('pool'), false, 'nothing of the pools shows')

@@ -13,6 +13,7 @@ import { CookieJar, onHealthChange, waitFor } from './setup.js'
 const START = new URL('../examples/shop/start.js', import.meta.url)
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const URL_LINE = /^fastify-sticky shop example: (http:\/\/localhost:(\d+)\/)$/m
+const DASHBOARD_LINE = /^dashboard \(admin API, its token in the address\): (http:\/\/localhost:\d+\/)admin\/#token=([0-9a-f]{32})$/m
 const REQUEST_TIMEOUT_MS = 10_000
 
 interface Backend {
@@ -137,7 +138,13 @@ test('node examples/shop/start.js: the cart stays on one backend, and moves with
   if (line === null) throw new Error(`the example exited with ${child.exitCode} before printing its URL; stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr)}`)
   const [, base, port] = line
   t.not(port, '0', `the printed URL has the actual port: ${JSON.stringify(stdout)}`)
-  t.equal(stdout.trim().split('\n').length, 1, `it prints one line: ${JSON.stringify(stdout)}`)
+  t.equal(stdout.trim().split('\n').length, 2, `it prints two lines, the shop's and the dashboard's: ${JSON.stringify(stdout)}`)
+  const dashboard = DASHBOARD_LINE.exec(stdout)
+  t.equal(dashboard?.[1], base, `the dashboard is on the gateway, its token in the fragment: ${JSON.stringify(stdout)}`)
+  const groups = await fetch(`${base}admin/target-groups`, { headers: { authorization: `Bearer ${dashboard?.[2]}` } })
+  t.equal(groups.status, 200, 'the printed token opens the admin API')
+  t.same((await groups.json()).targetGroups.map((group: { name: string }) => group.name), ['carts', 'accounts', 'api'])
+  t.equal((await fetch(`${base}admin/target-groups`)).status, 401, 'nothing without it')
   const { jar, send } = client(base)
 
   const page = await send('GET', '/')

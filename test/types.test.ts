@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import * as promClient from 'prom-client'
-import fastifySticky, { stickyProxy, type AffinityDecision, type FastifyStickyOptions, type TargetRef } from '../lib/index.js'
+import fastifySticky, { stickyAdmin, stickyProxy, type AffinityDecision, type FastifyStickyOptions, type TargetRef } from '../lib/index.js'
 
 // Compile-time checks: `npm test` type-checks this file (tsc --noEmit) before tap runs it.
 function narrowing (affinity: AffinityDecision): string {
@@ -114,6 +114,16 @@ test('the Fastify augmentation types request.affinity, reply.forward, app.target
   t.teardown(() => app.close())
   await app.register(fastifySticky, options)
   await app.register(stickyProxy, { prefix: '/p', targetGroup: 'shop', stickiness: false, rewritePrefix: '/q' })
+  await app.register(stickyAdmin, { prefix: '/admin', token: 'a-token-of-16-chars', allow: ['loopback'] })
+  // Type-checked, never run: the registration needs one authentication choice.
+  const refused = (other: typeof app): void => {
+    // @ts-expect-error an authentication choice is required
+    void other.register(stickyAdmin, { prefix: '/ops' })
+    // @ts-expect-error one authentication choice, not both
+    void other.register(stickyAdmin, { prefix: '/ops', token: 'a-token-of-16-chars', authentication: 'custom' })
+    void other.register(stickyAdmin, { prefix: '/ops', authentication: 'custom' })
+  }
+  t.type(refused, 'function')
   app.get('/x', { config: { targetGroup: 'shop', stickiness: { durationSeconds: 10 } } }, async (request, reply) => {
     const affinity: AffinityDecision | null = request.affinity
     if (affinity !== null && affinity.outcome !== 'unavailable') {

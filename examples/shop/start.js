@@ -3,7 +3,7 @@ import { realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
-import fastifySticky, { stickyProxy } from 'fastify-sticky'
+import fastifySticky, { stickyAdmin, stickyProxy } from 'fastify-sticky'
 import { ACCOUNT_COOKIE, startBackend } from './backend.js'
 
 // A fixed key so that the demo's cookies survive a restart of the example. It is public:
@@ -36,13 +36,14 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src '
  * `exposeDecision`); a client moved off a backend brings its session along (see `startBackend`).
  * `healthCheck` is merged over DEMO_HEALTH_CHECK (tests pass short intervals); `now` is the
  * gateway's clock in ms (default Date.now).
- * Resolves to `{ url, gateway, backends, close() }`.
+ * Resolves to `{ url, dashboardUrl, gateway, backends, close() }` (`dashboardUrl` carries the admin token).
  */
 export async function startShop ({ port = 3000, host = '127.0.0.1', logger, healthCheck = {}, now } = {}) {
   const check = { ...DEMO_HEALTH_CHECK, ...healthCheck }
   const clock = now ?? Date.now
   const backends = []
   const gateway = Fastify({ logger: logger ?? false })
+  const adminToken = randomBytes(16).toString('hex')
   let closing = null
   const close = () => {
     closing ??= gateway.close().then(() => Promise.all(backends.map((backend) => backend.stop()))).then(() => {})
@@ -100,6 +101,9 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
       reply.type(registry.contentType)
       return registry.metrics()
     })
+
+    // The admin API and its live dashboard (docs/operations.md), behind a token made at each start, from this machine only.
+    await gateway.register(stickyAdmin, { prefix: '/admin', token: adminToken })
 
     gateway.get('/', (request, reply) => {
       reply
@@ -210,7 +214,8 @@ export async function startShop ({ port = 3000, host = '127.0.0.1', logger, heal
   }
 
   const { port: actualPort } = gateway.server.address()
-  return { url: `http://${urlHost(host)}:${actualPort}/`, gateway, backends, close }
+  const url = `http://${urlHost(host)}:${actualPort}/`
+  return { url, dashboardUrl: `${url}admin/#token=${adminToken}`, gateway, backends, close }
 }
 
 /** How a browser on this machine reaches `host`. */
@@ -222,6 +227,7 @@ function urlHost (host) {
 async function main () {
   const shop = await startShop({ port: Number(process.env.PORT ?? 3000) })
   console.log(`fastify-sticky shop example: ${shop.url}`)
+  console.log(`dashboard (admin API, its token in the address): ${shop.dashboardUrl}`)
   // `once`: a second Ctrl-C while closing gets Node's default, an immediate exit.
   const shutdown = () => {
     shop.close().then(() => process.exit(0), (err) => {
