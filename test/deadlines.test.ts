@@ -13,7 +13,7 @@ async function silentTarget (t: Tap): Promise<{ url: string, requests: () => num
   return { url, requests: () => requests }
 }
 
-test('a single request to a target that never answers gets its 504 within 10 % of the idle timeout', async (t) => {
+test('a single request to a target that never answers gets its 504 within 20 % of the idle timeout', async (t) => {
   const silent = await silentTarget(t)
   const app = await buildGateway(t, { idleTimeoutMs: 2000, targetGroups: [{ name: 'g', targets: [{ id: 's', url: silent.url }] }] })
   app.get('/*', { config: { targetGroup: 'g' } }, (_request, reply) => reply.forward())
@@ -22,7 +22,8 @@ test('a single request to a target that never answers gets its 504 within 10 % o
   const tookMs = Date.now() - started
   t.equal(res.statusCode, 504)
   t.equal(res.json().code, 'FST_STICKY_TARGET_TIMEOUT')
-  t.ok(tookMs >= 1990 && tookMs <= 2200, `504 after ${tookMs} ms of 2000`)
+  // 20 %, as below: a CI machine running other suites delays the event loop (2271 ms was seen at a load average of 13).
+  t.ok(tookMs >= 1990 && tookMs <= 2400, `504 after ${tookMs} ms of 2000`)
 })
 
 test('every deadline counts from the request’s arrival: 50 requests on 16 connections all get their 504 at the idle timeout, and those that waited never reach the target', async (t) => {
