@@ -106,7 +106,9 @@ export function analyse (state) {
 
   // State changes: a faulted target's are expected; any other target's is a flap. Passive checks'
   // ejections of targets not faulted are listed apart (their clients' moves are unexpected moves).
-  const changes = events.filter((e) => e.atMs >= monitorFrom && e.atMs <= monitorTo && (e.change !== 'state' || e.from !== null))
+  // A target's first verdict after registration (initial → healthy) is no flap: its event can be
+  // stamped a moment after the driver saw every target healthy and started watching.
+  const changes = events.filter((e) => e.atMs >= monitorFrom && e.atMs <= monitorTo && (e.change !== 'state' || (e.from !== null && e.from !== 'initial')))
   const flaps = []
   const ejections = []
   let faultedChanges = 0
